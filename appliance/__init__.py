@@ -1,0 +1,3 @@
+"""Private, on-prem RAG appliance."""
+
+__version__ = "0.1.0"

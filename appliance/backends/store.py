@@ -1,0 +1,267 @@
+"""Vector stores: Qdrant Edge in-process (default) and a Qdrant server through qdrant-client.
+
+Both hold the same points: a named dense vector ``dense`` (cosine), a named sparse vector
+``bm25`` (Qdrant's BM25 with the IDF modifier, so IDF follows the corpus as it grows) and the
+same payload (see ``ingest.chunk.Chunk.payload``), so a collection moves from one to the other
+by snapshot. Hybrid search runs in the engine: dense and BM25 prefetches fused by RRF, with the
+ACL filter applied inside every prefetch.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from appliance.backends.embeddings import BackendUnavailable
+
+if TYPE_CHECKING:
+    from appliance.settings import EmbeddedStoreSettings, QdrantServerStoreSettings
+
+DENSE = "dense"
+SPARSE = "bm25"
+RRF_K = 60
+# Payload fields with an index: filters on them stay fast at millions of points.
+KEYWORD_INDEXES = ("acl_groups", "doc_id", "path")
+
+
+@dataclass(frozen=True)
+class StorePoint:
+    id: str
+    vector: list[float]
+    text: str
+    payload: dict[str, Any]
+
+
+@dataclass
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any]
+    dense_score: float | None = None
+    keyword_score: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class StoreLocked(RuntimeError):
+    """The embedded store is held by another process (usually a running `appliance serve`)."""
+
+
+class VectorStore(Protocol):
+    def upsert(self, points: list[StorePoint]) -> None: ...
+    def delete(self, ids: list[str]) -> None: ...
+    def search(self, dense: list[float], text: str, limit: int, candidates: int,
+               groups: list[str] | None = None) -> list[Hit]: ...
+    def count(self) -> int: ...
+    def close(self) -> None: ...
+
+
+def _bm25() -> Any:
+    from qdrant_edge import Bm25, Bm25Config
+
+    # English stemming and stopwords; the same tokenisation as a Qdrant server's BM25.
+    return Bm25(Bm25Config(language="english"))
+
+
+class EdgeStore:
+    """The Qdrant engine in-process (qdrant-edge-py): HNSW, sparse BM25, RRF fusion, WAL."""
+
+    def __init__(self, path: Path, dimension: int) -> None:
+        try:
+            import qdrant_edge as qe
+        except ImportError:
+            raise BackendUnavailable("qdrant-edge-py is not installed: pip install qdrant-edge-py") from None
+        self._qe = qe
+        self._lock = threading.RLock()
+        self._bm25 = _bm25()
+        config = qe.EdgeConfig(
+            vectors={DENSE: qe.EdgeVectorParams(size=dimension, distance=qe.Distance.Cosine)},
+            sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+        )
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            if (path / "edge_config.json").exists():
+                self._shard = qe.EdgeShard.load(str(path), config)
+            else:
+                self._shard = qe.EdgeShard.create(str(path), config)
+                for key in KEYWORD_INDEXES:
+                    self._shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
+        except Exception as exc:
+            text = str(exc)
+            if any(w in text.lower() for w in ("lock", "in use", "wouldblock", "resource temporarily")):
+                raise StoreLocked(f"the embedded store at {path} is in use by another process: {text}") from None
+            raise
+
+    def upsert(self, points: list[StorePoint]) -> None:
+        qe = self._qe
+        built = [
+            qe.Point(
+                id=p.id,
+                vector={DENSE: p.vector, SPARSE: self._bm25.embed_document(p.text)},
+                payload={**p.payload, "text": p.text},
+            )
+            for p in points
+        ]
+        with self._lock:
+            self._shard.update(qe.UpdateOperation.upsert_points(built))
+
+    def delete(self, ids: list[str]) -> None:
+        if ids:
+            with self._lock:
+                self._shard.update(self._qe.UpdateOperation.delete_points(list(ids)))
+
+    def _filter(self, groups: list[str] | None) -> Any:
+        if groups is None:
+            return None
+        qe = self._qe
+        return qe.Filter(must=[qe.FieldCondition(key="acl_groups", match=qe.MatchAny(any=list(groups)))])
+
+    def search(self, dense: list[float], text: str, limit: int, candidates: int,
+               groups: list[str] | None = None) -> list[Hit]:
+        qe = self._qe
+        flt = self._filter(groups)
+        sparse = self._bm25.embed_query(text)
+        dense_q = qe.Query.Nearest(dense, using=DENSE)
+        sparse_q = qe.Query.Nearest(sparse, using=SPARSE)
+        requests = [
+            qe.QueryRequest(limit=candidates, query=dense_q, filter=flt, with_payload=False),
+            qe.QueryRequest(limit=candidates, query=sparse_q, filter=flt, with_payload=False),
+            qe.QueryRequest(
+                limit=limit,
+                query=qe.Fusion.Rrf(k=RRF_K),
+                prefetches=[
+                    qe.Prefetch(limit=candidates, query=dense_q, filter=flt),
+                    qe.Prefetch(limit=candidates, query=sparse_q, filter=flt),
+                ],
+                filter=flt,
+                with_payload=True,
+            ),
+        ]
+        with self._lock:
+            dense_hits, sparse_hits, fused = self._shard.query_batch(qe.QueryBatchRequest(requests))
+        return _merge(
+            [(str(p.id), p.score, p.payload or {}) for p in fused],
+            {str(p.id): p.score for p in dense_hits},
+            {str(p.id): p.score for p in sparse_hits},
+        )
+
+    def count(self) -> int:
+        with self._lock:
+            return int(self._shard.count(self._qe.CountRequest(exact=True)))
+
+    def flush(self) -> None:
+        with self._lock:
+            self._shard.flush()
+
+    def optimize(self) -> None:
+        with self._lock:
+            self._shard.optimize()
+
+    def close(self) -> None:
+        with self._lock:
+            self._shard.flush()
+            self._shard.close()
+
+
+class QdrantServerStore:
+    """A Qdrant server or cluster through qdrant-client (or its local mode, for tests)."""
+
+    def __init__(self, settings: QdrantServerStoreSettings, dimension: int) -> None:
+        try:
+            from qdrant_client import QdrantClient, models
+        except ImportError:
+            raise BackendUnavailable("qdrant-client is not installed: pip install qdrant-client") from None
+        if not settings.url and not settings.path:
+            raise BackendUnavailable("store.provider=qdrant needs store.url (or store.path for local mode)")
+        self._m = models
+        self._collection = settings.collection
+        self._bm25 = _bm25()
+        api_key = settings.api_key.get_secret_value() if settings.api_key else None
+        if settings.url:
+            self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=int(settings.timeout_s))
+        else:
+            self._client = QdrantClient(path=str(settings.path))
+        if not self._client.collection_exists(self._collection):
+            self._client.create_collection(
+                self._collection,
+                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            )
+            if settings.url:  # local mode has no payload indexes
+                for key in KEYWORD_INDEXES:
+                    self._client.create_payload_index(self._collection, key, models.PayloadSchemaType.KEYWORD)
+
+    def upsert(self, points: list[StorePoint]) -> None:
+        m = self._m
+        built = []
+        for p in points:
+            sparse = self._bm25.embed_document(p.text)
+            built.append(
+                m.PointStruct(
+                    id=p.id,
+                    vector={DENSE: p.vector, SPARSE: m.SparseVector(indices=sparse.indices, values=sparse.values)},
+                    payload={**p.payload, "text": p.text},
+                )
+            )
+        self._client.upsert(self._collection, built, wait=True)
+
+    def delete(self, ids: list[str]) -> None:
+        if ids:
+            self._client.delete(self._collection, self._m.PointIdsList(points=list(ids)), wait=True)
+
+    def search(self, dense: list[float], text: str, limit: int, candidates: int,
+               groups: list[str] | None = None) -> list[Hit]:
+        m = self._m
+        flt = None
+        if groups is not None:
+            flt = m.Filter(must=[m.FieldCondition(key="acl_groups", match=m.MatchAny(any=list(groups)))])
+        sq = self._bm25.embed_query(text)
+        sparse = m.SparseVector(indices=sq.indices, values=sq.values)
+        requests = [
+            m.QueryRequest(query=dense, using=DENSE, limit=candidates, filter=flt),
+            m.QueryRequest(query=sparse, using=SPARSE, limit=candidates, filter=flt),
+            m.QueryRequest(
+                prefetch=[
+                    m.Prefetch(query=dense, using=DENSE, limit=candidates, filter=flt),
+                    m.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=flt),
+                ],
+                query=m.RrfQuery(rrf=m.Rrf(k=RRF_K)),
+                limit=limit,
+                filter=flt,
+                with_payload=True,
+            ),
+        ]
+        dense_r, sparse_r, fused_r = self._client.query_batch_points(self._collection, requests)
+        return _merge(
+            [(str(p.id), p.score, p.payload or {}) for p in fused_r.points],
+            {str(p.id): p.score for p in dense_r.points},
+            {str(p.id): p.score for p in sparse_r.points},
+        )
+
+    def count(self) -> int:
+        return int(self._client.count(self._collection, exact=True).count)
+
+    def flush(self) -> None:
+        """Writes are acknowledged with wait=True; nothing to flush."""
+
+    def optimize(self) -> None:
+        """The server optimizes on its own."""
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _merge(fused: list[tuple[str, float, dict[str, Any]]], dense: dict[str, float],
+           sparse: dict[str, float]) -> list[Hit]:
+    return [
+        Hit(id=pid, score=score, payload=payload, dense_score=dense.get(pid), keyword_score=sparse.get(pid))
+        for pid, score, payload in fused
+    ]
+
+
+def build_store(settings: EmbeddedStoreSettings | QdrantServerStoreSettings, store_dir: Path,
+                dimension: int) -> EdgeStore | QdrantServerStore:
+    if settings.provider == "embedded":
+        return EdgeStore(store_dir / settings.collection, dimension)
+    return QdrantServerStore(settings, dimension)

@@ -1,0 +1,94 @@
+"""llama-index VectorStore adapter over our Qdrant stores (Edge in-process, or a server).
+
+llama-index has no integration for Qdrant Edge, and its Qdrant integration builds its own
+hybrid pipeline on qdrant-client; this adapter lets llama-index retrievers run on our stores
+with hybrid search (dense + BM25 fused in the engine) and the ACL filter inside the query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llama_index.core.schema import BaseNode, TextNode
+from llama_index.core.vector_stores.types import (
+    BasePydanticVectorStore,
+    FilterOperator,
+    MetadataFilters,
+    VectorStoreQuery,
+    VectorStoreQueryResult,
+)
+from pydantic import PrivateAttr
+
+from appliance.backends.store import EdgeStore, QdrantServerStore, StorePoint
+
+ACL_FIELD = "acl_groups"
+
+
+class ApplianceVectorStore(BasePydanticVectorStore):
+    stores_text: bool = True
+    is_embedding_query: bool = True
+    candidates: int = 30
+    _store: EdgeStore | QdrantServerStore = PrivateAttr()
+
+    def __init__(self, store: EdgeStore | QdrantServerStore, candidates: int = 30) -> None:
+        super().__init__(candidates=candidates)
+        self._store = store
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "ApplianceVectorStore"
+
+    @property
+    def client(self) -> Any:
+        return self._store
+
+    def add(self, nodes: Sequence[BaseNode], **add_kwargs: Any) -> list[str]:
+        points = [
+            StorePoint(id=n.node_id, vector=list(n.get_embedding()), text=n.get_content(), payload=dict(n.metadata))
+            for n in nodes
+        ]
+        self._store.upsert(points)
+        return [p.id for p in points]
+
+    def delete(self, ref_doc_id: str, **delete_kwargs: Any) -> None:
+        """Delete one chunk by id (documents are deleted through the manifest, which knows their chunks)."""
+        self._store.delete([ref_doc_id])
+
+    def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
+        if query.query_embedding is None:
+            raise ValueError("ApplianceVectorStore needs a query embedding")
+        hits = self._store.search(
+            dense=list(query.query_embedding),
+            text=query.query_str or "",
+            limit=query.similarity_top_k,
+            candidates=max(self.candidates, query.similarity_top_k),
+            groups=acl_groups(query.filters),
+        )
+        nodes: list[TextNode] = []
+        for hit in hits:
+            meta = dict(hit.payload)
+            text = str(meta.pop("text", ""))
+            meta["dense_score"] = hit.dense_score
+            meta["keyword_score"] = hit.keyword_score
+            nodes.append(TextNode(id_=hit.id, text=text, metadata=meta))
+        return VectorStoreQueryResult(nodes=nodes, similarities=[h.score for h in hits], ids=[h.id for h in hits])
+
+
+def acl_groups(filters: MetadataFilters | None) -> list[str] | None:
+    """The groups a query may read, from an `acl_groups ANY [...]` filter; None = no restriction."""
+    if filters is None:
+        return None
+    for f in filters.filters:
+        if isinstance(f, MetadataFilters):
+            found = acl_groups(f)
+            if found is not None:
+                return found
+        elif f.key == ACL_FIELD:
+            if f.operator not in (FilterOperator.ANY, FilterOperator.IN, FilterOperator.EQ):
+                raise ValueError(f"unsupported operator on {ACL_FIELD}: {f.operator}")
+            value = f.value
+            return [str(v) for v in value] if isinstance(value, list) else [str(value)]
+        else:
+            raise ValueError(f"unsupported metadata filter on {f.key!r}")
+    return None

@@ -1,0 +1,181 @@
+"""The command line: `appliance ingest|ask|serve|docs`; `ingest` is also its own console script."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from appliance.offline import enforce_offline
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def settings_options(func: F) -> F:
+    """--config and --data-dir, accepted by every command."""
+    func = click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Folder for the store, manifest and logs [env APPLIANCE_DATA_DIR; default ./data].")(func)
+    func = click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="YAML settings file [env APPLIANCE_CONFIG].")(func)
+    return func
+
+
+def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    enforce_offline()  # before any library that phones home is imported
+    from appliance.backends.embeddings import BackendUnavailable
+    from appliance.services import build_services
+    from appliance.settings import SettingsError, load_settings
+
+    merged: dict[str, Any] = dict(overrides or {})
+    if data_dir is not None:
+        merged["data_dir"] = data_dir
+    try:
+        return build_services(load_settings(config_file, merged))
+    except (SettingsError, BackendUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _fail_cleanly(func: Callable[[], Any]) -> Any:
+    from appliance.backends.embeddings import BackendUnavailable
+    from appliance.backends.store import StoreLocked
+
+    try:
+        return func()
+    except StoreLocked as exc:
+        raise click.ClickException(
+            f"{exc}\nStop `appliance serve` first, or point this command at another --data-dir."
+        ) from None
+    except BackendUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rag-appliance")
+def main() -> None:
+    """Private, on-prem RAG appliance: ingest folders, ask questions, serve the chat UI."""
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the summary.")
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+@click.option("--prune", is_flag=True, help="Remove files that disappeared from the given folders.")
+@click.option("--retry-failed", is_flag=True, help="Parse again the unchanged files that failed before.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal].")
+@settings_options
+def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune: bool, retry_failed: bool,
+                   progress: bool | None, config_file: Path | None, data_dir: Path | None) -> None:
+    """Ingest files and folders: parse, chunk, embed and store; unchanged files are skipped."""
+    services = _services(config_file, data_dir)
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def bar(total: int) -> Any:
+        from tqdm import tqdm
+
+        return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                    desc="ingest", dynamic_ncols=True, mininterval=0.5)
+
+    try:
+        report = _fail_cleanly(lambda: services.ingest_pipeline.run(
+            list(paths), prune=prune, dry_run=dry_run, retry_failed=retry_failed, progress=bar if show else None))
+    finally:
+        services.close()
+    data = report.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+    else:
+        for f in report.files:
+            if f.status in ("failed", "skipped"):
+                click.echo(f"{f.status:8} {f.path}: {f.error}")
+            for note in f.notes if f.status in ("added", "updated") else []:
+                click.echo(f"note     {f.path}: {note}")
+        counts = ", ".join(f"{data[s]} {s}" for s in ("added", "updated", "unchanged", "removed", "failed", "skipped"))
+        click.echo(f"{counts} ({report.chunks} chunks, {report.seconds:.1f}s)" + (" [dry run]" if dry_run else ""))
+    sys.exit(1 if report.count("failed") else 0)
+
+
+@main.command("ask")
+@click.argument("question", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help='Print {"answer", "sources"} as JSON.')
+@settings_options
+def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Answer a question from the ingested documents, with numbered sources."""
+    from appliance.rag import Answer
+
+    services = _services(config_file, data_dir)
+    text = " ".join(question)
+    try:
+        if as_json:
+            answer = _fail_cleanly(lambda: services.rag.ask(text))
+            click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
+            return
+        final: Answer | None = None
+        for event in _fail_cleanly(lambda: services.rag.stream(text)):
+            if isinstance(event, Answer):
+                final = event
+            else:
+                click.echo(event, nl=False)
+                sys.stdout.flush()
+        click.echo()
+        if final and final.sources:
+            click.echo("\nSources:" if final.grounded else "\nClosest passages (below the relevance threshold):")
+            for s in final.sources:
+                passage = " ".join(s.text.split())
+                passage = passage if len(passage) <= 300 else passage[:297] + "..."
+                score = f"{s.dense_score:.2f}" if s.dense_score is not None else "-"
+                click.echo(f"[{s.number}] {s.path}" + (f"  page {s.page}" if s.page else "")
+                           + f"  (similarity {score})\n    {passage}")
+    finally:
+        services.close()
+
+
+@main.command("serve")
+@click.option("--host", default=None, help="Listen address [default 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default 7860].")
+@settings_options
+def serve_command(host: str | None, port: int | None, config_file: Path | None, data_dir: Path | None) -> None:
+    """Serve the chat UI and the HTTP API on one port."""
+    server: dict[str, Any] = {}
+    if host:
+        server["host"] = host
+    if port:
+        server["port"] = port
+    services = _services(config_file, data_dir, {"server": server} if server else None)
+    from appliance.api.app import serve
+
+    try:
+        _fail_cleanly(lambda: serve(services))
+    finally:
+        services.close()
+
+
+@main.group("docs")
+def docs_group() -> None:
+    """Inspect the ingested documents."""
+
+
+@docs_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@settings_options
+def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """List every file in the manifest with its status."""
+    services = _services(config_file, data_dir)
+    try:
+        records = services.manifest.all()
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps([{"path": r.path, "status": r.status, "chunks": len(r.chunk_ids), "pages": r.pages,
+                                "error": r.error} for r in records]))
+        return
+    for r in records:
+        click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {r.path}" + (f"  ({r.error})" if r.error else ""))
+
+
+def ingest_main() -> None:
+    """The `ingest` console script: the same as `appliance ingest`."""
+    ingest_command(prog_name="ingest")

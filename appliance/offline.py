@@ -1,0 +1,31 @@
+"""Turn off every library's telemetry and hub access before those libraries are imported.
+
+Called first by the CLI entry point and by build_services; a user must not need to remember these.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Each of these was seen to phone home, or to try a download, when unset (see FINDINGS.md).
+OFFLINE_ENV: dict[str, str] = {
+    "GRADIO_ANALYTICS_ENABLED": "False",  # gradio launch() analytics
+    "DO_NOT_TRACK": "1",  # unstructured (scarf) and others that honour it
+    "SCARF_NO_ANALYTICS": "true",  # unstructured
+    "UNSTRUCTURED_DISABLE_NOTICE": "1",
+    "ORT_DISABLE_TELEMETRY": "1",  # onnxruntime 1.29-1.32 events host
+    "HF_HUB_OFFLINE": "1",  # any Hugging Face hub access
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "ANONYMIZED_TELEMETRY": "False",
+    "TOKENIZERS_PARALLELISM": "false",  # avoids fork warnings in worker processes
+}
+
+
+def enforce_offline() -> None:
+    """Set the offline/telemetry switches unless the administrator set them explicitly."""
+    for key, value in OFFLINE_ENV.items():
+        os.environ.setdefault(key, value)
+    # An administrator may loosen the others, never this one: gradio must not report usage.
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"

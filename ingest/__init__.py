@@ -1,0 +1,1 @@
+"""Ingestion: discover, parse, chunk, embed, upsert; incremental through a SQLite manifest."""

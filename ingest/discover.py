@@ -1,0 +1,52 @@
+"""Walk the given paths and list the files to ingest; problems are reported, never fatal."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Discovery:
+    files: list[Path] = field(default_factory=list)
+    problems: list[tuple[Path, str]] = field(default_factory=list)  # (path, reason)
+    roots: list[Path] = field(default_factory=list)
+
+
+def discover(paths: list[Path]) -> Discovery:
+    found = Discovery()
+    seen: set[Path] = set()
+    for given in paths:
+        root = Path(os.path.abspath(given))
+        if not root.exists():
+            found.problems.append((root, "no such file or folder"))
+            continue
+        found.roots.append(root)
+        if root.is_file():
+            _add(found, seen, root)
+            continue
+
+        def on_error(err: OSError) -> None:
+            found.problems.append((Path(err.filename or root), f"cannot read folder: {err.strerror}"))
+
+        # followlinks=False: a symlink loop can never trap the walk; linked files are still read.
+        for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=False):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for name in sorted(names):
+                if name.startswith("."):
+                    continue
+                _add(found, seen, Path(folder) / name)
+    return found
+
+
+def _add(found: Discovery, seen: set[Path], path: Path) -> None:
+    if path in seen:
+        return
+    seen.add(path)
+    if path.is_symlink() and not path.exists():
+        found.problems.append((path, "broken symbolic link"))
+        return
+    if not path.is_file():
+        return
+    found.files.append(path)

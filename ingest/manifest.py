@@ -1,0 +1,105 @@
+"""The ingestion manifest: one SQLite row per source file, the truth of what the store holds.
+
+A file's row is written only after its chunks are in the store, and its old chunks are
+deleted only after the new ones are in, so an interrupted run leaves the old version
+searchable and is redone on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT,
+    status TEXT NOT NULL,          -- ok | failed | skipped
+    error TEXT,
+    parser TEXT,
+    pages INTEGER,
+    chunk_ids TEXT NOT NULL DEFAULT '[]',
+    acl TEXT NOT NULL DEFAULT '[]',
+    notes TEXT NOT NULL DEFAULT '[]',
+    ingested_at REAL NOT NULL
+);
+"""
+
+
+@dataclass
+class FileRecord:
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str | None
+    status: str
+    error: str | None = None
+    parser: str | None = None
+    pages: int | None = None
+    chunk_ids: list[str] = field(default_factory=list)
+    acl: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    ingested_at: float = 0.0
+
+
+class Manifest:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+        self._db.commit()
+
+    def get(self, path: str) -> FileRecord | None:
+        row = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+        return _record(row) if row else None
+
+    def put(self, rec: FileRecord) -> None:
+        rec.ingested_at = rec.ingested_at or time.time()
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
+             json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at),
+        )
+        self._db.commit()
+
+    def touch(self, path: str, size: int, mtime_ns: int) -> None:
+        self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+        self._db.commit()
+
+    def remove(self, path: str) -> None:
+        self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self._db.commit()
+
+    def under(self, root: str) -> Iterator[FileRecord]:
+        """Rows for files at or below root (a file path or a folder)."""
+        prefix = root.rstrip("/") + "/"
+        rows = self._db.execute(
+            "SELECT * FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
+            (root, len(prefix), prefix),
+        ).fetchall()
+        return (_record(r) for r in rows)
+
+    def all(self) -> list[FileRecord]:
+        return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY path").fetchall()]
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def _record(row: tuple[object, ...]) -> FileRecord:
+    (path, size, mtime_ns, sha, status, error, parser, pages, chunk_ids, acl, notes, ingested_at) = row
+    return FileRecord(
+        path=str(path), size=int(size), mtime_ns=int(mtime_ns),  # type: ignore[call-overload]
+        sha256=sha if sha is None else str(sha), status=str(status),
+        error=None if error is None else str(error), parser=None if parser is None else str(parser),
+        pages=None if pages is None else int(pages),  # type: ignore[call-overload]
+        chunk_ids=json.loads(str(chunk_ids)), acl=json.loads(str(acl)), notes=json.loads(str(notes)),
+        ingested_at=float(ingested_at),  # type: ignore[arg-type]
+    )

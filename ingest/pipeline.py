@@ -1,0 +1,224 @@
+"""discover -> parse -> chunk -> embed -> upsert, incremental through the manifest.
+
+Per file, the order is: upsert the new chunks (ids derived from path, content hash and index,
+so redoing a file overwrites rather than duplicates), delete the chunks of the previous
+version, then write the manifest row. A run stopped anywhere is redone cleanly next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ingest.chunk import Chunk, Chunker
+from ingest.discover import discover
+from ingest.manifest import FileRecord, Manifest
+from ingest.parse import SUPPORTED_SUFFIXES, ParseError, parse_file
+
+if TYPE_CHECKING:
+    from appliance.backends.embeddings import OnnxMiniLMEmbedding
+    from appliance.backends.store import EdgeStore, QdrantServerStore
+    from appliance.settings import IngestSettings
+
+POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
+UPSERT_BATCH = 256
+STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
+
+
+@dataclass
+class FileResult:
+    path: str
+    status: str  # one of STATUSES
+    chunks: int = 0
+    error: str | None = None
+    pages: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class IngestReport:
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for f in self.files if f.status == status)
+
+    @property
+    def chunks(self) -> int:
+        return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
+
+    @property
+    def pages(self) -> int:
+        return sum(f.pages or 0 for f in self.files if f.status in ("added", "updated"))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {s: self.count(s) for s in STATUSES}
+        out["chunks"] = self.chunks
+        out["seconds"] = round(self.seconds, 2)
+        out["files"] = [
+            {"path": f.path, "status": f.status, "chunks": f.chunks, "error": f.error, "notes": f.notes}
+            for f in self.files
+        ]
+        return out
+
+
+ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), set_postfix_str(s), close()
+
+
+class IngestPipeline:
+    def __init__(self, settings: IngestSettings, manifest: Manifest, store: EdgeStore | QdrantServerStore,
+                 embedding: OnnxMiniLMEmbedding, chunker: Chunker) -> None:
+        self._settings = settings
+        self._manifest = manifest
+        self._store = store
+        self._embedding = embedding
+        self._chunker = chunker
+
+    def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
+            retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
+        started = time.monotonic()
+        report = IngestReport()
+        found = discover(paths)
+        for path, reason in found.problems:
+            report.files.append(FileResult(str(path), "failed", error=reason))
+        sizes = {p: _size(p) for p in found.files}
+        bar = progress(sum(sizes.values())) if progress else None
+        try:
+            for path in found.files:
+                if bar is not None:
+                    bar.set_postfix_str(path.name[:40], refresh=False)
+                report.files.append(self._one(path, dry_run=dry_run, retry_failed=retry_failed))
+                if bar is not None:
+                    bar.update(sizes[path])
+        finally:
+            if bar is not None:
+                bar.close()
+        if prune:
+            present = {str(p) for p in found.files}
+            for root in found.roots:
+                for rec in self._manifest.under(str(root)):
+                    if rec.path not in present and not Path(rec.path).exists():
+                        if not dry_run:
+                            self._store.delete(rec.chunk_ids)
+                            self._manifest.remove(rec.path)
+                        report.files.append(FileResult(rec.path, "removed", chunks=len(rec.chunk_ids)))
+        if not dry_run:
+            self._store.flush()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def _one(self, path: Path, *, dry_run: bool, retry_failed: bool) -> FileResult:
+        key = str(path)
+        try:
+            st = path.stat()
+        except OSError as exc:
+            return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
+        old = self._manifest.get(key)
+        if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
+            if not (retry_failed and old.status == "failed"):
+                return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
+        if path.suffix.lower() not in SUPPORTED_SUFFIXES:
+            return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
+                                        old, dry_run)
+        if st.st_size > self._settings.max_file_mb * 1024 * 1024:
+            return self._record_problem(
+                key, st, "skipped", f"larger than ingest.max_file_mb ({self._settings.max_file_mb:g} MB)", old, dry_run)
+        try:
+            sha = _sha256(path)
+        except OSError as exc:
+            return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
+        if old and old.sha256 == sha and old.status == "ok":
+            if not dry_run:
+                self._manifest.touch(key, st.st_size, st.st_mtime_ns)
+            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), notes=old.notes)
+        status = "updated" if old and old.status == "ok" else "added"
+        if dry_run:
+            return FileResult(key, status)
+        try:
+            parsed = parse_file(path, pdf_parser=self._settings.pdf_parser, ocr=self._settings.ocr)
+        except ParseError as exc:
+            return self._record_problem(key, st, "failed", str(exc), old, dry_run, sha=sha)
+        except Exception as exc:  # a parser bug on one file must never stop the run
+            return self._record_problem(key, st, "failed", f"{type(exc).__name__}: {exc}"[:300], old, dry_run, sha=sha)
+        chunks = self._chunker.chunk(parsed.elements)
+        if not chunks:
+            return self._record_problem(key, st, "failed", "no text found", old, dry_run, sha=sha)
+        acl = list(self._settings.default_groups)
+        ids = self._upsert(path, sha, chunks, acl, parsed.parser)
+        if old:
+            self._store.delete([i for i in old.chunk_ids if i not in set(ids)])
+        self._manifest.put(FileRecord(
+            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="ok", parser=parsed.parser,
+            pages=parsed.pages, chunk_ids=ids, acl=acl, notes=parsed.notes, ingested_at=time.time(),
+        ))
+        return FileResult(key, status, chunks=len(ids), pages=parsed.pages, notes=parsed.notes)
+
+    def _record_problem(self, key: str, st: os.stat_result, status: str, reason: str, old: FileRecord | None,
+                        dry_run: bool, sha: str | None = None) -> FileResult:
+        if not dry_run:
+            if old and old.chunk_ids:  # the file changed into something unreadable: drop stale chunks
+                self._store.delete(old.chunk_ids)
+            self._manifest.put(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                                          status="failed" if status == "failed" else "skipped", error=reason))
+        return FileResult(key, status, error=reason)
+
+    def _upsert(self, path: Path, sha: str, chunks: list[Chunk], acl: list[str], parser: str) -> list[str]:
+        from appliance.backends.store import StorePoint
+
+        doc_id = hashlib.sha1(str(path).encode()).hexdigest()[:16]
+        now = time.time()
+        embed_inputs = [(" > ".join(c.section) + "\n" + c.text) if c.section else c.text for c in chunks]
+        vectors = self._embedding.embed(embed_inputs)
+        points = []
+        for chunk, vector in zip(chunks, vectors, strict=True):
+            points.append(StorePoint(
+                id=str(uuid.uuid5(POINT_NAMESPACE, f"{path}\x00{sha}\x00{chunk.index}")),
+                vector=[float(x) for x in vector],
+                text=chunk.text,
+                payload=chunk_payload(path, doc_id, sha, chunk, acl, parser, now),
+            ))
+        for start in range(0, len(points), UPSERT_BATCH):
+            self._store.upsert(points[start : start + UPSERT_BATCH])
+        return [p.id for p in points]
+
+
+def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
+                  now: float) -> dict[str, Any]:
+    """The payload schema, identical on every store backend."""
+    return {
+        "doc_id": doc_id,
+        "path": str(path),
+        "file_name": path.name,
+        "file_type": path.suffix.lower().lstrip("."),
+        "sha256": sha,
+        "chunk_index": chunk.index,
+        "page": chunk.page,
+        "page_name": chunk.page_name,
+        "section": list(chunk.section),
+        "element_types": list(chunk.kinds),
+        "acl_groups": acl,
+        "parser": parser,
+        "ingested_at": now,
+    }
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+

@@ -1,0 +1,1 @@
+"""Gradio chat UI, mounted on the appliance HTTP app."""
