@@ -87,7 +87,8 @@ class RagEngine:
                 number=i, path=str(meta.get("path", "")), file_name=str(meta.get("file_name", "")),
                 page=meta.get("page"), page_name=meta.get("page_name"), section=list(meta.get("section") or []),
                 score=float(nws.score or 0.0), dense_score=meta.get("dense_score"),
-                keyword_score=meta.get("keyword_score"), text=nws.node.get_content(), doc_id=str(meta.get("doc_id", "")),
+                keyword_score=meta.get("keyword_score"), text=nws.node.get_content(),
+                doc_id=str(meta.get("doc_id", "")),
             ))
         return sources
 

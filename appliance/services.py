@@ -83,7 +83,8 @@ class Services:
         index = VectorStoreIndex.from_vector_store(self.vector_store, embed_model=self.embedding)
         filters = None
         if groups is not None:
-            filters = MetadataFilters(filters=[MetadataFilter(key=ACL_FIELD, value=groups, operator=FilterOperator.ANY)])
+            acl = MetadataFilter(key=ACL_FIELD, value=groups, operator=FilterOperator.ANY)
+            filters = MetadataFilters(filters=[acl])
         return index.as_retriever(
             similarity_top_k=self.settings.retrieval.candidates,
             vector_store_query_mode=VectorStoreQueryMode.HYBRID,

@@ -27,17 +27,18 @@ def discover(paths: list[Path]) -> Discovery:
             _add(found, seen, root)
             continue
 
-        def on_error(err: OSError) -> None:
-            found.problems.append((Path(err.filename or root), f"cannot read folder: {err.strerror}"))
-
         # followlinks=False: a symlink loop can never trap the walk; linked files are still read.
-        for folder, dirs, names in os.walk(root, onerror=on_error, followlinks=False):
+        for folder, dirs, names in os.walk(root, onerror=lambda err: _unreadable(found, err), followlinks=False):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in sorted(names):
                 if name.startswith("."):
                     continue
                 _add(found, seen, Path(folder) / name)
     return found
+
+
+def _unreadable(found: Discovery, err: OSError) -> None:
+    found.problems.append((Path(err.filename or "?"), f"cannot read folder: {err.strerror}"))
 
 
 def _add(found: Discovery, seen: set[Path], path: Path) -> None:

@@ -120,9 +120,9 @@ class IngestPipeline:
         except OSError as exc:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
         old = self._manifest.get(key)
-        if old and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns:
-            if not (retry_failed and old.status == "failed"):
-                return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
+        same_stat = old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
+        if old and same_stat and not (retry_failed and old.status == "failed"):
+            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
                                         old, dry_run)

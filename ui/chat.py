@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -104,4 +104,4 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                 sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
         box.submit(respond, [box, chatbot, qa_state], [chatbot, sources, qa_state, box])
         clear.click(lambda: ([], EMPTY_SOURCES, [], ""), None, [chatbot, sources, qa_state, box])
-    return blocks
+    return cast("gr.Blocks", blocks)

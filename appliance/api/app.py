@@ -37,8 +37,9 @@ def create_app(services: Services) -> FastAPI:
         return {"status": "ready", "chunks": chunks, "model": model}
 
     blocks = build_chat_ui(services)
-    return gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
+    mounted: FastAPI = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
                                show_error=True, enable_monitoring=False, mcp_server=False, pwa=False)
+    return mounted
 
 
 def _setup_logging(services: Services) -> None:

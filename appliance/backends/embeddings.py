@@ -87,7 +87,7 @@ class OnnxMiniLMEmbedding(BaseEmbedding):
         self._input_names = [i.name for i in self._session.get_inputs()]
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
-        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106 - a token, not a secret
+        tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         self._tokenizer = tokenizer
 
     @classmethod
@@ -117,7 +117,8 @@ class OnnxMiniLMEmbedding(BaseEmbedding):
             weights = mask[..., None].astype(np.float32)
             hidden = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.linalg.norm(hidden, axis=1, keepdims=True)
-        return (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
+        normalised: np.ndarray = (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
+        return normalised
 
     # llama-index interface
     def _get_query_embedding(self, query: str) -> list[float]:
@@ -141,7 +142,8 @@ def build_embedding(settings: EmbeddedEmbeddingSettings) -> OnnxMiniLMEmbedding:
     try:
         return OnnxMiniLMEmbedding(model, tokenizer, batch_size=settings.batch_size, threads=settings.threads)
     except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime/tokenizers missing ({exc}): pip install onnxruntime tokenizers") from None
+        raise BackendUnavailable(f"onnxruntime/tokenizers missing ({exc}): pip install onnxruntime tokenizers") \
+            from None
 
 
 def build_token_counter() -> TokenCounter:

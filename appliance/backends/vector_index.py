@@ -32,7 +32,7 @@ class ApplianceVectorStore(BasePydanticVectorStore):
     _store: EdgeStore | QdrantServerStore = PrivateAttr()
 
     def __init__(self, store: EdgeStore | QdrantServerStore, candidates: int = 30) -> None:
-        super().__init__(candidates=candidates)
+        super().__init__(stores_text=True, candidates=candidates)
         self._store = store
 
     @classmethod

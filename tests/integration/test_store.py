@@ -63,14 +63,16 @@ def test_hybrid_search_ranks_the_relevant_chunk_first(store: Any, embedding: Onn
     assert hits[0].id == ids["hr"]
     assert hits[0].payload["path"] == "/docs/hr.txt"
     assert hits[0].payload["text"] == TEXTS["hr"][0]
-    assert hits[0].dense_score is not None and hits[0].dense_score > 0.3
+    assert hits[0].dense_score is not None
+    assert hits[0].dense_score > 0.3
 
 
 def test_exact_identifiers_are_found_by_bm25(store: Any, embedding: OnnxMiniLMEmbedding) -> None:
     ids = _fill(store, embedding)
     hits = _search(store, embedding, "ZX-4471")
     assert hits[0].id == ids["code"]
-    assert hits[0].keyword_score is not None and hits[0].keyword_score > 0
+    assert hits[0].keyword_score is not None
+    assert hits[0].keyword_score > 0
 
 
 def test_acl_filter_is_applied_in_the_query(store: Any, embedding: OnnxMiniLMEmbedding) -> None:

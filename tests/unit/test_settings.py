@@ -41,7 +41,8 @@ def test_store_is_a_discriminated_union(tmp_path: Path) -> None:
     cfg.write_text("store:\n  provider: qdrant\n  url: https://qdrant.internal:6333\n  api_key: s3cret\n")
     s = load_settings(cfg)
     assert isinstance(s.store, QdrantServerStoreSettings)
-    assert s.store.api_key is not None and s.store.api_key.get_secret_value() == "s3cret"
+    assert s.store.api_key is not None
+    assert s.store.api_key.get_secret_value() == "s3cret"
     assert "s3cret" not in repr(s)
 
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install the appliance with everything it needs, from the package registries only.
+# Usage: scripts/setup.sh [extra]   (extra: "test" adds the test and lint tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'; then
+    echo "error: Python 3.11 is required (found $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+    exit 2
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+# llama-cpp-python ships only as source: build it portably (no -march=native) so the wheel runs on
+# any x86-64 machine with AVX2; pip caches the built wheel, so only the first install compiles (~5 min).
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
+export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+spec="."
+[ "${1:-}" = "test" ] && spec=".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+echo "installing the appliance into .venv (the first time compiles llama.cpp: about 5 minutes)..." >&2
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" ./packages/en_core_web_sm
