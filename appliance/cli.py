@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,9 @@ def settings_options(func: F) -> F:
 
 def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     enforce_offline()  # before any library that phones home is imported
+    # Parsers log per-file warnings; the ingest summary reports each file's problem once.
+    for noisy in ("unstructured", "pdfminer", "pypdf"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
     from appliance.backends.embeddings import BackendUnavailable
     from appliance.services import build_services
     from appliance.settings import SettingsError, load_settings
@@ -179,3 +183,7 @@ def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
 def ingest_main() -> None:
     """The `ingest` console script: the same as `appliance ingest`."""
     ingest_command(prog_name="ingest")
+
+
+if __name__ == "__main__":
+    main()

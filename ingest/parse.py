@@ -199,9 +199,11 @@ def _parse_with_unstructured(path: Path, file_type: str) -> ParsedFile:
     except ParseError:
         raise
     except Exception as exc:
-        raise ParseError(_reason(exc)) from None
+        raise ParseError(_reason(exc, path.suffix.lower())) from None
     elements = _to_elements(raw)
     if not elements:
+        if file_type in {"eml", "msg"}:
+            raise ParseError("no text found: the message is empty or encrypted (S/MIME)")
         raise ParseError("no text found")
     pages = max((e.page for e in elements if e.page), default=None)
     return ParsedFile(elements=elements, parser=f"unstructured:{file_type}", pages=pages)
@@ -222,9 +224,12 @@ def _partitioner(file_type: str) -> Callable[..., list[Any]]:
     return run
 
 
-def _reason(exc: Exception) -> str:
+def _reason(exc: Exception, suffix: str) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     lowered = text.lower()
+    if type(exc).__name__ in {"UnsupportedFileFormatError", "UnprocessableEntityError", "BadZipFile",
+                              "PackageNotFoundError", "InvalidFileException"}:
+        return f"not a valid {suffix} file (corrupt, truncated or another format): {text[:120]}"
     if "password" in lowered or "encrypt" in lowered:
         return f"encrypted or password-protected file ({type(exc).__name__})"
     if "soffice" in lowered or "libreoffice" in lowered:

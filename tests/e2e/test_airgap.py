@@ -1,0 +1,87 @@
+"""The main flows inside a network namespace with no network at all (`unshare -n`).
+
+Only loopback exists in there: any attempt to download a model, tokenizer or NLTK/spaCy data,
+or to send telemetry, fails, and so would the flow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES, is_root_with_unshare
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.airgap,
+    pytest.mark.skipif(not is_root_with_unshare(), reason="needs root and unshare(1) for a network namespace"),
+    pytest.mark.skipif(shutil.which("ip") is None, reason="needs ip(8) to bring up loopback in the namespace"),
+]
+
+SCRIPT = textwrap.dedent(
+    """\
+    set -euo pipefail
+    ip link set lo up
+    # Prove there is no way out before running anything.
+    if "$PY" -c "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)" 2>/dev/null; then
+        echo "namespace has network" >&2; exit 90
+    fi
+    # A clean environment: none of the offline switches set by hand; the appliance sets its own.
+    unset HF_HUB_OFFLINE DO_NOT_TRACK SCARF_NO_ANALYTICS ORT_DISABLE_TELEMETRY GRADIO_ANALYTICS_ENABLED
+    "$PY" -m appliance.cli ingest "$DOCS" --json --data-dir "$DATA" > "$OUT/ingest.json" || true
+    "$PY" -m appliance.cli ask "How many bottles of water were delivered?" --json --data-dir "$DATA" > "$OUT/ask.json"
+    "$PY" -m appliance.cli serve --port 7899 --data-dir "$DATA" > "$OUT/serve.log" 2>&1 &
+    server=$!
+    trap 'kill $server 2>/dev/null || true' EXIT
+    for _ in $(seq 1 120); do
+        "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7899/healthz', timeout=1)" 2>/dev/null && break
+        sleep 1
+    done
+    "$PY" - <<'EOF' > "$OUT/ui.json"
+    import json, urllib.request
+    from gradio_client import Client
+    page = urllib.request.urlopen("http://127.0.0.1:7899/", timeout=30).read().decode()
+    client = Client("http://127.0.0.1:7899/", verbose=False)
+    result = client.predict("What activities are planned for the family day?", [], [], api_name="/respond")
+    chat, sources = result[0], result[1]  # gr.State outputs are not returned to API clients
+    print(json.dumps({"page_has_gradio": "gradio" in page.lower(), "chat": chat, "sources": sources}))
+    EOF
+    """
+)
+
+
+def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    shutil.copytree(SAMPLES, docs)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "PY": sys.executable,
+           "DOCS": str(docs), "DATA": str(tmp_path / "data"), "OUT": str(out), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(["unshare", "-n", "bash", "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+    log = (out / "serve.log").read_text() if (out / "serve.log").exists() else ""
+    assert proc.returncode == 0, f"{proc.stderr[-3000:]}\nserve.log:\n{log[-2000:]}"
+
+    ingest = json.loads((out / "ingest.json").read_text())
+    assert ingest["failed"] == 0
+    assert ingest["added"] == len(list(SAMPLES.iterdir()))
+
+    ask = json.loads((out / "ask.json").read_text())
+    assert ask["grounded"]
+    assert "20,000" in ask["answer"]
+    assert Path(ask["sources"][0]["path"]).name == "fake-memo.pdf"
+    assert ask["sources"][0]["page"] == 1
+
+    ui = json.loads((out / "ui.json").read_text())
+    assert ui["page_has_gradio"]
+    answer = ui["chat"][-1]
+    assert answer["role"] == "assistant"
+    text = json.dumps(answer["content"])
+    assert "family-day.eml" in text  # the citation footer
+    assert "family-day.eml" in ui["sources"]
