@@ -40,7 +40,7 @@ SCRIPT = textwrap.dedent(
     server=$!
     trap 'kill $server 2>/dev/null || true' EXIT
     for _ in $(seq 1 120); do
-        "$PY" -c "import urllib.request as u; u.urlopen('http://127.0.0.1:7899/healthz', timeout=1)" 2>/dev/null && break
+        curl -sf http://127.0.0.1:7899/healthz > /dev/null && break
         sleep 1
     done
     "$PY" - <<'EOF' > "$OUT/ui.json"
