@@ -61,5 +61,11 @@ def serve(services: Services) -> None:
     services.llm.count_tokens("warm up")
     app = create_app(services)
     cfg = services.settings.server
+    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
+        # Sign-in arrives with the users-and-permissions work; until then, say it loudly.
+        log.warning("listening on %s without sign-in: anyone who reaches this port can read the documents", cfg.host)
+        print(f"WARNING: listening on {cfg.host} without sign-in: anyone who reaches port {cfg.port} "
+              "can query the documents. Use 127.0.0.1 or a reverse proxy with authentication.", flush=True)
     log.info("serving on http://%s:%d", cfg.host, cfg.port)
+    print(f"Chat UI: http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)

@@ -1,0 +1,235 @@
+"""Benchmarks of the embedded default, printed as one table.
+
+    .venv/bin/python -m benchmarks.run [--only pdf,ingest,store,ask] [--points 100000]
+
+Needs ../shared/corpus for the pdf and ingest rows (skipped with a note otherwise). Speeds on a
+shared 2-core machine are noisy: each row reports a median over repeats where it can.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "unstructured-example-docs"
+BIG_PDF = CORPUS / "pdf" / "DA-619p.pdf"
+Row = tuple[str, str, str]  # (what, result, note)
+
+
+def _median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def bench_pdf(repeats: int) -> list[Row]:
+    """Text-layer extraction of DA-619p.pdf: pypdfium2 (ours) against unstructured's `fast` strategy."""
+    if not BIG_PDF.exists():
+        return [("pdf parsers", "skipped", f"{BIG_PDF} not found")]
+    from ingest.parse import parse_pdf
+
+    seconds, parsed = _median_time(lambda: parse_pdf(BIG_PDF), repeats)
+    pages = parsed.pages or 0
+    rows: list[Row] = [("PDF text, pypdfium2 (DA-619p.pdf)", f"{pages / seconds:,.0f} pages/s",
+                        f"{pages} pages in {seconds:.2f}s, median of {repeats}")]
+    try:
+        from unstructured.partition.pdf import partition_pdf
+    except ImportError:
+        rows.append(("PDF text, unstructured fast", "not measured", "needs pip install 'unstructured[pdf]'"))
+        return rows
+    t = time.perf_counter()
+    elements = partition_pdf(filename=str(BIG_PDF), strategy="fast")
+    fast_s = time.perf_counter() - t
+    fast_pages = max((e.metadata.page_number or 0) for e in elements)
+    rows.append(("PDF text, unstructured fast (DA-619p.pdf)", f"{fast_pages / fast_s:,.1f} pages/s",
+                 f"{fast_pages} pages in {fast_s:.1f}s, one run; ratio {seconds and fast_s / seconds:.0f}x"))
+    return rows
+
+
+def _ingest_cli(path: Path, data: Path) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-m", "appliance.cli", "ingest", str(path), "--json", "--data-dir",
+                           str(data)], capture_output=True, text=True, cwd=ROOT)
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def bench_ingest(folder_too: bool) -> list[Row]:
+    """Whole `appliance ingest` runs in a fresh process, start-up included."""
+    if not BIG_PDF.exists():
+        return [("ingest", "skipped", f"{CORPUS} not found")]
+    rows: list[Row] = []
+    targets = [("ingest DA-619p.pdf", BIG_PDF)]
+    if folder_too:
+        targets.append(("ingest unstructured-example-docs/", CORPUS))
+    for label, target in targets:
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            report = _ingest_cli(target, Path(tmp) / "data")
+            seconds = time.perf_counter() - t
+            pages = _manifest_pages(Path(tmp) / "data")
+            chunks = report["chunks"]
+            rows.append((label, f"{pages / seconds:,.1f} pages/s, {chunks / seconds:,.0f} chunks/s",
+                         f"{report['added']} files, {pages} pages, {chunks} chunks, {report['failed']} failed, "
+                         f"{seconds:.0f}s wall"))
+            t = time.perf_counter()
+            again = _ingest_cli(target, Path(tmp) / "data")
+            rows.append((f"  re-run (all unchanged: {again['unchanged'] == len(again['files'])})",
+                         f"{time.perf_counter() - t:.1f}s", "size+mtime check, nothing parsed"))
+    return rows
+
+
+def _manifest_pages(data: Path) -> int:
+    """Pages of paged formats, and 1 per file for the others (a page-less file counts as one page)."""
+    from ingest.manifest import Manifest
+
+    manifest = Manifest(data / "manifest.sqlite")
+    try:
+        return sum((r.pages or 1) for r in manifest.all() if r.status == "ok")
+    finally:
+        manifest.close()
+
+
+def bench_store(points: int) -> list[Row]:
+    """The embedded store (Qdrant Edge, through our adapter) at `points` chunks of real-looking data."""
+    import numpy as np
+
+    from appliance.backends.embeddings import build_embedding
+    from appliance.backends.store import EdgeStore, StorePoint
+    from appliance.settings import EmbeddedEmbeddingSettings
+
+    embedding = build_embedding(EmbeddedEmbeddingSettings())
+    base_texts = [p.read_text(errors="ignore") for p in sorted((ROOT / "samples").glob("*.md"))]
+    words = " ".join(base_texts).split() or ["lorem", "ipsum"]
+    rng = np.random.default_rng(0)
+    # Real embeddings of 512 text windows, then jittered copies: clustered like real corpora.
+    windows = [" ".join(words[(i * 37) % len(words):(i * 37) % len(words) + 60]) for i in range(512)]
+    seeds = embedding.embed(windows)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EdgeStore(Path(tmp) / "edge", embedding.dimension)
+        batch, t0 = 1000, time.perf_counter()
+        for start in range(0, points, batch):
+            n = min(batch, points - start)
+            idx = rng.integers(0, len(seeds), n)
+            vecs = seeds[idx] + rng.normal(0, 0.05, (n, embedding.dimension)).astype(np.float32)
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            store.upsert([
+                StorePoint(id=f"00000000-0000-0000-0000-{start + i:012d}", vector=vecs[i].tolist(),
+                           text=windows[idx[i]], payload={"acl_groups": ["everyone"] if i % 2 else ["hr"],
+                                                          "path": f"/share/{idx[i]}.txt", "doc_id": str(idx[i])})
+                for i in range(n)
+            ])
+        upsert_s = time.perf_counter() - t0
+        rows.append((f"store upsert, {points:,} chunks (dense + BM25 + payload)", f"{points / upsert_s:,.0f} points/s",
+                     f"{upsert_s:.1f}s"))
+        queries = embedding.embed(windows[:50])
+
+        def run_queries(groups: list[str] | None) -> list[float]:
+            lat = []
+            for q, text in zip(queries, windows[:50], strict=True):
+                t = time.perf_counter()
+                store.search(q.tolist(), text[:80], limit=10, candidates=30, groups=groups)
+                lat.append((time.perf_counter() - t) * 1000)
+            return lat
+
+        for label, groups in (("hybrid query (dense+BM25, RRF)", None), ("hybrid query, ACL-filtered", ["hr"])):
+            lat = run_queries(groups)
+            rows.append((f"{label}, before optimize", f"{statistics.median(lat):.1f} ms p50",
+                         f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
+        t = time.perf_counter()
+        store.optimize()
+        rows.append(("optimize (HNSW build)", f"{time.perf_counter() - t:.1f}s", ""))
+        for label, groups in (("hybrid query (dense+BM25, RRF)", None), ("hybrid query, ACL-filtered", ["hr"])):
+            lat = run_queries(groups)
+            rows.append((f"{label}, after optimize", f"{statistics.median(lat):.1f} ms p50",
+                         f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
+        store.close()
+        t = time.perf_counter()
+        reopened = EdgeStore(Path(tmp) / "edge", embedding.dimension)
+        rows.append(("reopen", f"{(time.perf_counter() - t) * 1000:.0f} ms", f"{reopened.count():,} points"))
+        reopened.close()
+    return rows
+
+
+def bench_ask(repeats: int) -> list[Row]:
+    """Time to first token and generation speed of `ask` on the samples (retrieval included in TTFT)."""
+    from appliance.rag import Answer
+    from appliance.services import build_services
+    from appliance.settings import load_settings
+
+    questions = ["How many bottles of water were delivered?", "What activities are planned for the family day?",
+                 "Which command line tool manages Rust versions?", "What was Anna Pavlovna Scherer's position?"]
+    with tempfile.TemporaryDirectory() as tmp:
+        services = build_services(load_settings(None, {"data_dir": Path(tmp) / "data"}))
+        services.ingest_pipeline.run([ROOT / "samples"])
+        t = time.perf_counter()
+        services.llm.count_tokens("warm")
+        load_s = time.perf_counter() - t
+        ttft, tps = [], []
+        for _ in range(repeats):
+            for q in questions:
+                start = time.perf_counter()
+                first, deltas, final = None, 0, None
+                for event in services.rag.stream(q):
+                    if isinstance(event, Answer):
+                        final = event
+                        continue
+                    first = first or time.perf_counter()
+                    deltas += 1
+                end = time.perf_counter()
+                if first is None or final is None:
+                    continue
+                ttft.append((first - start) * 1000)
+                tokens = services.llm.count_tokens(final.text)
+                if end > first and tokens > 1:
+                    tps.append((tokens - 1) / (end - first))
+        services.close()
+    return [
+        ("ask: chat model load (SmolLM2-135M Q4_1)", f"{load_s:.2f}s", ""),
+        ("ask: time to first token", f"{statistics.median(ttft):.0f} ms p50",
+         f"p95 {sorted(ttft)[max(0, int(len(ttft) * 0.95) - 1)]:.0f} ms; {len(ttft)} questions, retrieval included"),
+        ("ask: generation", f"{statistics.median(tps):.0f} tokens/s p50", "1 llama.cpp thread (llm.threads)"),
+    ]
+
+
+def main() -> None:
+    from appliance.offline import enforce_offline
+
+    enforce_offline()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="pdf,ingest,store,ask")
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    rows: list[Row] = []
+    if "pdf" in only:
+        rows += bench_pdf(args.repeats)
+    if "ingest" in only:
+        rows += bench_ingest(not args.no_folder)
+    if "store" in only:
+        rows += bench_store(args.points)
+    if "ask" in only:
+        rows += bench_ask(max(1, args.repeats // 2))
+    width = max(len(r[0]) for r in rows)
+    print(f"| {'what'.ljust(width)} | result | note |")
+    print(f"|{'-' * (width + 2)}|---|---|")
+    for what, result, note in rows:
+        print(f"| {what.ljust(width)} | {result} | {note} |")
+
+
+if __name__ == "__main__":
+    main()
