@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
 
 NOT_FOUND = "The documents don't contain an answer to this question."
+NO_DOCUMENTS = "There are no documents to search yet. Ingest some with `appliance ingest PATH`."
 PROMPT_OVERHEAD_TOKENS = 48  # chat template tokens around the system and user messages
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -108,6 +109,10 @@ class RagEngine:
         if history and len(question.split()) < 5:  # a short follow-up: carry the previous question
             query = f"{history[-1][0]} {question}"
         retrieved = self.retrieve(query, groups)
+        if not retrieved:
+            yield NO_DOCUMENTS
+            yield Answer(question, NO_DOCUMENTS, [], grounded=False)
+            return
         relevant = self.relevant(retrieved)
         if not relevant:
             yield NOT_FOUND

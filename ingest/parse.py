@@ -10,6 +10,7 @@ format goes through unstructured, which parses them well.
 from __future__ import annotations
 
 import shutil
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,8 @@ def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> 
         if pdf_parser == "unstructured":
             return _parse_with_unstructured(path, "pdf")
         return parse_pdf(path, ocr=ocr)
+    if UNSTRUCTURED_TYPES[suffix] == "text":
+        return parse_plain_text(path)
     if suffix in LEGACY_OFFICE and shutil.which("soffice") is None:
         raise ParseError(f"legacy {suffix} needs LibreOffice to convert it: apt-get install libreoffice-core")
     return _parse_with_unstructured(path, UNSTRUCTURED_TYPES[suffix])
@@ -187,6 +190,32 @@ def _ocr_pages(path: Path, pages: list[int], elements: list[Element],
             extra.append(Element(text=el.text, kind=el.category, page=page, section=sections.get(page - 1, ())))
     merged = sorted([*elements, *extra], key=lambda e: e.page or 0)
     return merged, [f"{len(pages)} page(s) read by OCR: {listed}"]
+
+
+# -- plain text ----------------------------------------------------------------------------------------
+
+
+def parse_plain_text(path: Path) -> ParsedFile:
+    """Paragraphs of a text file, in whatever encoding it is.
+
+    unstructured classifies every paragraph of a .txt with spaCy (minutes for a book, measured
+    in docs/benchmarks.md) and adds nothing else for plain text, so only its encoding detection
+    is used here.
+    """
+    from unstructured.file_utils.encoding import detect_file_encoding
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            encoding, text = detect_file_encoding(filename=str(path))
+    except Exception as exc:
+        raise ParseError(f"cannot decode text: {_reason(exc, path.suffix.lower())}") from None
+    notes = [f"encoding guessed as {encoding}"] if caught else []
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    elements = [Element(text=p, kind="NarrativeText") for p in _paragraphs(text)]
+    if not elements:
+        raise ParseError("no text found (only whitespace)")
+    return ParsedFile(elements=elements, parser="text", notes=notes)
 
 
 # -- everything else: unstructured -------------------------------------------------------------------

@@ -120,3 +120,16 @@ def test_every_chunk_carries_its_citation_fields(ingested: tuple[Any, Any, Path]
     pptx = [s for s in hits if s.file_name == "sample-presentation.pptx"]
     assert pptx
     assert all(s.page is not None for s in pptx)
+
+
+def test_asking_an_empty_store_says_to_ingest_first(tmp_path: Path) -> None:
+    from appliance.rag import NO_DOCUMENTS
+
+    services = make_services(tmp_path / "data")
+    try:
+        answer = services.rag.ask("What is our travel policy?")
+    finally:
+        services.close()
+    assert answer.text == NO_DOCUMENTS
+    assert not answer.grounded
+    assert answer.sources == []

@@ -1,0 +1,115 @@
+"""Packing, thresholds and citation checks of the RAG engine, with test doubles for retriever and model.
+
+The real retriever and model are exercised in tests/e2e; here only the engine's own logic is under test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LLMMetadata
+from llama_index.core.schema import NodeWithScore, TextNode
+
+from appliance.rag import NOT_FOUND, Answer, RagEngine
+from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
+
+
+class ScriptedRetriever:
+    def __init__(self, hits: list[tuple[str, float]]) -> None:
+        self.hits = hits
+        self.groups_seen: list[list[str] | None] = []
+
+    def retrieve(self, question: str) -> list[NodeWithScore]:
+        return [
+            NodeWithScore(node=TextNode(text=text, metadata={"path": f"/d/{i}.txt", "file_name": f"{i}.txt",
+                                                             "page": i, "dense_score": dense, "doc_id": str(i)}),
+                          score=1.0 / (i + 1))
+            for i, (text, dense) in enumerate(self.hits)
+        ]
+
+
+class ScriptedLLM:
+    """Replies with a fixed text, in word-sized deltas; counts one token per word."""
+
+    def __init__(self, reply: str, context_window: int = 400, num_output: int = 50) -> None:
+        self.reply = reply
+        self.prompts: list[Sequence[ChatMessage]] = []
+        self.metadata = LLMMetadata(context_window=context_window, num_output=num_output)
+
+    def stream_chat(self, messages: Sequence[ChatMessage]) -> Iterator[ChatResponse]:
+        self.prompts.append(messages)
+        for word in self.reply.split(" "):
+            yield ChatResponse(message=ChatMessage(role="assistant", content=word), delta=word + " ")
+
+
+def engine(hits: list[tuple[str, float]], llm: ScriptedLLM, budget: int | None = None, top_k: int = 4) -> Any:
+    retriever = ScriptedRetriever(hits)
+    return RagEngine(
+        retriever_factory=lambda groups: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
+        llm=lambda: llm,  # type: ignore[arg-type, return-value]
+        count_tokens=lambda: (lambda text: len(text.split())),
+        settings=RetrievalSettings(top_k=top_k, min_similarity=0.3),
+        llm_settings=EmbeddedLLMSettings(context_budget_tokens=budget),
+    ), retriever
+
+
+def test_below_threshold_answers_not_found_and_never_calls_the_model() -> None:
+    llm = ScriptedLLM("should not be said")
+    rag, _ = engine([("unrelated passage", 0.1), ("another", 0.2)], llm)
+    answer = rag.ask("anything?")
+    assert answer.text == NOT_FOUND
+    assert not answer.grounded
+    assert [s.text for s in answer.sources] == ["unrelated passage", "another"]
+    assert llm.prompts == []
+
+
+def test_packing_keeps_the_best_first_within_the_budget() -> None:
+    passages = [(" ".join([f"w{i}"] * 30), 0.9 - i * 0.1) for i in range(4)]
+    llm = ScriptedLLM("fine [1]")
+    rag, _ = engine(passages, llm, budget=70)
+    answer = rag.ask("question here")
+    # 30 words + header per passage: two fit whole, nothing beyond the budget
+    assert [s.number for s in answer.sources] == [1, 2]
+    assert answer.sources[0].text.startswith("w0")
+    prompt = llm.prompts[0][-1].content or ""
+    assert "[1] w0" in prompt
+    assert "w3" not in prompt
+
+
+def test_a_passage_longer_than_the_budget_is_cut_not_dropped() -> None:
+    llm = ScriptedLLM("ok")
+    rag, _ = engine([(" ".join(["long"] * 500), 0.8)], llm, budget=100)
+    answer = rag.ask("q")
+    assert len(answer.sources) == 1
+    assert 0 < len(answer.sources[0].text.split()) < 100
+
+
+def test_citations_outside_the_given_sources_are_not_reported() -> None:
+    llm = ScriptedLLM("see [1] and [7]")
+    rag, _ = engine([("a relevant passage", 0.8)], llm)
+    answer = rag.ask("q")
+    assert answer.cited == [1]
+
+
+def test_stream_yields_deltas_then_answer_and_passes_groups_to_retrieval() -> None:
+    llm = ScriptedLLM("twenty thousand bottles")
+    rag, retriever = engine([("20,000 bottles of water", 0.7)], llm)
+    events = list(rag.stream("how many bottles?", groups=["hr"]))
+    assert [e for e in events if isinstance(e, str)] == ["twenty ", "thousand ", "bottles "]
+    final = events[-1]
+    assert isinstance(final, Answer)
+    assert final.text == "twenty thousand bottles"
+    assert retriever.groups_seen == [["hr"]]
+
+
+def test_short_follow_up_carries_the_previous_question() -> None:
+    llm = ScriptedLLM("ok")
+    seen: list[str] = []
+    retriever = ScriptedRetriever([("passage", 0.9)])
+    original = retriever.retrieve
+    retriever.retrieve = lambda q: seen.append(q) or original(q)  # type: ignore[method-assign, func-returns-value]
+    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(), EmbeddedLLMSettings())
+    list(rag.stream("and in 2024?", history=[("What was the revenue in 2023?", "...")]))
+    assert seen == ["What was the revenue in 2023? and in 2024?"]
