@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,8 +29,8 @@ def settings_options(func: F) -> F:
 def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     enforce_offline()  # before any library that phones home is imported
     # Parsers log per-file warnings; the ingest summary reports each file's problem once.
-    for noisy in ("unstructured", "pdfminer", "pypdf"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)  # parsers warn through the root logger too
+    warnings.filterwarnings("ignore", module="unstructured")
     from appliance.backends.embeddings import BackendUnavailable
     from appliance.services import build_services
     from appliance.settings import SettingsError, load_settings

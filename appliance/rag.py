@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class RagEngine:
         relevant = self.relevant(retrieved)
         if not relevant:
             yield NOT_FOUND
-            closest = [_renumber(s, i) for i, s in enumerate(retrieved[:3], start=1)]
+            closest = [replace(s, number=i) for i, s in enumerate(retrieved[:3], start=1)]
             yield Answer(question, NOT_FOUND, closest, grounded=False)
             return
         packed = self._pack(question, relevant)
@@ -160,16 +160,9 @@ class RagEngine:
             if need > budget:
                 if budget > 48:  # cut the passage to what fits rather than drop it
                     keep = int(len(source.text) * (budget - 8) / need)
-                    packed.append(_renumber(source, len(packed) + 1, text=source.text[:keep]))
+                    packed.append(replace(source, number=len(packed) + 1, text=source.text[:keep]))
                 break
-            packed.append(_renumber(source, len(packed) + 1))
+            packed.append(replace(source, number=len(packed) + 1))
             budget -= need
         return packed
 
-
-def _renumber(source: Source, number: int, text: str | None = None) -> Source:
-    return Source(
-        number=number, path=source.path, file_name=source.file_name, page=source.page, page_name=source.page_name,
-        section=source.section, score=source.score, dense_score=source.dense_score,
-        keyword_score=source.keyword_score, text=source.text if text is None else text, doc_id=source.doc_id,
-    )
