@@ -58,6 +58,9 @@ class EmbeddedLLMSettings(BaseModel):
         ge=1,
         description="CPU threads for generation. 1 holds up best on a busy 2-core machine (FINDINGS.md).",
     )
+    prompt_threads: int = Field(
+        2, ge=1, description="CPU threads for reading the prompt (batched; halves time to first token on 2 cores)."
+    )
 
 
 class EmbeddedEmbeddingSettings(BaseModel):

@@ -56,7 +56,7 @@ class LlamaCppLLM(CustomLLM):
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
-                 threads: int) -> None:
+                 threads: int, prompt_threads: int) -> None:
         super().__init__(
             context_window=context_window, num_output=num_output, temperature=temperature,
             model_name=model_path.name,
@@ -68,7 +68,7 @@ class LlamaCppLLM(CustomLLM):
         if not model_path.is_file():
             raise BackendUnavailable(f"GGUF model not found: {model_path}")
         self._llama = Llama(
-            model_path=str(model_path), n_ctx=context_window, n_threads=threads, n_threads_batch=threads,
+            model_path=str(model_path), n_ctx=context_window, n_threads=threads, n_threads_batch=prompt_threads,
             n_batch=512, verbose=False, seed=0,
         )
 
@@ -126,5 +126,5 @@ def build_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:
     path = settings.model_path or default_gguf_path()
     return LlamaCppLLM(
         path, context_window=settings.context_window, num_output=settings.max_answer_tokens,
-        temperature=settings.temperature, threads=settings.threads,
+        temperature=settings.temperature, threads=settings.threads, prompt_threads=settings.prompt_threads,
     )
