@@ -1,6 +1,6 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,ingest,store,ask] [--points 100000]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask] [--points 100000] [--no-folder]
 
 Needs ../shared/corpus for the pdf and ingest rows (skipped with a note otherwise). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
@@ -99,6 +99,28 @@ def _manifest_pages(data: Path) -> int:
         return sum((r.pages or 1) for r in manifest.all() if r.status == "ok")
     finally:
         manifest.close()
+
+
+def bench_embed(repeats: int) -> list[Row]:
+    """Embedding throughput by batch size in tokens, on full chunks and on short sentences."""
+    from appliance.backends.embeddings import build_embedding
+    from appliance.settings import EmbeddedEmbeddingSettings
+
+    source = CORPUS / "book-war-and-peace-1225p.txt"
+    text = source.read_text(errors="ignore") if source.exists() else " ".join(
+        p.read_text(errors="ignore") for p in sorted((ROOT / "samples").glob("*.md")))
+    words = text.split()
+    chunks = [" ".join(words[i * 170:(i + 1) * 170]) for i in range(96)]  # ~230 tokens each
+    sentences = [" ".join(words[i * 12:(i + 1) * 12]) for i in range(512)]
+    rows: list[Row] = []
+    for batch_tokens in (256, 1024, 8192):
+        model = build_embedding(EmbeddedEmbeddingSettings(batch_tokens=batch_tokens))
+        model.embed(chunks[:4])
+        long_s, _ = _median_time(lambda m=model: m.embed(chunks), repeats)
+        short_s, _ = _median_time(lambda m=model: m.embed(sentences), repeats)
+        rows.append((f"embed, batch_tokens={batch_tokens}", f"{len(chunks) / long_s:.1f} chunks/s",
+                     f"230-token chunks; {len(sentences) / short_s:.0f} sentences/s on 12-word sentences"))
+    return rows
 
 
 def bench_store(points: int) -> list[Row]:
@@ -209,7 +231,7 @@ def main() -> None:
 
     enforce_offline()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="pdf,ingest,store,ask")
+    parser.add_argument("--only", default="pdf,embed,ingest,store,ask")
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
@@ -218,6 +240,8 @@ def main() -> None:
     rows: list[Row] = []
     if "pdf" in only:
         rows += bench_pdf(args.repeats)
+    if "embed" in only:
+        rows += bench_embed(args.repeats)
     if "ingest" in only:
         rows += bench_ingest(not args.no_folder)
     if "store" in only:

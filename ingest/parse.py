@@ -55,6 +55,11 @@ def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> 
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ParseError(f"unsupported file type {suffix or '(no extension)'!r}")
+    if suffix in _OOXML_TWIN and _is_zip(path):
+        # A .doc/.ppt/.xls that is really the modern format (common after a "Save as" rename).
+        parsed = _parse_with_unstructured(path, _OOXML_TWIN[suffix])
+        parsed.notes.append(f"saved as {suffix} but is a .{_OOXML_TWIN[suffix]} file; parsed by its content")
+        return parsed
     _check_magic(path, suffix)
     if suffix == ".pdf":
         if pdf_parser == "unstructured":
@@ -63,11 +68,19 @@ def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> 
     if UNSTRUCTURED_TYPES[suffix] == "text":
         return parse_plain_text(path)
     if suffix in LEGACY_OFFICE and shutil.which("soffice") is None:
-        raise ParseError(f"legacy {suffix} needs LibreOffice to convert it: apt-get install libreoffice-core")
+        raise ParseError(f"legacy {suffix} needs LibreOffice to convert it: "
+                         "apt-get install libreoffice-writer-nogui libreoffice-impress-nogui")
     return _parse_with_unstructured(path, UNSTRUCTURED_TYPES[suffix])
 
 
 _ZIP_FORMATS = {".docx", ".pptx", ".xlsx", ".epub", ".odt"}
+_OOXML_TWIN = {".doc": "docx", ".ppt": "pptx", ".xls": "xlsx"}
+
+
+def _is_zip(path: Path) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(4) == b"PK\x03\x04"
+
 _OLE_FORMATS = {".doc", ".ppt", ".xls", ".msg"}
 
 
@@ -262,7 +275,7 @@ def _reason(exc: Exception, suffix: str) -> str:
     if "password" in lowered or "encrypt" in lowered:
         return f"encrypted or password-protected file ({type(exc).__name__})"
     if "soffice" in lowered or "libreoffice" in lowered:
-        return "needs LibreOffice to convert it: apt-get install libreoffice-core"
+        return "needs LibreOffice to convert it: apt-get install libreoffice-writer-nogui libreoffice-impress-nogui"
     if len(text) > 200:
         text = text[:197] + "..."
     return f"{type(exc).__name__}: {text}"

@@ -13,6 +13,18 @@ fi
 # any x86-64 machine with AVX2; pip caches the built wheel, so only the first install compiles (~5 min).
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON}"
 export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}"
+# Legacy .doc/.ppt are converted by LibreOffice (Debian's packages); without it they are reported per file.
+if ! command -v soffice >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing LibreOffice (headless) for legacy .doc/.ppt files..." >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            libreoffice-writer-nogui libreoffice-impress-nogui; } >/dev/null \
+            || echo "note: LibreOffice could not be installed; .doc/.ppt files will be reported, not read" >&2
+    else
+        echo "note: no LibreOffice (soffice); .doc/.ppt files will be reported, not read." \
+             "Install libreoffice-writer-nogui and libreoffice-impress-nogui to read them." >&2
+    fi
+fi
 spec="."
 [ "${1:-}" = "test" ] && spec=".[test]"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip

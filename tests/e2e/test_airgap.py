@@ -69,8 +69,10 @@ def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
     assert proc.returncode == 0, f"{proc.stderr[-3000:]}\nserve.log:\n{log[-2000:]}"
 
     ingest = json.loads((out / "ingest.json").read_text())
-    assert ingest["failed"] == 0
-    assert ingest["added"] == len(list(SAMPLES.iterdir()))
+    legacy = {".doc", ".ppt"}
+    failed = {Path(f["path"]).suffix for f in ingest["files"] if f["status"] == "failed"}
+    assert failed <= (set() if shutil.which("soffice") else legacy), ingest
+    assert ingest["added"] + ingest["failed"] == len(list(SAMPLES.iterdir()))
 
     ask = json.loads((out / "ask.json").read_text())
     assert ask["grounded"]

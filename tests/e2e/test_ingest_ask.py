@@ -18,6 +18,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 FORMATS = {".pdf", ".docx", ".pptx", ".xlsx", ".csv", ".html", ".md", ".txt", ".eml", ".msg", ".epub", ".odt",
            ".rtf", ".xls"}
+LEGACY = {".doc", ".ppt"}  # converted by LibreOffice when it is installed (scripts/setup.sh installs it)
+HAS_SOFFICE = shutil.which("soffice") is not None
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +37,15 @@ def test_every_format_is_ingested(ingested: tuple[Any, Any, Path]) -> None:
     by_suffix = {Path(f.path).suffix: f for f in report.files}
     assert set(by_suffix) >= FORMATS, f"samples miss formats: {FORMATS - set(by_suffix)}"
     problems = [(f.path, f.error) for f in report.files if f.status not in ("added", "skipped")]
-    assert not problems
-    for suffix in FORMATS:
+    if HAS_SOFFICE:
+        assert not problems
+    else:
+        assert {Path(p).suffix for p, _ in problems} <= LEGACY
+        assert all("LibreOffice" in (e or "") for _, e in problems)
+    for suffix in FORMATS | (LEGACY if HAS_SOFFICE else set()):
         assert (by_suffix[suffix].status, by_suffix[suffix].chunks > 0) == ("added", True), suffix
     # The license note is Markdown too: it is ingested like any document.
-    assert report.count("failed") == 0
+    assert report.count("failed") == (0 if HAS_SOFFICE else len(LEGACY))
 
 
 def test_second_run_changes_nothing(ingested: tuple[Any, Any, Path]) -> None:
@@ -68,10 +74,15 @@ QUESTIONS = [
     ("What does the attachment include? Lots of whitespace", "fake-email-attachment.msg", None, None),
     ("My First Heading table example row 1 cell 1", "fake-doc.rtf", None, None),
     ("Blackboard question format abbreviations multiple choice", "tests-example.xls", 2, None),
+    pytest.param("I am a bold italic bold-italic text", "fake-doc-emphasized-text.doc", None, None,
+                 marks=pytest.mark.skipif(not HAS_SOFFICE, reason="no LibreOffice for .doc")),
+    pytest.param("Use _TextFrame.add_paragraph() for subsequent bullets", "fake-power-point.ppt", 1, None,
+                 marks=pytest.mark.skipif(not HAS_SOFFICE, reason="no LibreOffice for .ppt")),
 ]
 
 
-@pytest.mark.parametrize(("question", "file_name", "page", "fact"), QUESTIONS, ids=[q[1] for q in QUESTIONS])
+@pytest.mark.parametrize(("question", "file_name", "page", "fact"), QUESTIONS,
+                         ids=[getattr(q, "values", q)[1] for q in QUESTIONS])
 def test_answers_cite_the_right_file_and_page(ingested: tuple[Any, Any, Path], question: str, file_name: str,
                                              page: int | None, fact: str | None) -> None:
     services, _, docs = ingested
