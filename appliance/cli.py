@@ -31,7 +31,7 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
     # Parsers log per-file warnings; the ingest summary reports each file's problem once.
     logging.getLogger().setLevel(logging.ERROR)  # parsers warn through the root logger too
     warnings.filterwarnings("ignore", module="unstructured")
-    from appliance.backends.embeddings import BackendUnavailable
+    from appliance.backends.common import BackendUnavailable
     from appliance.services import build_services
     from appliance.settings import SettingsError, load_settings
 
@@ -42,10 +42,12 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
         return build_services(load_settings(config_file, merged))
     except (SettingsError, BackendUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # e.g. a data directory that cannot be created
+        raise click.ClickException(f"cannot use the data directory: {exc}") from None
 
 
 def _fail_cleanly(func: Callable[[], Any]) -> Any:
-    from appliance.backends.embeddings import BackendUnavailable
+    from appliance.backends.common import BackendUnavailable
     from appliance.backends.store import StoreLocked
 
     try:
@@ -56,6 +58,12 @@ def _fail_cleanly(func: Callable[[], Any]) -> Any:
         ) from None
     except BackendUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    except ValueError as exc:  # llama.cpp: a corrupt or unreadable GGUF file
+        if "model" in str(exc).lower():
+            raise click.ClickException(f"cannot load the chat model: {exc}") from None
+        raise
+    except ConnectionError as exc:
+        raise click.ClickException(f"cannot reach the store: {exc}") from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +113,8 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
 
 @main.command("ask")
 @click.argument("question", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help='Print {"answer", "sources"} as JSON.')
+@click.option("--json", "as_json", is_flag=True,
+              help='Print {"answer", "grounded", "cited", "sources": [{"path", "page", "score", "text", ...}]}.')
 @settings_options
 def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Answer a question from the ingested documents, with numbered sources."""
@@ -145,9 +154,9 @@ def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | No
 def serve_command(host: str | None, port: int | None, config_file: Path | None, data_dir: Path | None) -> None:
     """Serve the chat UI and the HTTP API on one port."""
     server: dict[str, Any] = {}
-    if host:
+    if host is not None:
         server["host"] = host
-    if port:
+    if port is not None:
         server["port"] = port
     services = _services(config_file, data_dir, {"server": server} if server else None)
     from appliance.api.app import serve

@@ -24,8 +24,9 @@ OFFLINE_ENV: dict[str, str] = {
 
 
 def enforce_offline() -> None:
-    """Set the offline/telemetry switches unless the administrator set them explicitly."""
-    for key, value in OFFLINE_ENV.items():
-        os.environ.setdefault(key, value)
-    # An administrator may loosen the others, never this one: gradio must not report usage.
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    """Set the offline/telemetry switches, overriding whatever the environment said: an appliance
+    that promises no egress must not be talked out of it by a stray variable."""
+    os.environ.update(OFFLINE_ENV)
+    # llama-index reads its bundled NLTK data unless NLTK_DATA points elsewhere, in which case it
+    # downloads what that folder lacks.
+    os.environ.pop("NLTK_DATA", None)

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
 
 NOT_FOUND = "The documents don't contain an answer to this question."
+TOO_LONG = "The question is too long for the model's context window; please shorten it."
 NO_DOCUMENTS = "There are no documents to search yet. Ingest some with `appliance ingest PATH`."
 PROMPT_OVERHEAD_TOKENS = 48  # chat template tokens around the system and user messages
 _CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -94,9 +95,14 @@ class RagEngine:
         return sources
 
     def relevant(self, sources: Sequence[Source]) -> list[Source]:
-        """Sources whose dense similarity clears the threshold (fused RRF scores are not calibrated)."""
+        """Sources similar enough to the question (fused RRF scores are not calibrated, so the dense
+        similarity decides; a keyword match, e.g. an exact part number, lowers the bar by half)."""
         floor = self._settings.min_similarity
-        return [s for s in sources if s.dense_score is not None and s.dense_score >= floor]
+        return [
+            s for s in sources
+            if s.dense_score is not None
+            and (s.dense_score >= floor or (s.keyword_score is not None and s.dense_score >= floor / 2))
+        ]
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (),
                groups: list[str] | None = None) -> Iterator[str | Answer]:
@@ -120,6 +126,10 @@ class RagEngine:
             yield Answer(question, NOT_FOUND, closest, grounded=False)
             return
         packed = self._pack(question, relevant)
+        if not packed:  # the question alone fills the model's context
+            yield TOO_LONG
+            yield Answer(question, TOO_LONG, relevant[:3], grounded=False)
+            return
         from llama_index.core.llms import ChatMessage, MessageRole
 
         context = "\n\n".join(f"[{s.number}] {s.text}" for s in packed)

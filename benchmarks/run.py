@@ -237,6 +237,9 @@ def main() -> None:
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
     args = parser.parse_args()
     only = set(args.only.split(","))
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask"}
+    if unknown:
+        parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
     if "pdf" in only:
         rows += bench_pdf(args.repeats)

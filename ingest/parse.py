@@ -197,7 +197,12 @@ def _ocr_pages(path: Path, pages: list[int], elements: list[Element],
                           f"pip install 'unstructured[pdf]'): {listed}"]
     wanted = set(pages)
     extra: list[Element] = []
-    for el in partition_pdf(filename=str(path), strategy="ocr_only", languages=["eng"]):
+    try:
+        ocr_elements = partition_pdf(filename=str(path), strategy="ocr_only", languages=["eng"])
+    except Exception as exc:  # keep the pages that had text
+        return elements, [f"{len(pages)} page(s) without a text layer skipped (OCR failed: "
+                          f"{type(exc).__name__}: {str(exc)[:120]}): {listed}"]
+    for el in ocr_elements:
         page = getattr(el.metadata, "page_number", None)
         if page in wanted and el.text.strip():
             extra.append(Element(text=el.text, kind=el.category, page=page, section=sections.get(page - 1, ())))

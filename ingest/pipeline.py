@@ -1,8 +1,10 @@
 """discover -> parse -> chunk -> embed -> upsert, incremental through the manifest.
 
-Per file, the order is: upsert the new chunks (ids derived from path, content hash and index,
-so redoing a file overwrites rather than duplicates), delete the chunks of the previous
-version, then write the manifest row. A run stopped anywhere is redone cleanly next time.
+Per file, the order is: record the file as `pending` with the ids of both its old and its new
+chunks (ids derive from path, content hash and index, so redoing a file overwrites rather than
+duplicates), upsert the new chunks, delete the old ones, then mark the row `ok` with the new ids.
+A run stopped anywhere leaves a pending row that names every chunk it may have written, and the
+next run redoes that file and deletes whatever is not in its new version.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from ingest.parse import SUPPORTED_SUFFIXES, ParseError, parse_file
 
 if TYPE_CHECKING:
     from appliance.backends.embeddings import OnnxMiniLMEmbedding
-    from appliance.backends.store import EdgeStore, QdrantServerStore
+    from appliance.backends.store import ChunkStore, StorePoint
     from appliance.settings import IngestSettings
 
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 UPSERT_BATCH = 256
+SECTION_PREFIX_CHARS = 80
 STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
 
 
@@ -53,10 +56,6 @@ class IngestReport:
     def chunks(self) -> int:
         return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
 
-    @property
-    def pages(self) -> int:
-        return sum(f.pages or 0 for f in self.files if f.status in ("added", "updated"))
-
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: self.count(s) for s in STATUSES}
         out["chunks"] = self.chunks
@@ -72,7 +71,7 @@ ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), 
 
 
 class IngestPipeline:
-    def __init__(self, settings: IngestSettings, manifest: Manifest, store: EdgeStore | QdrantServerStore,
+    def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
                  embedding: OnnxMiniLMEmbedding, chunker: Chunker) -> None:
         self._settings = settings
         self._manifest = manifest
@@ -101,7 +100,8 @@ class IngestPipeline:
                 bar.close()
         if prune:
             present = {str(p) for p in found.files}
-            for root in found.roots:
+            # A root that disappeared entirely is pruned too: everything under it is gone.
+            for root in [*found.roots, *(p for p, reason in found.problems if reason == "no such file or folder")]:
                 for rec in self._manifest.under(str(root)):
                     if rec.path not in present and not Path(rec.path).exists():
                         if not dry_run:
@@ -124,7 +124,8 @@ class IngestPipeline:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
         old = self._manifest.get(key)
         same_stat = old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
-        if old and same_stat and not (retry_failed and old.status == "failed"):
+        done = old is not None and old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
+        if old and done and same_stat and not (retry_failed and old.status in ("failed", "skipped")):
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
@@ -149,13 +150,24 @@ class IngestPipeline:
             return self._record_problem(key, st, "failed", str(exc), old, dry_run, sha=sha)
         except Exception as exc:  # a parser bug on one file must never stop the run
             return self._record_problem(key, st, "failed", f"{type(exc).__name__}: {exc}"[:300], old, dry_run, sha=sha)
-        chunks = self._chunker.chunk(parsed.elements)
-        if not chunks:
-            return self._record_problem(key, st, "failed", "no text found", old, dry_run, sha=sha)
         acl = list(self._settings.default_groups)
-        ids = self._upsert(path, sha, chunks, acl, parsed.parser)
-        if old:
-            self._store.delete([i for i in old.chunk_ids if i not in set(ids)])
+        try:
+            chunks = self._chunker.chunk(parsed.elements)
+            if not chunks:
+                return self._record_problem(key, st, "failed", "no text found", old, dry_run, sha=sha)
+            points = self._points(path, sha, chunks, acl, parsed.parser)
+        except Exception as exc:  # chunking or embedding one file must not stop the run either
+            return self._record_problem(key, st, "failed", f"{type(exc).__name__}: {exc}"[:300], old, dry_run, sha=sha)
+        ids = [p.id for p in points]
+        new = set(ids)
+        stale = [i for i in (old.chunk_ids if old else []) if i not in new]
+        self._manifest.put(FileRecord(
+            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="pending", parser=parsed.parser,
+            chunk_ids=stale + ids, acl=acl, ingested_at=time.time(),
+        ))
+        for start in range(0, len(points), UPSERT_BATCH):
+            self._store.upsert(points[start : start + UPSERT_BATCH])
+        self._store.delete(stale)
         self._manifest.put(FileRecord(
             path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="ok", parser=parsed.parser,
             pages=parsed.pages, chunk_ids=ids, acl=acl, notes=parsed.notes, ingested_at=time.time(),
@@ -165,18 +177,20 @@ class IngestPipeline:
     def _record_problem(self, key: str, st: os.stat_result, status: str, reason: str, old: FileRecord | None,
                         dry_run: bool, sha: str | None = None) -> FileResult:
         if not dry_run:
-            if old and old.chunk_ids:  # the file changed into something unreadable: drop stale chunks
+            if old and old.chunk_ids:  # the file changed into something unreadable: drop its old chunks
                 self._store.delete(old.chunk_ids)
             self._manifest.put(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
                                           status="failed" if status == "failed" else "skipped", error=reason))
         return FileResult(key, status, error=reason)
 
-    def _upsert(self, path: Path, sha: str, chunks: list[Chunk], acl: list[str], parser: str) -> list[str]:
+    def _points(self, path: Path, sha: str, chunks: list[Chunk], acl: list[str], parser: str) -> list[StorePoint]:
         from appliance.backends.store import StorePoint
 
         doc_id = hashlib.sha1(str(path).encode()).hexdigest()[:16]
         now = time.time()
-        embed_inputs = [(" > ".join(c.section) + "\n" + c.text) if c.section else c.text for c in chunks]
+        # The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens.
+        embed_inputs = [(" > ".join(c.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + c.text) if c.section else c.text
+                        for c in chunks]
         vectors = self._embedding.embed(embed_inputs)
         points = []
         for chunk, vector in zip(chunks, vectors, strict=True):
@@ -186,9 +200,7 @@ class IngestPipeline:
                 text=chunk.text,
                 payload=chunk_payload(path, doc_id, sha, chunk, acl, parser, now),
             ))
-        for start in range(0, len(points), UPSERT_BATCH):
-            self._store.upsert(points[start : start + UPSERT_BATCH])
-        return [p.id for p in points]
+        return points
 
 
 def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,

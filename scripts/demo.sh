@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
-# Exit status 1 only means some file failed; the summary says which, and serving goes on.
-.venv/bin/appliance ingest samples --progress || true
+# Exit status 1 only means some file failed (the summary says which): serve anyway. Any other
+# status is a real error, already explained on stderr.
+status=0
+.venv/bin/appliance ingest samples --progress || status=$?
+[ "$status" -le 1 ] || exit "$status"
 exec .venv/bin/appliance serve

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 
 from appliance.offline import enforce_offline
+from tests.egress_probe.sitecustomize import egress_attempt
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
@@ -22,28 +22,13 @@ CORPUS = SHARED / "corpus"
 _violations: list[str] = []
 
 
-def _is_loopback(host: Any) -> bool:
-    if host is None or host in ("", "localhost", "localhost.localdomain"):
-        return True
-    text = host.decode() if isinstance(host, bytes) else str(host)
-    try:
-        addr = ipaddress.ip_address(text.split("%")[0])
-    except ValueError:
-        return text.endswith(".localhost")
-    return addr.is_loopback or addr.is_unspecified
-
-
 def _network_guard(event: str, args: tuple[Any, ...]) -> None:
-    if event == "socket.connect":
-        sock, address = args
-        if getattr(sock, "family", None) in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-            _violations.append(f"connect {address}")
-            raise ConnectionRefusedError(f"test guard: non-loopback connection to {address}")
-    elif event == "socket.getaddrinfo":
-        host = args[0]
-        if not _is_loopback(host):
-            _violations.append(f"getaddrinfo {host!r}")
-            raise socket.gaierror(f"test guard: DNS lookup of {host!r}")
+    attempt = egress_attempt(event, args)
+    if attempt:
+        _violations.append(attempt)
+        if event == "socket.getaddrinfo":
+            raise socket.gaierror(f"test guard: {attempt}")
+        raise ConnectionRefusedError(f"test guard: {attempt}")
 
 
 def pytest_configure(config: pytest.Config) -> None:

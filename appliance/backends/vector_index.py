@@ -20,7 +20,7 @@ from llama_index.core.vector_stores.types import (
 )
 from pydantic import PrivateAttr
 
-from appliance.backends.store import EdgeStore, QdrantServerStore, StorePoint
+from appliance.backends.store import ChunkStore, StorePoint
 
 ACL_FIELD = "acl_groups"
 
@@ -29,9 +29,9 @@ class ApplianceVectorStore(BasePydanticVectorStore):
     stores_text: bool = True
     is_embedding_query: bool = True
     candidates: int = 30
-    _store: EdgeStore | QdrantServerStore = PrivateAttr()
+    _store: ChunkStore = PrivateAttr()
 
-    def __init__(self, store: EdgeStore | QdrantServerStore, candidates: int = 30) -> None:
+    def __init__(self, store: ChunkStore, candidates: int = 30) -> None:
         super().__init__(stores_text=True, candidates=candidates)
         self._store = store
 

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
     set -euo pipefail
     ip link set lo up
     # Prove there is no way out before running anything.
-    if "$PY" -c "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)" 2>/dev/null; then
+    if EGRESS_LOG= "$PY" -c "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)" 2>/dev/null; then
         echo "namespace has network" >&2; exit 90
     fi
     # A clean environment: none of the offline switches set by hand; the appliance sets its own.
@@ -61,12 +61,17 @@ def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
     shutil.copytree(SAMPLES, docs)
     out = tmp_path / "out"
     out.mkdir()
+    egress_log = out / "egress.log"
+    # Every Python process in there records its own non-loopback attempts, even swallowed ones.
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "PY": sys.executable,
-           "DOCS": str(docs), "DATA": str(tmp_path / "data"), "OUT": str(out), "PYTHONPATH": str(ROOT)}
+           "DOCS": str(docs), "DATA": str(tmp_path / "data"), "OUT": str(out),
+           "PYTHONPATH": f"{ROOT / 'tests' / 'egress_probe'}:{ROOT}", "EGRESS_LOG": str(egress_log)}
     proc = subprocess.run(["unshare", "-n", "bash", "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=900)
     log = (out / "serve.log").read_text() if (out / "serve.log").exists() else ""
     assert proc.returncode == 0, f"{proc.stderr[-3000:]}\nserve.log:\n{log[-2000:]}"
+    attempts = egress_log.read_text() if egress_log.exists() else ""
+    assert attempts == "", f"network access attempted inside the air gap:\n{attempts}"
 
     ingest = json.loads((out / "ingest.json").read_text())
     legacy = {".doc", ".ppt"}

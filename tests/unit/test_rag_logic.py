@@ -113,3 +113,31 @@ def test_short_follow_up_carries_the_previous_question() -> None:
                     RetrievalSettings(), EmbeddedLLMSettings())
     list(rag.stream("and in 2024?", history=[("What was the revenue in 2023?", "...")]))
     assert seen == ["What was the revenue in 2023? and in 2024?"]
+
+
+def test_a_keyword_match_lowers_the_similarity_bar_by_half() -> None:
+    llm = ScriptedLLM("ZX-4471 means power loss [1]")
+    retriever = ScriptedRetriever([])
+    nodes = [
+        NodeWithScore(node=TextNode(text="Error ZX-4471: badge reader lost power", metadata={
+            "path": "/d/a.txt", "file_name": "a.txt", "dense_score": 0.2, "keyword_score": 3.1}), score=0.5),
+        NodeWithScore(node=TextNode(text="unrelated, no keyword", metadata={
+            "path": "/d/b.txt", "file_name": "b.txt", "dense_score": 0.2, "keyword_score": None}), score=0.4),
+    ]
+    retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
+    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings())
+    answer = rag.ask("ZX-4471")
+    assert answer.grounded
+    assert [s.file_name for s in answer.sources] == ["a.txt"]
+
+
+def test_a_question_that_fills_the_context_is_refused_not_sent() -> None:
+    from appliance.rag import TOO_LONG
+
+    llm = ScriptedLLM("never", context_window=200, num_output=50)
+    rag, _ = engine([("a relevant passage", 0.9)], llm)
+    answer = rag.ask("word " * 150)
+    assert answer.text == TOO_LONG
+    assert not answer.grounded
+    assert llm.prompts == []

@@ -65,3 +65,17 @@ def test_bad_settings_give_one_clear_error(tmp_path: Path, text: str, expected: 
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="config file not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_a_misspelt_nested_key_is_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("retrieval:\n  topk: 8\n")
+    with pytest.raises(SettingsError, match=r"retrieval\.topk"):
+        load_settings(cfg)
+
+
+def test_the_answer_reserve_must_leave_room_for_passages(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("llm:\n  context_window: 1024\n  max_answer_tokens: 900\n")
+    with pytest.raises(SettingsError, match="max_answer_tokens"):
+        load_settings(cfg)
