@@ -95,14 +95,16 @@ class RagEngine:
         return sources
 
     def relevant(self, sources: Sequence[Source]) -> list[Source]:
-        """Sources similar enough to the question (fused RRF scores are not calibrated, so the dense
-        similarity decides; a keyword match, e.g. an exact part number, lowers the bar by half)."""
+        """Sources similar enough to the question. Fused RRF scores are not calibrated, so the dense
+        similarity decides. Only when nothing clears it do keyword (BM25) matches get a bar half as
+        high: that finds exact identifiers (part numbers, error codes) that embeddings miss, without
+        letting common words drag weak passages in next to good ones."""
         floor = self._settings.min_similarity
-        return [
-            s for s in sources
-            if s.dense_score is not None
-            and (s.dense_score >= floor or (s.keyword_score is not None and s.dense_score >= floor / 2))
-        ]
+        strong = [s for s in sources if s.dense_score is not None and s.dense_score >= floor]
+        if strong:
+            return strong
+        return [s for s in sources
+                if s.keyword_score is not None and s.dense_score is not None and s.dense_score >= floor / 2]
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (),
                groups: list[str] | None = None) -> Iterator[str | Answer]:

@@ -138,8 +138,9 @@ class RetrievalSettings(Section):
         0.25,
         ge=-1.0,
         le=1.0,
-        description="A passage is relevant when its cosine similarity reaches this, or half of it with a "
-        "keyword (BM25) match; with none relevant, the answer says the documents don't contain it.",
+        description="A passage is relevant when its cosine similarity reaches this; when none does, "
+        "keyword (BM25) matches reaching half of it are; with none relevant, the answer says the documents "
+        "don't contain it.",
     )
 
 

@@ -43,13 +43,19 @@ SCRIPT = textwrap.dedent(
         curl -sf http://127.0.0.1:7899/healthz > /dev/null && break
         sleep 1
     done
+    # The page, then one chat turn through Gradio's own HTTP API (what the browser's page calls).
     "$PY" - <<'EOF' > "$OUT/ui.json"
     import json, urllib.request
-    from gradio_client import Client
-    page = urllib.request.urlopen("http://127.0.0.1:7899/", timeout=30).read().decode()
-    client = Client("http://127.0.0.1:7899/", verbose=False)
-    result = client.predict("What activities are planned for the family day?", [], [], api_name="/respond")
-    chat, sources = result[0], result[1]  # gr.State outputs are not returned to API clients
+    base = "http://127.0.0.1:7899"
+    page = urllib.request.urlopen(base + "/", timeout=30).read().decode()
+    body = json.dumps({"data": ["What activities are planned for the family day?", []]}).encode()
+    req = urllib.request.Request(base + "/gradio_api/call/respond", data=body,
+                                 headers={"Content-Type": "application/json"})
+    event_id = json.load(urllib.request.urlopen(req, timeout=30))["event_id"]
+    stream = urllib.request.urlopen(f"{base}/gradio_api/call/respond/{event_id}", timeout=300).read().decode()
+    lines = stream.splitlines()
+    done = lines.index("event: complete")
+    chat, sources = json.loads(lines[done + 1].removeprefix("data: "))[:2]
     print(json.dumps({"page_has_gradio": "gradio" in page.lower(), "chat": chat, "sources": sources}))
     EOF
     """

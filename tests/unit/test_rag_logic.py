@@ -141,3 +141,18 @@ def test_a_question_that_fills_the_context_is_refused_not_sent() -> None:
     assert answer.text == TOO_LONG
     assert not answer.grounded
     assert llm.prompts == []
+
+
+def test_weak_keyword_matches_do_not_join_strong_passages() -> None:
+    llm = ScriptedLLM("ok")
+    retriever = ScriptedRetriever([])
+    nodes = [
+        NodeWithScore(node=TextNode(text="family day: face painting", metadata={
+            "file_name": "a.eml", "dense_score": 0.6, "keyword_score": 9.0}), score=0.5),
+        NodeWithScore(node=TextNode(text="a common word: day", metadata={
+            "file_name": "b.txt", "dense_score": 0.15, "keyword_score": 4.0}), score=0.4),
+    ]
+    retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
+    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(min_similarity=0.25), EmbeddedLLMSettings())
+    assert [s.file_name for s in rag.ask("what happens on family day?").sources] == ["a.eml"]
