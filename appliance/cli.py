@@ -127,13 +127,18 @@ def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | No
             answer = _fail_cleanly(lambda: services.rag.ask(text))
             click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
-        final: Answer | None = None
-        for event in _fail_cleanly(lambda: services.rag.stream(text)):
-            if isinstance(event, Answer):
-                final = event
-            else:
-                click.echo(event, nl=False)
-                sys.stdout.flush()
+
+        def stream() -> Answer | None:
+            final: Answer | None = None
+            for event in services.rag.stream(text):
+                if isinstance(event, Answer):
+                    final = event
+                else:
+                    click.echo(event, nl=False)
+                    sys.stdout.flush()
+            return final
+
+        final = _fail_cleanly(stream)
         click.echo()
         if final and final.sources:
             click.echo("\nSources:" if final.grounded else "\nClosest passages (below the relevance threshold):")

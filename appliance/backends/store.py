@@ -94,7 +94,8 @@ class EdgeStore:
         except Exception as exc:
             text = str(exc)
             if any(w in text.lower() for w in ("lock", "in use", "wouldblock", "resource temporarily")):
-                raise StoreLocked(f"the embedded store at {path} is in use by another process: {text}") from None
+                raise StoreLocked(f"the embedded store at {path} is in use by another process "
+                                  "(usually a running `appliance serve`)") from None
             raise
 
     def upsert(self, points: list[StorePoint]) -> None:

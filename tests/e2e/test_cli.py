@@ -1,0 +1,69 @@
+"""The command line around a running server: clear errors, no tracebacks, nothing lost."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES
+
+pytestmark = [pytest.mark.e2e]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance.cli", *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_commands_say_clearly_that_a_running_server_holds_the_store(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert _cli("ingest", str(SAMPLES / "fake-memo.pdf"), "--data-dir", str(data)).returncode == 0
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "appliance.cli", "serve", "--port", str(port),
+                               "--data-dir", str(data)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.fail("server did not become ready")
+        for args in (("ingest", str(SAMPLES / "family-day.eml")), ("ask", "How many bottles?")):
+            proc = _cli(*args, "--data-dir", str(data))
+            assert proc.returncode == 1, proc.stderr
+            assert "in use by another process" in proc.stderr
+            assert "appliance serve" in proc.stderr
+            assert "Traceback" not in proc.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    # Nothing was lost: the store opens again and holds what it held.
+    listed = _cli("docs", "list", "--data-dir", str(data))
+    assert "fake-memo.pdf" in listed.stdout
+    assert "family-day.eml" not in listed.stdout
+
+
+def test_bad_settings_and_paths_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("retrieval:\n  topk: 3\n")
+    proc = _cli("ask", "hello", "--config", str(bad), "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 1
+    assert "retrieval.topk" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = _cli("ask", "hello", "--config", str(tmp_path / "missing.yaml"))
+    assert "config file not found" in proc.stderr
