@@ -1,12 +1,12 @@
 """build_services(settings): the one composition root.
 
 Heavy parts are built on first use (the chat model is never loaded by `ingest`), each at most
-once per process.
+once per process: on Python 3.11 (pinned) cached_property locks its own first build, and `serve`
+builds the store and models before it takes requests.
 """
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -28,14 +28,12 @@ if TYPE_CHECKING:
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._lock = threading.RLock()  # cached_property is not thread-safe; the UI calls from threads
 
     @cached_property
     def embedding(self) -> OnnxMiniLMEmbedding:
         from appliance.backends.embeddings import build_embedding
 
-        with self._lock:
-            return build_embedding(self.settings.embeddings)
+        return build_embedding(self.settings.embeddings)
 
     @cached_property
     def token_counter(self) -> TokenCounter:
@@ -47,8 +45,7 @@ class Services:
     def store(self) -> ChunkStore:
         from appliance.backends.store import build_store
 
-        with self._lock:
-            return build_store(self.settings.store, self.settings.store_dir, self.embedding.dimension)
+        return build_store(self.settings.store, self.settings.store_dir, self.embedding.dimension)
 
     @cached_property
     def vector_store(self) -> ApplianceVectorStore:
@@ -60,8 +57,7 @@ class Services:
     def llm(self) -> LlamaCppLLM:
         from appliance.backends.llm import build_llm
 
-        with self._lock:
-            return build_llm(self.settings.llm)
+        return build_llm(self.settings.llm)
 
     @cached_property
     def manifest(self) -> Manifest:
