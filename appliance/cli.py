@@ -152,6 +152,57 @@ def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | No
         services.close()
 
 
+@main.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True,
+              help='Print one object: "ndcg@10", "recall@10", "recall@100", "mrr@10", "latency_ms_p50", '
+                   '"latency_ms_p95", and what was measured.')
+@click.option("--split", default="test", show_default=True, help="Which qrels/<split>.tsv judges the run.")
+@click.option("--queries", "max_queries", type=click.IntRange(min=1), default=None,
+              help="Evaluate only the first N judged queries.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars on stderr [default: when a terminal].")
+@settings_options
+def eval_command(dataset: Path, as_json: bool, split: str, max_queries: int | None, progress: bool | None,
+                 config_file: Path | None, data_dir: Path | None) -> None:
+    """Measure retrieval on a BEIR-layout DATASET folder (corpus.jsonl, queries.jsonl, qrels/).
+
+    The corpus goes through the real ingest pipeline into a store of its own under
+    <data-dir>/eval/ (kept, so a re-run only queries); your documents' store is not touched.
+    Retrieval settings (mode, fusion, weights, reranker) apply as they do to `ask`."""
+    from appliance.evaluation import DatasetError, evaluate
+
+    services = _services(config_file, data_dir)  # validates settings and applies the offline guard
+    settings = services.settings
+    services.close()
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def bar(stage: str, total: int) -> Any:
+        from tqdm import tqdm
+
+        if stage == "ingest":
+            return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                        desc="ingest corpus", dynamic_ncols=True, mininterval=0.5)
+        return tqdm(total=total, unit="query", file=sys.stderr, desc="queries", dynamic_ncols=True, mininterval=0.5)
+
+    try:
+        result = _fail_cleanly(lambda: evaluate(settings, dataset, split=split, max_queries=max_queries,
+                                                progress=bar if show else None))
+    except DatasetError as exc:
+        raise click.ClickException(str(exc)) from None
+    data = result.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, ensure_ascii=False))
+        return
+    click.echo(f"{result.dataset}: {result.queries} queries, {result.documents} documents, {result.chunks} chunks "
+               f"(retrieval {data['settings']['mode']}"
+               + (f", fusion {data['settings']['fusion']}" if data['settings']['mode'] == "hybrid" else "") + ")")
+    if result.unindexed:
+        click.echo(f"  {len(result.unindexed)} documents not indexed, counted as misses (e.g. {result.unindexed[0]})")
+    for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10"):
+        click.echo(f"  {key:<12} {data[key]:.4f}")
+    click.echo(f"  latency      p50 {data['latency_ms_p50']:.1f} ms, p95 {data['latency_ms_p95']:.1f} ms per query")
+
+
 @main.command("serve")
 @click.option("--host", default=None, help="Listen address [default 127.0.0.1].")
 @click.option("--port", type=int, default=None, help="Port [default 7860].")

@@ -69,7 +69,8 @@ class Answer:
 
 
 class RagEngine:
-    def __init__(self, retriever_factory: Callable[[list[str] | None], BaseRetriever], llm: Callable[[], LLM],
+    def __init__(self, retriever_factory: Callable[[list[str] | None, int | None], BaseRetriever],
+                 llm: Callable[[], LLM],
                  count_tokens: Callable[[], Callable[[str], int]], settings: RetrievalSettings,
                  llm_settings: EmbeddedLLMSettings) -> None:
         # The LLM is resolved lazily: retrieval (search, eval) never loads the chat model.
@@ -80,8 +81,9 @@ class RagEngine:
         self._system_prompt = llm_settings.system_prompt
         self._context_budget = llm_settings.context_budget_tokens
 
-    def retrieve(self, question: str, groups: list[str] | None = None) -> list[Source]:
-        nodes = self._retriever_factory(groups).retrieve(question)
+    def retrieve(self, question: str, groups: list[str] | None = None, limit: int | None = None) -> list[Source]:
+        """Candidates from the store, best first (`limit` of them; default retrieval.candidates)."""
+        nodes = self._retriever_factory(groups, limit).retrieve(question)
         sources = []
         for i, nws in enumerate(nodes, start=1):
             meta = nws.node.metadata
@@ -93,6 +95,10 @@ class RagEngine:
                 doc_id=str(meta.get("doc_id", "")),
             ))
         return sources
+
+    def search(self, query: str, groups: list[str] | None = None, limit: int | None = None) -> list[Source]:
+        """The ranked candidates `ask` answers from; `eval` measures exactly this."""
+        return self.retrieve(query, groups, limit)
 
     def relevant(self, sources: Sequence[Source]) -> list[Source]:
         """Sources similar enough to the question. Fused RRF scores are not calibrated, so the dense
@@ -116,7 +122,7 @@ class RagEngine:
         query = question
         if history and len(question.split()) < 5:  # a short follow-up: carry the previous question
             query = f"{history[-1][0]} {question}"
-        retrieved = self.retrieve(query, groups)
+        retrieved = self.search(query, groups)
         if not retrieved:
             yield NO_DOCUMENTS
             yield Answer(question, NO_DOCUMENTS, [], grounded=False)

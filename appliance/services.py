@@ -49,9 +49,13 @@ class Services:
 
     @cached_property
     def vector_store(self) -> ApplianceVectorStore:
+        from appliance.backends.store import SearchSpec
         from appliance.backends.vector_index import ApplianceVectorStore
 
-        return ApplianceVectorStore(self.store, candidates=self.settings.retrieval.candidates)
+        r = self.settings.retrieval
+        spec = SearchSpec(mode=r.mode, fusion=r.fusion, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
+                          keyword_weight=r.keyword_weight)
+        return ApplianceVectorStore(self.store, candidates=r.candidates, spec=spec)
 
     @cached_property
     def llm(self) -> LlamaCppLLM:
@@ -65,7 +69,7 @@ class Services:
 
         return Manifest(self.settings.manifest_path)
 
-    def retriever(self, groups: list[str] | None = None) -> BaseRetriever:
+    def retriever(self, groups: list[str] | None = None, top_k: int | None = None) -> BaseRetriever:
         from llama_index.core import VectorStoreIndex
         from llama_index.core.vector_stores.types import (
             FilterOperator,
@@ -82,7 +86,7 @@ class Services:
             acl = MetadataFilter(key=ACL_FIELD, value=groups, operator=FilterOperator.ANY)
             filters = MetadataFilters(filters=[acl])
         return index.as_retriever(
-            similarity_top_k=self.settings.retrieval.candidates,
+            similarity_top_k=top_k or self.settings.retrieval.candidates,
             vector_store_query_mode=VectorStoreQueryMode.HYBRID,
             filters=filters,
         )

@@ -134,6 +134,15 @@ class IngestSettings(Section):
 class RetrievalSettings(Section):
     top_k: int = Field(4, ge=1, le=50, description="Chunks given to the model.")
     candidates: int = Field(30, ge=1, description="Candidates fetched by each of dense and BM25 before fusion.")
+    mode: Literal["hybrid", "dense", "keyword"] = Field(
+        "hybrid", description="Rank by dense and BM25 fused in the store (hybrid), or by one of them alone."
+    )
+    fusion: Literal["rrf", "dbsf"] = Field(
+        "rrf", description="How hybrid fuses the two rankings: reciprocal rank (rrf) or score normalisation (dbsf)."
+    )
+    rrf_k: int = Field(60, ge=1, description="RRF's k: larger flattens the weight of the top ranks.")
+    dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense (embedding) ranking.")
+    keyword_weight: float = Field(1.0, ge=0.0, description="RRF weight of the BM25 ranking.")
     min_similarity: float = Field(
         0.25,
         ge=-1.0,

@@ -3,8 +3,8 @@
 Both hold the same points: a named dense vector ``dense`` (cosine), a named sparse vector
 ``bm25`` (Qdrant's BM25 with the IDF modifier, so IDF follows the corpus as it grows) and the
 same payload (see ``ingest.chunk.Chunk.payload``), so a collection moves from one to the other
-by snapshot. Hybrid search runs in the engine: dense and BM25 prefetches fused by RRF, with the
-ACL filter applied inside every prefetch.
+by snapshot. Hybrid search runs in the engine: dense and BM25 prefetches fused by (weighted) RRF
+or DBSF, with the ACL filter applied inside every prefetch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 DENSE = "dense"
 SPARSE = "bm25"
-RRF_K = 60
 # Payload fields with an index: filters on them stay fast at millions of points.
 KEYWORD_INDEXES = ("acl_groups", "doc_id", "path")
 
@@ -32,6 +31,17 @@ class StorePoint:
     vector: list[float]
     text: str
     payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How candidates are ranked: dense only, BM25 only, or both fused in the engine."""
+
+    mode: str = "hybrid"  # hybrid | dense | keyword
+    fusion: str = "rrf"  # rrf | dbsf
+    rrf_k: int = 60
+    dense_weight: float = 1.0  # RRF weights of the dense and BM25 rankings
+    keyword_weight: float = 1.0
 
 
 @dataclass
@@ -54,7 +64,7 @@ class ChunkStore(Protocol):
     def upsert(self, points: list[StorePoint]) -> None: ...
     def delete(self, ids: list[str]) -> None: ...
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None) -> list[Hit]: ...
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]: ...
     def count(self) -> int: ...
     def flush(self) -> None: ...
     def optimize(self) -> None: ...
@@ -123,30 +133,32 @@ class EdgeStore:
         return qe.Filter(must=[qe.FieldCondition(key="acl_groups", match=qe.MatchAny(any=list(groups)))])
 
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None) -> list[Hit]:
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]:
         qe = self._qe
         flt = self._filter(groups)
         sparse = self._bm25.embed_query(text)
         dense_q = qe.Query.Nearest(dense, using=DENSE)
         sparse_q = qe.Query.Nearest(sparse, using=SPARSE)
+        # The first two give every hit its dense and BM25 scores (the relevance rules use them).
         requests = [
             qe.QueryRequest(limit=candidates, query=dense_q, filter=flt, with_payload=False),
             qe.QueryRequest(limit=candidates, query=sparse_q, filter=flt, with_payload=False),
-            qe.QueryRequest(
-                limit=limit,
-                query=qe.Fusion.Rrf(k=RRF_K),
-                prefetches=[
-                    qe.Prefetch(limit=candidates, query=dense_q, filter=flt),
-                    qe.Prefetch(limit=candidates, query=sparse_q, filter=flt),
-                ],
-                filter=flt,
-                with_payload=True,
-            ),
         ]
+        if spec.mode == "hybrid":
+            fusion = (qe.Fusion.Dbsf() if spec.fusion == "dbsf"
+                      else qe.Fusion.Rrf(k=spec.rrf_k, weights=[spec.dense_weight, spec.keyword_weight]))
+            requests.append(qe.QueryRequest(
+                limit=limit, query=fusion, filter=flt, with_payload=True,
+                prefetches=[qe.Prefetch(limit=candidates, query=dense_q, filter=flt),
+                            qe.Prefetch(limit=candidates, query=sparse_q, filter=flt)],
+            ))
+        else:
+            single = dense_q if spec.mode == "dense" else sparse_q
+            requests.append(qe.QueryRequest(limit=limit, query=single, filter=flt, with_payload=True))
         with self._lock:
-            dense_hits, sparse_hits, fused = self._shard.query_batch(qe.QueryBatchRequest(requests))
+            dense_hits, sparse_hits, ranked = self._shard.query_batch(qe.QueryBatchRequest(requests))
         return _merge(
-            [(str(p.id), p.score, p.payload or {}) for p in fused],
+            [(str(p.id), p.score, p.payload or {}) for p in ranked],
             {str(p.id): p.score for p in dense_hits},
             {str(p.id): p.score for p in sparse_hits},
         )
@@ -216,7 +228,7 @@ class QdrantServerStore:
             self._client.delete(self._collection, self._m.PointIdsList(points=list(ids)), wait=True)
 
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None) -> list[Hit]:
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]:
         m = self._m
         flt = None
         if groups is not None:
@@ -226,20 +238,22 @@ class QdrantServerStore:
         requests = [
             m.QueryRequest(query=dense, using=DENSE, limit=candidates, filter=flt),
             m.QueryRequest(query=sparse, using=SPARSE, limit=candidates, filter=flt),
-            m.QueryRequest(
-                prefetch=[
-                    m.Prefetch(query=dense, using=DENSE, limit=candidates, filter=flt),
-                    m.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=flt),
-                ],
-                query=m.RrfQuery(rrf=m.Rrf(k=RRF_K)),
-                limit=limit,
-                filter=flt,
-                with_payload=True,
-            ),
         ]
-        dense_r, sparse_r, fused_r = self._client.query_batch_points(self._collection, requests)
+        if spec.mode == "hybrid":
+            fusion: Any = (m.FusionQuery(fusion=m.Fusion.DBSF) if spec.fusion == "dbsf"
+                           else m.RrfQuery(rrf=m.Rrf(k=spec.rrf_k, weights=[spec.dense_weight, spec.keyword_weight])))
+            requests.append(m.QueryRequest(
+                prefetch=[m.Prefetch(query=dense, using=DENSE, limit=candidates, filter=flt),
+                          m.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=flt)],
+                query=fusion, limit=limit, filter=flt, with_payload=True,
+            ))
+        else:
+            single: Any = dense if spec.mode == "dense" else sparse
+            requests.append(m.QueryRequest(query=single, using=DENSE if spec.mode == "dense" else SPARSE,
+                                           limit=limit, filter=flt, with_payload=True))
+        dense_r, sparse_r, ranked = self._client.query_batch_points(self._collection, requests)
         return _merge(
-            [(str(p.id), p.score, p.payload or {}) for p in fused_r.points],
+            [(str(p.id), p.score, p.payload or {}) for p in ranked.points],
             {str(p.id): p.score for p in dense_r.points},
             {str(p.id): p.score for p in sparse_r.points},
         )

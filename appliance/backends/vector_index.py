@@ -20,7 +20,7 @@ from llama_index.core.vector_stores.types import (
 )
 from pydantic import PrivateAttr
 
-from appliance.backends.store import ChunkStore, StorePoint
+from appliance.backends.store import ChunkStore, SearchSpec, StorePoint
 
 ACL_FIELD = "acl_groups"
 
@@ -30,10 +30,12 @@ class ApplianceVectorStore(BasePydanticVectorStore):
     is_embedding_query: bool = True
     candidates: int = 30
     _store: ChunkStore = PrivateAttr()
+    _spec: SearchSpec = PrivateAttr()
 
-    def __init__(self, store: ChunkStore, candidates: int = 30) -> None:
+    def __init__(self, store: ChunkStore, candidates: int = 30, spec: SearchSpec | None = None) -> None:
         super().__init__(stores_text=True, candidates=candidates)
         self._store = store
+        self._spec = spec or SearchSpec()
 
     @classmethod
     def class_name(cls) -> str:
@@ -64,6 +66,7 @@ class ApplianceVectorStore(BasePydanticVectorStore):
             limit=query.similarity_top_k,
             candidates=max(self.candidates, query.similarity_top_k),
             groups=acl_groups(query.filters),
+            spec=self._spec,
         )
         nodes: list[TextNode] = []
         for hit in hits:

@@ -46,7 +46,7 @@ class ScriptedLLM:
 def engine(hits: list[tuple[str, float]], llm: ScriptedLLM, budget: int | None = None, top_k: int = 4) -> Any:
     retriever = ScriptedRetriever(hits)
     return RagEngine(
-        retriever_factory=lambda groups: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
+        retriever_factory=lambda groups, limit: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
         llm=lambda: llm,  # type: ignore[arg-type, return-value]
         count_tokens=lambda: (lambda text: len(text.split())),
         settings=RetrievalSettings(top_k=top_k, min_similarity=0.3),
@@ -109,7 +109,7 @@ def test_short_follow_up_carries_the_previous_question() -> None:
     retriever = ScriptedRetriever([("passage", 0.9)])
     original = retriever.retrieve
     retriever.retrieve = lambda q: seen.append(q) or original(q)  # type: ignore[method-assign, func-returns-value]
-    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(), EmbeddedLLMSettings())
     list(rag.stream("and in 2024?", history=[("What was the revenue in 2023?", "...")]))
     assert seen == ["What was the revenue in 2023? and in 2024?"]
@@ -125,7 +125,7 @@ def test_a_keyword_match_lowers_the_similarity_bar_by_half() -> None:
             "path": "/d/b.txt", "file_name": "b.txt", "dense_score": 0.2, "keyword_score": None}), score=0.4),
     ]
     retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
-    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings())
     answer = rag.ask("ZX-4471")
     assert answer.grounded
@@ -153,6 +153,6 @@ def test_weak_keyword_matches_do_not_join_strong_passages() -> None:
             "file_name": "b.txt", "dense_score": 0.15, "keyword_score": 4.0}), score=0.4),
     ]
     retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
-    rag = RagEngine(lambda g: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.25), EmbeddedLLMSettings())
     assert [s.file_name for s in rag.ask("what happens on family day?").sources] == ["a.eml"]
