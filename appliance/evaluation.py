@@ -166,7 +166,7 @@ def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], 
     chunk_limit = depth * 3
     for qid, text in dataset.queries.items():
         started = time.perf_counter()
-        sources = rag.search(text, limit=chunk_limit)
+        sources = rag.search(text, limit=chunk_limit, strict=True)
         seconds = time.perf_counter() - started
         best: dict[str, float] = {}
         for source in sources:  # best first: the first chunk of a document is its best

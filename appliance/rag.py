@@ -1,23 +1,31 @@
-"""Retrieve, pack the context to the model's token budget, answer with numbered citations."""
+"""Retrieve, rerank, pack the context to the model's token budget, answer with checked citations."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from appliance.backends.common import BackendUnavailable
+
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
     from llama_index.core.llms import LLM
 
+    from appliance.backends.rerank import Reranker
     from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
+
+log = logging.getLogger(__name__)
 
 NOT_FOUND = "The documents don't contain an answer to this question."
 TOO_LONG = "The question is too long for the model's context window; please shorten it."
 NO_DOCUMENTS = "There are no documents to search yet. Ingest some with `appliance ingest PATH`."
 PROMPT_OVERHEAD_TOKENS = 48  # chat template tokens around the system and user messages
-_CITATION = re.compile(r"\[(\d{1,2})\]")
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+CONDENSE_PROMPT = ("Rewrite the last question so that it can be understood without the conversation. "
+                   "Reply with the rewritten question only.")
 
 
 @dataclass
@@ -33,6 +41,9 @@ class Source:
     keyword_score: float | None
     text: str
     doc_id: str = ""
+    chunk_index: int | None = None
+    rerank_score: float | None = None
+    chunks: int = 1  # neighbouring chunks merged into this passage
 
     @property
     def location(self) -> str:
@@ -47,6 +58,7 @@ class Source:
             "section": self.section, "score": round(self.score, 4),
             "dense_score": None if self.dense_score is None else round(self.dense_score, 4),
             "keyword_score": None if self.keyword_score is None else round(self.keyword_score, 4),
+            "rerank_score": None if self.rerank_score is None else round(self.rerank_score, 4),
             "text": self.text,
         }
 
@@ -58,21 +70,26 @@ class Answer:
     sources: list[Source]
     grounded: bool  # False: nothing relevant was retrieved, the text says so
     cited: list[int] = field(default_factory=list)
+    query: str = ""  # what was searched: the question, or its standalone rewrite in a conversation
+    whole_document: str | None = None  # a document that fits the context whole: ask again with it
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.text,
             "grounded": self.grounded,
             "cited": self.cited,
+            "query": self.query,
+            "whole_document": self.whole_document,
             "sources": [s.to_dict() for s in self.sources],
         }
 
 
 class RagEngine:
     def __init__(self, retriever_factory: Callable[[list[str] | None, int | None], BaseRetriever],
-                 llm: Callable[[], LLM],
-                 count_tokens: Callable[[], Callable[[str], int]], settings: RetrievalSettings,
-                 llm_settings: EmbeddedLLMSettings) -> None:
+                 llm: Callable[[], LLM], count_tokens: Callable[[], Callable[[str], int]],
+                 settings: RetrievalSettings, llm_settings: EmbeddedLLMSettings,
+                 reranker: Reranker | None = None, rerank_top_n: int = 30,
+                 document_chunks: Callable[[str], list[Source]] | None = None) -> None:
         # The LLM is resolved lazily: retrieval (search, eval) never loads the chat model.
         self._retriever_factory = retriever_factory
         self._llm = llm
@@ -80,25 +97,36 @@ class RagEngine:
         self._settings = settings
         self._system_prompt = llm_settings.system_prompt
         self._context_budget = llm_settings.context_budget_tokens
+        self._reranker = reranker
+        self._rerank_top_n = rerank_top_n
+        self._document_chunks = document_chunks
 
     def retrieve(self, question: str, groups: list[str] | None = None, limit: int | None = None) -> list[Source]:
         """Candidates from the store, best first (`limit` of them; default retrieval.candidates)."""
         nodes = self._retriever_factory(groups, limit).retrieve(question)
-        sources = []
-        for i, nws in enumerate(nodes, start=1):
-            meta = nws.node.metadata
-            sources.append(Source(
-                number=i, path=str(meta.get("path", "")), file_name=str(meta.get("file_name", "")),
-                page=meta.get("page"), page_name=meta.get("page_name"), section=list(meta.get("section") or []),
-                score=float(nws.score or 0.0), dense_score=meta.get("dense_score"),
-                keyword_score=meta.get("keyword_score"), text=nws.node.get_content(),
-                doc_id=str(meta.get("doc_id", "")),
-            ))
-        return sources
+        return [_source(i, nws.node.metadata, nws.node.get_content(), float(nws.score or 0.0))
+                for i, nws in enumerate(nodes, start=1)]
 
-    def search(self, query: str, groups: list[str] | None = None, limit: int | None = None) -> list[Source]:
-        """The ranked candidates `ask` answers from; `eval` measures exactly this."""
-        return self.retrieve(query, groups, limit)
+    def search(self, query: str, groups: list[str] | None = None, limit: int | None = None,
+               strict: bool = False) -> list[Source]:
+        """The ranked candidates `ask` answers from; `eval` measures exactly this.
+
+        With a reranker, its scores reorder the best `top_n`; if it fails, the fused order is kept
+        and a warning logged (strict: the error is raised, as `eval` wants)."""
+        sources = self.retrieve(query, groups, limit)
+        if self._reranker is None or not sources:
+            return sources
+        head, tail = sources[: self._rerank_top_n], sources[self._rerank_top_n :]
+        try:
+            scores = self._reranker.score(query, [s.text for s in head])
+        except BackendUnavailable as exc:
+            if strict:
+                raise
+            log.warning("reranker failed, answering from the fused ranking: %s", exc)
+            return sources
+        ranked = sorted(zip(scores, head, strict=True), key=lambda pair: -pair[0])
+        head = [replace(s, rerank_score=score) for score, s in ranked]
+        return [replace(s, number=i) for i, s in enumerate(head + tail, start=1)]
 
     def relevant(self, sources: Sequence[Source]) -> list[Source]:
         """Sources similar enough to the question. Fused RRF scores are not calibrated, so the dense
@@ -112,31 +140,62 @@ class RagEngine:
         return [s for s in sources
                 if s.keyword_score is not None and s.dense_score is not None and s.dense_score >= floor / 2]
 
+    def condense(self, question: str, history: Sequence[tuple[str, str]]) -> str:
+        """A follow-up question as a standalone search query.
+
+        `llm`: the chat model rewrites it from the conversation (what larger models do well);
+        `append`: a short follow-up carries the previous question (no model call). A rewrite that
+        comes back empty or rambling falls back to `append`."""
+        mode = self._settings.condense
+        if not history or mode == "off":
+            return question
+        appended = f"{history[-1][0]} {question}" if len(question.split()) < 5 else question
+        if mode == "append":
+            return appended
+        from llama_index.core.llms import ChatMessage, MessageRole
+
+        turns = "\n".join(f"Q: {q}\nA: {a[:300]}" for q, a in history[-3:])
+        messages = [
+            ChatMessage(role=MessageRole.SYSTEM, content=CONDENSE_PROMPT),
+            ChatMessage(role=MessageRole.USER, content=f"{turns}\nLast question: {question}"),
+        ]
+        reply = self._llm().chat(messages).message.content or ""
+        rewritten = re.sub(r"^(rewritten|standalone)?\s*question:\s*", "", " ".join(reply.split()), flags=re.I)
+        rewritten = rewritten.strip('"')
+        if not rewritten or len(rewritten) > 3 * len(appended) + 40:
+            return appended
+        return rewritten
+
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (),
-               groups: list[str] | None = None) -> Iterator[str | Answer]:
-        """Yield the answer's text as it is generated, then the final Answer."""
+               groups: list[str] | None = None, whole_document: bool = False) -> Iterator[str | Answer]:
+        """Yield the answer's text as it is generated, then the final Answer.
+
+        whole_document: answer from the whole of the best-matching document, when it fits."""
         question = " ".join(question.split())
         if not question:
             yield Answer(question, "Please ask a question.", [], grounded=False)
             return
-        query = question
-        if history and len(question.split()) < 5:  # a short follow-up: carry the previous question
-            query = f"{history[-1][0]} {question}"
+        query = self.condense(question, history)
         retrieved = self.search(query, groups)
         if not retrieved:
             yield NO_DOCUMENTS
-            yield Answer(question, NO_DOCUMENTS, [], grounded=False)
+            yield Answer(question, NO_DOCUMENTS, [], grounded=False, query=query)
             return
         relevant = self.relevant(retrieved)
         if not relevant:
             yield NOT_FOUND
             closest = [replace(s, number=i) for i, s in enumerate(retrieved[:3], start=1)]
-            yield Answer(question, NOT_FOUND, closest, grounded=False)
+            yield Answer(question, NOT_FOUND, closest, grounded=False, query=query)
             return
-        packed = self._pack(question, relevant)
+        budget = self._budget(question)
+        offer = self._whole_document(relevant[0], budget)
+        if whole_document and offer is not None:
+            packed = self._pack(offer, budget)
+        else:
+            packed = self._pack(merge_neighbours(relevant[: self._settings.top_k]), budget)
         if not packed:  # the question alone fills the model's context
             yield TOO_LONG
-            yield Answer(question, TOO_LONG, relevant[:3], grounded=False)
+            yield Answer(question, TOO_LONG, relevant[:3], grounded=False, query=query)
             return
         from llama_index.core.llms import ChatMessage, MessageRole
 
@@ -151,28 +210,47 @@ class RagEngine:
             text += delta
             if delta:
                 yield delta
-        cited = sorted({int(n) for n in _CITATION.findall(text) if 1 <= int(n) <= len(packed)})
-        yield Answer(question, text.strip(), packed, grounded=True, cited=cited)
+        text, cited = check_citations(text, len(packed))
+        offered = None if whole_document or offer is None else relevant[0].path
+        yield Answer(question, text.strip(), packed, grounded=True, cited=cited, query=query,
+                     whole_document=offered)
 
-    def ask(self, question: str, groups: list[str] | None = None) -> Answer:
+    def ask(self, question: str, groups: list[str] | None = None, whole_document: bool = False) -> Answer:
         final: Answer | None = None
-        for event in self.stream(question, groups=groups):
+        for event in self.stream(question, groups=groups, whole_document=whole_document):
             if isinstance(event, Answer):
                 final = event
         assert final is not None
         return final
 
-    def _pack(self, question: str, sources: list[Source]) -> list[Source]:
-        """Best sources first, as many as fit the model's context minus the answer's reserve."""
-        llm = self._llm()
+    def _budget(self, question: str) -> int:
+        """Tokens left for passages: the context window minus the answer's reserve, the prompt and the
+        question, all counted with the chat model's own tokenizer."""
+        meta = self._llm().metadata
         count = self._count_tokens()
-        meta = llm.metadata
         budget = (meta.context_window - meta.num_output - PROMPT_OVERHEAD_TOKENS
                   - count(self._system_prompt) - count(question))
         if self._context_budget is not None:
             budget = min(budget, self._context_budget)
+        return budget
+
+    def _whole_document(self, best: Source, budget: int) -> list[Source] | None:
+        """The best source's whole document, as passages in reading order, if it fits the budget."""
+        if self._document_chunks is None or not best.doc_id:
+            return None
+        chunks = self._document_chunks(best.doc_id)
+        if not chunks or len(chunks) <= 1:
+            return None  # one chunk: the passage already is the whole document
+        count = self._count_tokens()
+        if sum(count(c.text) + 4 for c in chunks) > budget:
+            return None
+        return merge_neighbours(chunks)
+
+    def _pack(self, sources: list[Source], budget: int) -> list[Source]:
+        """Best sources first, as many as fit the budget; the last one is cut rather than dropped."""
+        count = self._count_tokens()
         packed: list[Source] = []
-        for source in sources[: self._settings.top_k]:
+        for source in sources:
             header = f"[{len(packed) + 1}] "
             need = count(header + source.text) + 2
             if need > budget:
@@ -184,3 +262,61 @@ class RagEngine:
             budget -= need
         return packed
 
+
+def _source(number: int, meta: dict[str, Any], text: str, score: float) -> Source:
+    index = meta.get("chunk_index")
+    return Source(
+        number=number, path=str(meta.get("path", "")), file_name=str(meta.get("file_name", "")),
+        page=meta.get("page"), page_name=meta.get("page_name"), section=list(meta.get("section") or []),
+        score=score, dense_score=meta.get("dense_score"), keyword_score=meta.get("keyword_score"), text=text,
+        doc_id=str(meta.get("doc_id", "")), chunk_index=int(index) if index is not None else None,
+    )
+
+
+def source_from_payload(payload: dict[str, Any]) -> Source:
+    meta = dict(payload)
+    return _source(0, meta, str(meta.pop("text", "")), 0.0)
+
+
+def _join(first: str, second: str) -> str:
+    """Concatenate neighbouring chunks, dropping the overlap the chunker repeated between them."""
+    for size in range(min(len(first), len(second), 600), 15, -1):
+        if first.endswith(second[:size]):
+            return first + second[size:]
+    return f"{first}\n{second}"
+
+
+def merge_neighbours(sources: Sequence[Source]) -> list[Source]:
+    """Merge chunks that follow each other in one document, on one page and under one heading (so the
+    citation stays exact) into one passage, placed where its best chunk ranked; numbers follow."""
+    groups: list[list[Source]] = []
+    for source in sources:
+        home = None
+        if source.chunk_index is not None and source.doc_id:
+            for group in groups:
+                g0 = group[0]
+                if (g0.doc_id == source.doc_id and g0.page == source.page and g0.page_name == source.page_name
+                        and g0.section == source.section
+                        and any(abs((g.chunk_index or 0) - source.chunk_index) == 1 for g in group)):
+                    home = group
+                    break
+        if home is None:
+            groups.append([source])
+        else:
+            home.append(source)
+    merged = []
+    for number, group in enumerate(groups, start=1):
+        ordered = sorted(group, key=lambda s: s.chunk_index or 0)
+        text = ordered[0].text
+        for nxt in ordered[1:]:
+            text = _join(text, nxt.text)
+        merged.append(replace(group[0], number=number, text=text, chunk_index=ordered[0].chunk_index,
+                              chunks=len(group)))
+    return merged
+
+
+def check_citations(text: str, given: int) -> tuple[str, list[int]]:
+    """Keep only citations of passages the model was given; markers it invented are removed."""
+    cited = sorted({int(n) for n in _CITATION.findall(text) if 1 <= int(n) <= given})
+    cleaned = _CITATION.sub(lambda m: m.group(0) if 1 <= int(m.group(1)) <= given else "", text)
+    return cleaned, cited

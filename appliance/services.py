@@ -18,9 +18,10 @@ if TYPE_CHECKING:
 
     from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
     from appliance.backends.llm import LlamaCppLLM
+    from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
-    from appliance.rag import RagEngine
+    from appliance.rag import RagEngine, Source
     from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
 
@@ -92,15 +93,32 @@ class Services:
         )
 
     @cached_property
+    def reranker(self) -> Reranker | None:
+        from appliance.backends.rerank import build_reranker
+
+        return build_reranker(self.settings.rerank)
+
+    def document_chunks(self, doc_id: str) -> list[Source]:
+        from appliance.rag import source_from_payload
+
+        # More chunks than any context window holds: such a document is never offered whole.
+        limit = 1 + self.settings.llm.context_window // 16
+        return [source_from_payload(hit.payload) for hit in self.store.chunks_of(doc_id, limit)]
+
+    @cached_property
     def rag(self) -> RagEngine:
         from appliance.rag import RagEngine
 
+        rerank = self.settings.rerank
         return RagEngine(
             retriever_factory=self.retriever,
             llm=lambda: self.llm,
             count_tokens=lambda: self.llm.count_tokens,
             settings=self.settings.retrieval,
             llm_settings=self.settings.llm,
+            reranker=self.reranker,  # built now: a missing reranker model fails at start-up
+            rerank_top_n=rerank.top_n if rerank.provider != "none" else 0,
+            document_chunks=self.document_chunks,
         )
 
     @cached_property

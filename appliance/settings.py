@@ -143,6 +143,11 @@ class RetrievalSettings(Section):
     rrf_k: int = Field(60, ge=1, description="RRF's k: larger flattens the weight of the top ranks.")
     dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense (embedding) ranking.")
     keyword_weight: float = Field(1.0, ge=0.0, description="RRF weight of the BM25 ranking.")
+    condense: Literal["llm", "append", "off"] = Field(
+        "append",
+        description="Follow-up questions in a conversation become standalone queries: rewritten by the chat "
+        "model (llm; for capable models), or a short follow-up carries the previous question (append).",
+    )
     min_similarity: float = Field(
         0.25,
         ge=-1.0,
@@ -151,6 +156,44 @@ class RetrievalSettings(Section):
         "keyword (BM25) matches reaching half of it are; with none relevant, the answer says the documents "
         "don't contain it.",
     )
+
+
+class NoRerankSettings(Section):
+    provider: Literal["none"] = "none"
+
+
+class CrossEncoderRerankSettings(Section):
+    """A cross-encoder on disk that an administrator provides (none ships inside a package)."""
+
+    provider: Literal["cross_encoder"] = "cross_encoder"
+    model_dir: Path = Field(
+        description="Folder with model.onnx (or onnx/model.onnx) and tokenizer.json, or a sentence-transformers "
+        "cross-encoder (needs sentence-transformers installed)."
+    )
+    top_n: int = Field(30, ge=1, description="How many fused candidates are rescored.")
+    max_tokens: int = Field(512, ge=16, description="Query + passage tokens the model reads.")
+    batch_size: int = Field(16, ge=1, description="Pairs per model call.")
+    threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
+
+
+class HttpRerankSettings(Section):
+    """A rerank endpoint on the network: vLLM, llama.cpp server, Infinity, TEI."""
+
+    provider: Literal["http"] = "http"
+    url: str = Field(description="Full endpoint URL, e.g. http://vllm.internal:8000/v1/rerank or http://tei:8080/rerank.")
+    api: Literal["cohere", "tei"] = Field(
+        "cohere", description="cohere: {query, documents} -> results[index, relevance_score] (vLLM, llama.cpp, "
+        "Infinity); tei: {query, texts} -> [index, score]."
+    )
+    model: str | None = Field(None, description="Model name sent with each request, when the server needs one.")
+    api_key: SecretStr | None = Field(None, description="Bearer token of the endpoint.")
+    timeout_s: float = Field(30.0, gt=0, description="Request timeout.")
+    top_n: int = Field(30, ge=1, description="How many fused candidates are rescored.")
+
+
+RerankSettings = Annotated[
+    NoRerankSettings | CrossEncoderRerankSettings | HttpRerankSettings, Field(discriminator="provider")
+]
 
 
 class UISettings(Section):
@@ -179,6 +222,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=EmbeddedStoreSettings, description="Vector store.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Retrieval.")
+    rerank: RerankSettings = Field(default_factory=NoRerankSettings, description="Reranker (none by default).")
     ui: UISettings = Field(default_factory=UISettings, description="Chat page.")
 
     @classmethod

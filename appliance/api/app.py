@@ -59,6 +59,7 @@ def serve(services: Services) -> None:
     services.store.count()
     services.embedding.embed(["warm up"])
     services.llm.count_tokens("warm up")
+    _ = services.rag  # builds the reranker, if one is configured
     app = create_app(services)
     cfg = services.settings.server
     if cfg.host not in ("127.0.0.1", "localhost", "::1"):

@@ -65,6 +65,7 @@ class ChunkStore(Protocol):
     def delete(self, ids: list[str]) -> None: ...
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
                groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]: ...
+    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]: ...
     def count(self) -> int: ...
     def flush(self) -> None: ...
     def optimize(self) -> None: ...
@@ -163,6 +164,16 @@ class EdgeStore:
             {str(p.id): p.score for p in sparse_hits},
         )
 
+    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]:
+        """A document's chunks in reading order (at most `limit`)."""
+        qe = self._qe
+        flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))])
+        with self._lock:
+            result = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=flt, with_payload=True))
+        records = result[0] if isinstance(result, tuple) else result
+        hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+        return sorted(hits, key=lambda h: int(h.payload.get("chunk_index") or 0))
+
     def count(self) -> int:
         with self._lock:
             return int(self._shard.count(self._qe.CountRequest(exact=True)))
@@ -257,6 +268,14 @@ class QdrantServerStore:
             {str(p.id): p.score for p in dense_r.points},
             {str(p.id): p.score for p in sparse_r.points},
         )
+
+    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]:
+        """A document's chunks in reading order (at most `limit`)."""
+        m = self._m
+        flt = m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id))])
+        records, _next = self._client.scroll(self._collection, scroll_filter=flt, limit=limit, with_payload=True)
+        hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+        return sorted(hits, key=lambda h: int(h.payload.get("chunk_index") or 0))
 
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)

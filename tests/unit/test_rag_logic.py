@@ -11,7 +11,7 @@ from typing import Any
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, LLMMetadata
 from llama_index.core.schema import NodeWithScore, TextNode
 
-from appliance.rag import NOT_FOUND, Answer, RagEngine
+from appliance.rag import NOT_FOUND, Answer, RagEngine, Source, merge_neighbours
 from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
 
 
@@ -90,6 +90,8 @@ def test_citations_outside_the_given_sources_are_not_reported() -> None:
     rag, _ = engine([("a relevant passage", 0.8)], llm)
     answer = rag.ask("q")
     assert answer.cited == [1]
+    assert "[7]" not in answer.text  # an invented citation is not shown as if it were a source
+    assert "[1]" in answer.text
 
 
 def test_stream_yields_deltas_then_answer_and_passes_groups_to_retrieval() -> None:
@@ -156,3 +158,113 @@ def test_weak_keyword_matches_do_not_join_strong_passages() -> None:
     rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.25), EmbeddedLLMSettings())
     assert [s.file_name for s in rag.ask("what happens on family day?").sources] == ["a.eml"]
+
+
+class ScriptedReranker:
+    def __init__(self, scores: list[float] | None) -> None:
+        self.scores = scores
+        self.seen: list[str] = []
+
+    def score(self, query: str, texts: list[str]) -> list[float]:
+        from appliance.backends.common import BackendUnavailable
+
+        self.seen = texts
+        if self.scores is None:
+            raise BackendUnavailable("rerank endpoint down")
+        return self.scores[: len(texts)]
+
+
+def _reranked(scores: list[float] | None, top_n: int = 2) -> Any:
+    retriever = ScriptedRetriever([("first", 0.9), ("second", 0.8), ("third", 0.7)])
+    return RagEngine(lambda g, n: retriever, lambda: ScriptedLLM("x"), lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                     RetrievalSettings(), EmbeddedLLMSettings(), reranker=ScriptedReranker(scores), rerank_top_n=top_n)
+
+
+def test_the_reranker_reorders_the_head_and_leaves_the_tail() -> None:
+    rag = _reranked([0.1, 0.9])
+    got = rag.search("q")
+    assert [s.text for s in got] == ["second", "first", "third"]
+    assert [s.number for s in got] == [1, 2, 3]
+    assert got[0].rerank_score == 0.9
+    assert got[2].rerank_score is None
+
+
+def test_a_failing_reranker_keeps_the_fused_order_unless_strict() -> None:
+    import pytest
+
+    from appliance.backends.common import BackendUnavailable
+
+    rag = _reranked(None)
+    assert [s.text for s in rag.search("q")] == ["first", "second", "third"]
+    with pytest.raises(BackendUnavailable):
+        rag.search("q", strict=True)
+
+
+def _chunk(doc: str, index: int, text: str, page: int | None = 1, section: tuple[str, ...] = ()) -> Source:
+    return Source(number=0, path=f"/d/{doc}", file_name=doc, page=page, page_name=None, section=list(section),
+                  score=0.5, dense_score=0.5, keyword_score=None, text=text, doc_id=doc, chunk_index=index)
+
+
+def test_neighbouring_chunks_merge_in_reading_order_without_the_overlap() -> None:
+    ranked = [
+        _chunk("a", 3, "the pump must be primed. Then open valve B slowly."),
+        _chunk("b", 0, "unrelated"),
+        _chunk("a", 2, "Close valve A. Before starting, the pump must be primed."),
+        _chunk("a", 7, "far away in the same document"),
+        _chunk("a", 4, "next page", page=2),
+    ]
+    merged = merge_neighbours(ranked)
+    assert [m.number for m in merged] == [1, 2, 3, 4]
+    assert merged[0].text == "Close valve A. Before starting, the pump must be primed. Then open valve B slowly."
+    assert merged[0].chunks == 2
+    assert merged[0].chunk_index == 2
+    assert [m.text for m in merged[1:]] == ["unrelated", "far away in the same document", "next page"]
+
+
+def test_chunks_under_different_headings_stay_apart() -> None:
+    merged = merge_neighbours([_chunk("a", 1, "x", section=("Intro",)), _chunk("a", 2, "y", section=("Setup",))])
+    assert len(merged) == 2
+
+
+def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
+    whole = [_chunk("0", i, f"part {i} of the manual") for i in range(3)]
+    llm = ScriptedLLM("answer [1]", context_window=400)
+    retriever = ScriptedRetriever([("part 1 of the manual", 0.9)])
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=None),
+                    document_chunks=lambda doc_id: whole if doc_id == "0" else [])
+    first = rag.ask("what is in the manual?")
+    assert first.whole_document == "/d/0.txt"
+    assert len(first.sources) == 1
+    full = rag.ask("what is in the manual?", whole_document=True)
+    assert full.whole_document is None
+    assert [s.text for s in full.sources] == ["part 0 of the manual\npart 1 of the manual\npart 2 of the manual"]
+    small = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                      RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64),
+                      document_chunks=lambda doc_id: whole * 10)
+    assert small.ask("what is in the manual?").whole_document is None  # too long for the budget
+
+
+class CondensingLLM(ScriptedLLM):
+    def chat(self, messages: Sequence[ChatMessage]) -> ChatResponse:
+        self.prompts.append(messages)
+        return ChatResponse(message=ChatMessage(role="assistant", content=self.reply))
+
+
+def test_llm_condensing_rewrites_a_follow_up_and_falls_back_when_the_reply_is_useless() -> None:
+    history = [("What was the revenue of ACME in 2023?", "12 million [1]")]
+    settings = RetrievalSettings(condense="llm")
+
+    def rag(reply: str) -> Any:
+        llm = CondensingLLM(reply)
+        return RagEngine(lambda g, n: None, lambda: llm, lambda: len, settings, EmbeddedLLMSettings()), llm  # type: ignore[arg-type, return-value]
+
+    good, llm = rag('Standalone question: "What was the revenue of ACME in 2022?"')
+    assert good.condense("and the year before?", history) == "What was the revenue of ACME in 2022?"
+    assert "ACME in 2023" in (llm.prompts[0][-1].content or "")
+    empty, _ = rag("   ")
+    appended = "What was the revenue of ACME in 2023? and the year before?"
+    assert empty.condense("and the year before?", history) == appended
+    rambling, _ = rag("word " * 200)
+    assert rambling.condense("and 2021?", history).endswith("and 2021?")
+    assert good.condense("first question", []) == "first question"
