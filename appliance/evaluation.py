@@ -130,7 +130,8 @@ class QueryResult:
     query_id: str
     ranking: list[tuple[str, float]]  # (doc id, score of its best chunk), best first
     top_dense: float | None  # the best chunk's cosine similarity: what the relevance threshold sees
-    seconds: float
+    seconds: float  # the search as `ask` runs it
+    deep_seconds: float = 0.0  # the 100-document search behind the metrics
 
 
 @dataclass
@@ -142,6 +143,7 @@ class EvalReport:
     metrics: dict[str, float]
     latency_ms_p50: float
     latency_ms_p95: float
+    deep_latency_ms_p95: float
     ingest_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     unindexed: list[str] = field(default_factory=list)  # documents that yielded no chunk, with the reason
@@ -152,6 +154,7 @@ class EvalReport:
             **{k: round(self.metrics[k], 4) for k in METRIC_KEYS},
             "latency_ms_p50": round(self.latency_ms_p50, 2),
             "latency_ms_p95": round(self.latency_ms_p95, 2),
+            "deep_search_ms_p95": round(self.deep_latency_ms_p95, 2),
             "dataset": self.dataset, "documents": self.documents, "queries": self.queries, "chunks": self.chunks,
             "ingest_seconds": round(self.ingest_seconds, 1), "unindexed": self.unindexed, "settings": self.settings,
         }
@@ -165,9 +168,13 @@ def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], 
     # Documents have one to a few chunks: fetch enough chunks to fill `depth` distinct documents.
     chunk_limit = depth * 3
     for qid, text in dataset.queries.items():
+        # Latency is that of the search `ask` runs (retrieval.candidates deep); the ranking for the
+        # metrics needs 100 documents, a deeper search timed on its own.
         started = time.perf_counter()
-        sources = rag.search(text, limit=chunk_limit, strict=True)
+        rag.search(text, strict=True)
         seconds = time.perf_counter() - started
+        sources = rag.search(text, limit=chunk_limit, strict=True)
+        deep_seconds = time.perf_counter() - started - seconds
         best: dict[str, float] = {}
         for source in sources:  # best first: the first chunk of a document is its best
             doc = stems.get(Path(source.path).stem)
@@ -175,7 +182,7 @@ def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], 
                 best[doc] = source.score
         ranking = list(best.items())[:depth]
         top_dense = max((s.dense_score for s in sources if s.dense_score is not None), default=None)
-        results.append(QueryResult(qid, ranking, top_dense, seconds))
+        results.append(QueryResult(qid, ranking, top_dense, seconds, deep_seconds))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -213,6 +220,7 @@ def report(dataset: BeirDataset, results: list[QueryResult], chunks: int, ingest
         dataset=dataset.name, documents=len(dataset.corpus), queries=len(results), chunks=chunks,
         metrics=metrics({r.query_id: dataset.qrels[r.query_id] for r in results}, results),
         latency_ms_p50=percentile_ms(times, 50), latency_ms_p95=percentile_ms(times, 95),
+        deep_latency_ms_p95=percentile_ms([r.deep_seconds for r in results], 95),
         ingest_seconds=ingest_seconds, settings=settings, per_query=results,
     )
 

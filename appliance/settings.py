@@ -138,9 +138,11 @@ class RetrievalSettings(Section):
         "hybrid", description="Rank by dense and BM25 fused in the store (hybrid), or by one of them alone."
     )
     fusion: Literal["rrf", "dbsf"] = Field(
-        "rrf", description="How hybrid fuses the two rankings: reciprocal rank (rrf) or score normalisation (dbsf)."
+        "dbsf",
+        description="How hybrid fuses the two rankings: each score normalised by its own distribution and summed "
+        "(dbsf; best measured on SciFact and Cranfield, docs/benchmarks.md) or reciprocal rank (rrf).",
     )
-    rrf_k: int = Field(60, ge=1, description="RRF's k: larger flattens the weight of the top ranks.")
+    rrf_k: int = Field(60, ge=1, description="RRF's k (fusion: rrf): larger flattens the weight of the top ranks.")
     dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense (embedding) ranking.")
     keyword_weight: float = Field(1.0, ge=0.0, description="RRF weight of the BM25 ranking.")
     condense: Literal["llm", "append", "off"] = Field(
@@ -149,12 +151,12 @@ class RetrievalSettings(Section):
         "model (llm; for capable models), or a short follow-up carries the previous question (append).",
     )
     min_similarity: float = Field(
-        0.25,
+        0.35,
         ge=-1.0,
         le=1.0,
-        description="A passage is relevant when its cosine similarity reaches this; when none does, "
-        "keyword (BM25) matches reaching half of it are; with none relevant, the answer says the documents "
-        "don't contain it.",
+        description="A passage is relevant when its cosine similarity reaches this (calibrated on SciFact and "
+        "Cranfield: docs/benchmarks.md); when none does, passages holding an identifier of the question that "
+        "BM25 found and reaching half of it are; with none relevant, the answer says the documents don't contain it.",
     )
 
 

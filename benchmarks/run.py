@@ -1,8 +1,10 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask] [--points 100000] [--no-folder]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding] [--points 100000]
 
-Needs ../shared/corpus for the pdf and ingest rows (skipped with a note otherwise). Speeds on a
+Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
+with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
+so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+EVAL = ROOT.parent / "shared" / "eval"
 CORPUS = ROOT.parent / "shared" / "corpus" / "unstructured-example-docs"
 BIG_PDF = CORPUS / "pdf" / "DA-619p.pdf"
 Row = tuple[str, str, str]  # (what, result, note)
@@ -226,18 +229,94 @@ def bench_ask(repeats: int) -> list[Row]:
     ]
 
 
+# Every configuration runs on the same stores in the same run; the first is the shipped default.
+RETRIEVAL_CONFIGS: list[tuple[str, dict[str, Any]]] = [
+    ("hybrid, DBSF (default)", {}),
+    ("dense only (all-MiniLM-L6-v2 int8)", {"mode": "dense"}),
+    ("BM25 only (Qdrant BM25, English stemming)", {"mode": "keyword"}),
+    ("hybrid, RRF k=60, 1:1", {"fusion": "rrf"}),
+    ("hybrid, RRF k=60, dense 1 : BM25 1.5", {"fusion": "rrf", "keyword_weight": 1.5}),
+    ("hybrid, RRF k=60, dense 1.5 : BM25 1", {"fusion": "rrf", "dense_weight": 1.5}),
+    ("hybrid, RRF k=20, 1:1", {"fusion": "rrf", "rrf_k": 20}),
+    ("hybrid, RRF k=100, 1:1", {"fusion": "rrf", "rrf_k": 100}),
+]
+
+
+def bench_retrieval(datasets: list[str], data_dir: Path) -> list[Row]:
+    """nDCG@10 and friends of each retrieval configuration on the BEIR sets, through `appliance eval`'s code."""
+    from appliance.evaluation import evaluate
+    from appliance.settings import load_settings
+
+    rows: list[Row] = []
+    for name in datasets:
+        root = EVAL / name
+        if not root.is_dir():
+            rows.append((f"retrieval, {name}", "skipped", f"{root} not found"))
+            continue
+        for label, retrieval in RETRIEVAL_CONFIGS:
+            settings = load_settings(None, {"data_dir": data_dir, "retrieval": retrieval})
+            r = evaluate(settings, root).to_dict()
+            rows.append((f"{name}: {label}", f"nDCG@10 {r['ndcg@10']:.3f}",
+                         f"R@10 {r['recall@10']:.3f}, R@100 {r['recall@100']:.3f}, MRR@10 {r['mrr@10']:.3f}; "
+                         f"latency p50 {r['latency_ms_p50']:.1f} ms, p95 {r['latency_ms_p95']:.1f} ms; "
+                         f"{r['queries']} queries, {r['chunks']:,} chunks"))
+    return rows
+
+
+GROUNDING_FLOORS = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65)
+
+
+def bench_grounding(data_dir: Path) -> list[Row]:
+    """Calibrate retrieval.min_similarity: questions whose answer is in the store (SciFact claims on SciFact,
+    Cranfield queries on Cranfield) should be answered; questions about the other collection should get
+    "the documents don't contain an answer". Uses the eval stores that the retrieval rows built."""
+    from appliance.evaluation import eval_settings, load_beir
+    from appliance.rag import relevant_sources
+    from appliance.services import build_services
+    from appliance.settings import load_settings
+
+    names = ("scifact", "cranfield")
+    if not all((EVAL / n).is_dir() for n in names):
+        return [("grounding threshold", "skipped", f"needs {EVAL}/scifact and cranfield")]
+    sets = {n: load_beir(EVAL / n) for n in names}
+    answered: dict[tuple[str, str], dict[float, float]] = {}
+    for store_name in names:
+        settings = eval_settings(load_settings(None, {"data_dir": data_dir}), sets[store_name])
+        if not (settings.data_dir / "manifest.sqlite").exists():
+            return [("grounding threshold", "skipped", f"run the retrieval rows first ({settings.data_dir})")]
+        services = build_services(settings)
+        try:
+            for query_name in names:
+                found = [(q, services.rag.search(q)) for q in sets[query_name].queries.values()]
+                answered[(store_name, query_name)] = {
+                    f: sum(bool(relevant_sources(s, f, q)) for q, s in found) / len(found) for f in GROUNDING_FLOORS}
+        finally:
+            services.close()
+    rows: list[Row] = []
+    for f in GROUNDING_FLOORS:
+        on = [answered[(n, n)][f] for n in names]
+        off = [1 - answered[(a, b)][f] for a in names for b in names if a != b]
+        rows.append((f"grounding: min_similarity {f:.2f}",
+                     f"balanced accuracy {(sum(on) / 2 + sum(off) / 2) / 2:.3f}",
+                     f"answered on-topic: SciFact {on[0]:.1%}, Cranfield {on[1]:.1%}; refused off-topic: "
+                     f"Cranfield questions on SciFact {off[0]:.1%}, SciFact claims on Cranfield {off[1]:.1%}"))
+    return rows
+
+
 def main() -> None:
     from appliance.offline import enforce_offline
 
     enforce_offline()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="pdf,embed,ingest,store,ask")
+    parser.add_argument("--only", default="pdf,embed,ingest,store,ask,retrieval,grounding")
+    parser.add_argument("--datasets", default="scifact,cranfield", help="BEIR sets under ../shared/eval")
+    parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the eval stores are kept")
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {"pdf", "embed", "ingest", "store", "ask"}
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
@@ -251,6 +330,10 @@ def main() -> None:
         rows += bench_store(args.points)
     if "ask" in only:
         rows += bench_ask(max(1, args.repeats // 2))
+    if "retrieval" in only:
+        rows += bench_retrieval(args.datasets.split(","), args.data_dir)
+    if "grounding" in only:
+        rows += bench_grounding(args.data_dir)
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -38,7 +38,7 @@ class SearchSpec:
     """How candidates are ranked: dense only, BM25 only, or both fused in the engine."""
 
     mode: str = "hybrid"  # hybrid | dense | keyword
-    fusion: str = "rrf"  # rrf | dbsf
+    fusion: str = "dbsf"  # dbsf | rrf
     rrf_k: int = 60
     dense_weight: float = 1.0  # RRF weights of the dense and BM25 rankings
     keyword_weight: float = 1.0

@@ -132,6 +132,16 @@ def test_a_keyword_match_lowers_the_similarity_bar_by_half() -> None:
     answer = rag.ask("ZX-4471")
     assert answer.grounded
     assert [s.file_name for s in answer.sources] == ["a.txt"]
+    # The same keyword match without the identifier in the question is not enough.
+    assert not rag.ask("what does the badge reader do").grounded
+
+
+def test_identifiers_are_codes_not_words_or_short_numbers() -> None:
+    from appliance.rag import identifiers
+
+    assert identifiers("What does error ZX-4471 mean, and E12?") == {"zx-4471", "e12"}
+    assert identifiers("Order 1234567 (PO-2024-118).") == {"1234567", "po-2024-118"}
+    assert identifiers("How many days of leave in 2023?") == set()
 
 
 def test_a_question_that_fills_the_context_is_refused_not_sent() -> None:
@@ -268,3 +278,20 @@ def test_llm_condensing_rewrites_a_follow_up_and_falls_back_when_the_reply_is_us
     rambling, _ = rag("word " * 200)
     assert rambling.condense("and 2021?", history).endswith("and 2021?")
     assert good.condense("first question", []) == "first question"
+
+
+def test_a_merged_passage_too_long_for_the_budget_falls_back_to_its_best_chunk() -> None:
+    llm = ScriptedLLM("ok")
+    hits = [_chunk("a", 5, "best " * 40), _chunk("a", 4, "before " * 40)]
+    retriever = ScriptedRetriever([])
+    from llama_index.core.schema import NodeWithScore, TextNode
+
+    retriever.retrieve = lambda q: [  # type: ignore[method-assign]
+        NodeWithScore(node=TextNode(text=h.text, metadata={"path": h.path, "file_name": h.file_name, "page": 1,
+                                                           "doc_id": "a", "chunk_index": h.chunk_index,
+                                                           "dense_score": 0.9}), score=0.5) for h in hits]
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64))
+    answer = rag.ask("q")
+    assert answer.sources[0].text.startswith("best")
+    assert "before" not in answer.sources[0].text
