@@ -115,8 +115,11 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
 @click.argument("question", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True,
               help='Print {"answer", "grounded", "cited", "sources": [{"path", "page", "score", "text", ...}]}.')
+@click.option("--whole-document", is_flag=True,
+              help="Answer from the whole of the best-matching document when it fits the model's context.")
 @settings_options
-def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, config_file: Path | None,
+                data_dir: Path | None) -> None:
     """Answer a question from the ingested documents, with numbered sources."""
     from appliance.rag import Answer
 
@@ -124,13 +127,13 @@ def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | No
     text = " ".join(question)
     try:
         if as_json:
-            answer = _fail_cleanly(lambda: services.rag.ask(text))
+            answer = _fail_cleanly(lambda: services.rag.ask(text, whole_document=whole_document))
             click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
 
         def stream() -> Answer | None:
             final: Answer | None = None
-            for event in services.rag.stream(text):
+            for event in services.rag.stream(text, whole_document=whole_document):
                 if isinstance(event, Answer):
                     final = event
                 else:
@@ -148,6 +151,9 @@ def ask_command(question: tuple[str, ...], as_json: bool, config_file: Path | No
                 score = f"{s.dense_score:.2f}" if s.dense_score is not None else "-"
                 click.echo(f"[{s.number}] {s.path}" + (f"  page {s.page}" if s.page else "")
                            + f"  (similarity {score})\n    {passage}")
+        if final and final.whole_document:
+            click.echo(f"\nThe whole of {final.whole_document} fits the model's context: "
+                       "ask again with --whole-document to answer from all of it.")
     finally:
         services.close()
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from appliance.backends.embeddings import OnnxMiniLMEmbedding, build_embedding
-from appliance.backends.store import EdgeStore, QdrantServerStore, StorePoint
+from appliance.backends.store import EdgeStore, QdrantServerStore, SearchSpec, StorePoint
 from appliance.backends.vector_index import ApplianceVectorStore
 from appliance.settings import EmbeddedEmbeddingSettings, QdrantServerStoreSettings
 
@@ -73,6 +73,33 @@ def test_exact_identifiers_are_found_by_bm25(store: Any, embedding: OnnxMiniLMEm
     assert hits[0].id == ids["code"]
     assert hits[0].keyword_score is not None
     assert hits[0].keyword_score > 0
+
+
+IDENTIFIER_TEXTS = {
+    "target": "ZX-4471: badge reader lost power. Replace the supply unit.",
+    "d1": "What does an error code mean? Every error code of the door system, such as AB-1120 or CD-3310, "
+          "is explained in the facilities manual.",
+    "d2": "Error codes tell you what went wrong: look the code up in the manual to see what it means.",
+    "d3": "The meaning of each status code shown on the badge reader display is listed in chapter 4.",
+}
+
+
+def test_hybrid_finds_an_identifier_that_dense_alone_misses(store: Any, embedding: OnnxMiniLMEmbedding) -> None:
+    ids = {k: str(uuid.uuid5(uuid.NAMESPACE_URL, k)) for k in IDENTIFIER_TEXTS}
+    vectors = embedding.embed(list(IDENTIFIER_TEXTS.values()))
+    store.upsert([StorePoint(id=ids[k], vector=list(map(float, v)), text=t, payload={"acl_groups": ["everyone"]})
+                  for (k, t), v in zip(IDENTIFIER_TEXTS.items(), vectors, strict=True)])
+    question = "What does error code ZX-4471 mean?"
+    query = list(map(float, embedding.embed([question])[0]))
+
+    def first(spec: SearchSpec) -> str:
+        hits = store.search(query, question, limit=4, candidates=10, spec=spec)
+        return str(hits[0].id)
+
+    assert first(SearchSpec(mode="dense")) != ids["target"]  # the generic passages read closer
+    assert first(SearchSpec(mode="keyword")) == ids["target"]
+    # DBSF (the default) weighs how far ahead BM25 puts it; plain RRF sees ranks only, and ties here.
+    assert first(SearchSpec(mode="hybrid", fusion="dbsf")) == ids["target"]
 
 
 def test_acl_filter_is_applied_in_the_query(store: Any, embedding: OnnxMiniLMEmbedding) -> None:
