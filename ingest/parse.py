@@ -212,6 +212,8 @@ def _ocr_pages(path: Path, pages: list[int], elements: list[Element],
 
 # -- plain text ----------------------------------------------------------------------------------------
 
+TITLE_MAX_CHARS = 200
+
 
 def parse_plain_text(path: Path) -> ParsedFile:
     """Paragraphs of a text file, in whatever encoding it is.
@@ -230,9 +232,18 @@ def parse_plain_text(path: Path) -> ParsedFile:
         raise ParseError(f"cannot decode text: {_reason(exc, path.suffix.lower())}") from None
     notes = [f"encoding guessed as {encoding}"] if caught else []
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    elements = [Element(text=p, kind="NarrativeText") for p in _paragraphs(text)]
-    if not elements:
+    paragraphs = _paragraphs(text)
+    if not paragraphs:
         raise ParseError("no text found (only whitespace)")
+    first_line = text.lstrip().split("\n", 1)[0].strip()
+    if len(paragraphs) > 1 and paragraphs[0] == first_line and len(first_line) <= TITLE_MAX_CHARS:
+        # A first line standing alone is the document's title: it heads every chunk, as a heading does
+        # in other formats, so that each chunk is embedded and cited with it.
+        section = (first_line,)
+        elements = [Element(text=first_line, kind="Title", section=section)]
+        elements += [Element(text=p, kind="NarrativeText", section=section) for p in paragraphs[1:]]
+    else:
+        elements = [Element(text=p, kind="NarrativeText") for p in paragraphs]
     return ParsedFile(elements=elements, parser="text", notes=notes)
 
 

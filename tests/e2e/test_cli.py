@@ -67,3 +67,13 @@ def test_bad_settings_and_paths_are_one_line_errors(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     proc = _cli("ask", "hello", "--config", str(tmp_path / "missing.yaml"))
     assert "config file not found" in proc.stderr
+
+
+def test_a_missing_reranker_model_stops_ask_before_any_question(tmp_path: Path) -> None:
+    config = tmp_path / "rerank.yaml"
+    config.write_text(f"rerank:\n  provider: cross_encoder\n  model_dir: {tmp_path / 'no-such-model'}\n")
+    proc = _cli("ask", "hello", "--config", str(config), "--data-dir", str(tmp_path / "d"))
+    assert proc.returncode == 1
+    assert "rerank.model_dir" in proc.stderr
+    assert "is not a folder" in proc.stderr
+    assert "Traceback" not in proc.stderr
