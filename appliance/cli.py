@@ -190,11 +190,13 @@ def eval_command(dataset: Path, as_json: bool, split: str, max_queries: int | No
                         desc="ingest corpus", dynamic_ncols=True, mininterval=0.5)
         return tqdm(total=total, unit="query", file=sys.stderr, desc="queries", dynamic_ncols=True, mininterval=0.5)
 
-    try:
-        result = _fail_cleanly(lambda: evaluate(settings, dataset, split=split, max_queries=max_queries,
-                                                progress=bar if show else None))
-    except DatasetError as exc:
-        raise click.ClickException(str(exc)) from None
+    def run() -> Any:
+        try:
+            return evaluate(settings, dataset, split=split, max_queries=max_queries, progress=bar if show else None)
+        except DatasetError as exc:  # before _fail_cleanly, which reads other ValueErrors as model errors
+            raise click.ClickException(str(exc)) from None
+
+    result = _fail_cleanly(run)
     data = result.to_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from appliance.settings import Settings
 
 METRIC_KEYS = ("ndcg@10", "recall@10", "recall@100", "mrr@10")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")  # no leading dot: discovery skips dotfiles
 
 
 class DatasetError(ValueError):
@@ -50,21 +50,34 @@ class BeirDataset:
         return digest.hexdigest()[:12]
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open(encoding="utf-8") as fh:
+            yield from enumerate(fh, start=1)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         raise DatasetError(f"missing {path.name} in {path.parent} (BEIR layout: corpus.jsonl, queries.jsonl, "
                            "qrels/<split>.tsv)")
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{path}:{number}: not JSON ({exc.msg})") from None
-            if not isinstance(row, dict) or "_id" not in row:
-                raise DatasetError(f"{path}:{number}: a row needs an \"_id\"")
-            yield number, row
+    seen: set[str] = set()
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not JSON ({exc.msg})") from None
+        if not isinstance(row, dict) or "_id" not in row:
+            raise DatasetError(f"{path}:{number}: a row needs an \"_id\"")
+        if str(row["_id"]) in seen:
+            raise DatasetError(f"{path}:{number}: _id {row['_id']!r} appears twice")
+        seen.add(str(row["_id"]))
+        yield number, row
 
 
 def load_beir(root: Path, split: str = "test") -> BeirDataset:
@@ -75,22 +88,24 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
     if not qrels_path.is_file():
         raise DatasetError(f"missing qrels/{split}.tsv in {root}")
     qrels: dict[str, dict[str, int]] = {}
-    with qrels_path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            cells = line.rstrip("\n").split("\t")
-            if number == 1 and cells[:1] == ["query-id"]:
-                continue  # header
-            if not line.strip():
-                continue
-            if len(cells) != 3:
-                raise DatasetError(f"{qrels_path}:{number}: expected query-id<TAB>corpus-id<TAB>score")
-            try:
-                grade = int(cells[2])
-            except ValueError:
-                raise DatasetError(f"{qrels_path}:{number}: score {cells[2]!r} is not an integer") from None
-            qrels.setdefault(cells[0], {})[cells[1]] = grade
+    for number, line in _lines(qrels_path):
+        cells = line.rstrip("\n").split("\t")
+        if (number == 1 and cells[:1] == ["query-id"]) or not line.strip():
+            continue  # header, blank line
+        if len(cells) != 3:
+            raise DatasetError(f"{qrels_path}:{number}: expected query-id<TAB>corpus-id<TAB>score")
+        try:
+            grade = int(cells[2])
+        except ValueError:
+            raise DatasetError(f"{qrels_path}:{number}: score {cells[2]!r} is not an integer") from None
+        if cells[1] in qrels.get(cells[0], {}):
+            raise DatasetError(f"{qrels_path}:{number}: query {cells[0]} judges {cells[1]} twice")
+        qrels.setdefault(cells[0], {})[cells[1]] = grade
     all_queries = {str(row["_id"]): str(row.get("text") or "") for _n, row in _jsonl(root / "queries.jsonl")}
     queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
+    empty = [qid for qid, text in queries.items() if not text.strip()]
+    if empty:
+        raise DatasetError(f"judged query {empty[0]} has no text in queries.jsonl")
     if not corpus:
         raise DatasetError(f"{root / 'corpus.jsonl'} has no documents")
     if not queries:
@@ -100,8 +115,10 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
 
 def eval_settings(settings: Settings, dataset: BeirDataset) -> Settings:
     """The same settings, pointed at the dataset's own store, named after what shapes its chunks."""
+    from ingest.pipeline import CHUNKING_VERSION
+
     shape = json.dumps([settings.ingest.chunk_tokens, settings.ingest.chunk_overlap_tokens,
-                        settings.embeddings.provider, dataset.fingerprint()])
+                        settings.embeddings.provider, CHUNKING_VERSION, dataset.fingerprint()])
     tag = f"{re.sub(r'[^A-Za-z0-9_-]', '_', dataset.name)}-{hashlib.sha1(shape.encode()).hexdigest()[:10]}"
     update: dict[str, Any] = {"data_dir": settings.data_dir / "eval" / tag}
     if settings.store.provider == "qdrant":
@@ -147,6 +164,7 @@ class EvalReport:
     ingest_seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     unindexed: list[str] = field(default_factory=list)  # documents that yielded no chunk, with the reason
+    indexed_now: int = 0  # documents (re)indexed by this run; 0 when the dataset's store was reused
     per_query: list[QueryResult] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -156,13 +174,14 @@ class EvalReport:
             "latency_ms_p95": round(self.latency_ms_p95, 2),
             "deep_search_ms_p95": round(self.deep_latency_ms_p95, 2),
             "dataset": self.dataset, "documents": self.documents, "queries": self.queries, "chunks": self.chunks,
-            "ingest_seconds": round(self.ingest_seconds, 1), "unindexed": self.unindexed, "settings": self.settings,
+            "ingest_seconds": round(self.ingest_seconds, 1), "indexed_now": self.indexed_now,
+            "unindexed": self.unindexed, "settings": self.settings,
         }
 
 
 def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], depth: int = 100,
                    progress: Callable[[int], Any] | None = None) -> list[QueryResult]:
-    """Each judged query through the engine's search; chunks folded into documents by their best score."""
+    """Each judged query through the engine's search; chunks folded into documents by their best rank."""
     results: list[QueryResult] = []
     bar = progress(len(dataset.queries)) if progress else None
     # Documents have one to a few chunks: fetch enough chunks to fill `depth` distinct documents.
@@ -171,17 +190,19 @@ def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], 
         # Latency is that of the search `ask` runs (retrieval.candidates deep); the ranking for the
         # metrics needs 100 documents, a deeper search timed on its own.
         started = time.perf_counter()
-        rag.search(text, strict=True)
+        shallow = rag.search(text, strict=True)
         seconds = time.perf_counter() - started
-        sources = rag.search(text, limit=chunk_limit, strict=True)
+        deep = rag.search(text, limit=chunk_limit, strict=True)
         deep_seconds = time.perf_counter() - started - seconds
+        # The top is exactly what `ask` ranks (fusion depends on how deep each list goes); the deeper
+        # search only extends the ranking past it, for Recall@100.
         best: dict[str, float] = {}
-        for source in sources:  # best first: the first chunk of a document is its best
+        for source in [*shallow, *deep]:  # best first: the first chunk of a document is its best
             doc = stems.get(Path(source.path).stem)
             if doc is not None and doc not in best:
                 best[doc] = source.score
         ranking = list(best.items())[:depth]
-        top_dense = max((s.dense_score for s in sources if s.dense_score is not None), default=None)
+        top_dense = max((s.dense_score for s in shallow if s.dense_score is not None), default=None)
         results.append(QueryResult(qid, ranking, top_dense, seconds, deep_seconds))
         if bar is not None:
             bar.update(1)
@@ -195,6 +216,8 @@ def metrics(qrels: dict[str, dict[str, int]], results: list[QueryResult]) -> dic
     (a query with no result counts as 0, where trec_eval would drop it)."""
     import pytrec_eval
 
+    if not qrels:
+        return dict.fromkeys(METRIC_KEYS, 0.0)
     # Rank-derived scores: trec_eval sorts by score, so ties must not reorder our ranking.
     run = {r.query_id: {doc: float(len(r.ranking) - i) for i, (doc, _s) in enumerate(r.ranking)} for r in results}
     top10 = {q: {d: s for d, s in docs.items() if s > len(docs) - 10} for q, docs in run.items()}
@@ -238,11 +261,13 @@ def evaluate(settings: Settings, root: Path, *, split: str = "test", max_queries
     services = build_services(own)
     try:
         stems = materialize(dataset, own.data_dir / "docs")
+        pipeline = services.ingest_pipeline
         started = time.monotonic()
         ingest_bar = (lambda total: progress("ingest", total)) if progress else None
-        ingested = services.ingest_pipeline.run([own.data_dir / "docs"], prune=True, progress=ingest_bar)
+        ingested = pipeline.run([own.data_dir / "docs"], prune=True, progress=ingest_bar)
         # A document without text (Cranfield has two) cannot be found: it stays in the judgments as a miss.
-        unindexed = [f for f in ingested.files if f.status in ("failed", "skipped")]
+        # On a re-run, files that failed before come back "unchanged" with their error.
+        unindexed = [f for f in ingested.files if f.status in ("failed", "skipped") or f.error]
         if len(unindexed) == len(dataset.corpus):
             raise DatasetError(f"no document could be ingested, e.g. {unindexed[0].path}: {unindexed[0].error}")
         ingest_seconds = time.monotonic() - started
@@ -250,10 +275,12 @@ def evaluate(settings: Settings, root: Path, *, split: str = "test", max_queries
         results = rank_documents(services.rag, dataset, stems, depth=depth, progress=query_bar)
         r = own.retrieval
         described = {"mode": r.mode, "fusion": r.fusion, "rrf_k": r.rrf_k, "dense_weight": r.dense_weight,
-                     "keyword_weight": r.keyword_weight, "chunk_tokens": own.ingest.chunk_tokens,
+                     "keyword_weight": r.keyword_weight, "candidates": r.candidates,
+                     "rerank": own.rerank.provider, "chunk_tokens": own.ingest.chunk_tokens,
                      "store": str(own.data_dir)}
         result = report(dataset, results, services.store.count(), ingest_seconds, described)
         result.unindexed = [f"{Path(f.path).stem}: {f.error}" for f in unindexed]
+        result.indexed_now = ingested.count("added") + ingested.count("updated")
         return result
     finally:
         services.close()

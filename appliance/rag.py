@@ -90,7 +90,7 @@ class RagEngine:
                  llm: Callable[[], LLM], count_tokens: Callable[[], Callable[[str], int]],
                  settings: RetrievalSettings, llm_settings: EmbeddedLLMSettings,
                  reranker: Reranker | None = None, rerank_top_n: int = 30,
-                 document_chunks: Callable[[str], list[Source]] | None = None) -> None:
+                 document_chunks: Callable[[str, int], list[Source]] | None = None) -> None:
         # The LLM is resolved lazily: retrieval (search, eval) never loads the chat model.
         self._retriever_factory = retriever_factory
         self._llm = llm
@@ -120,6 +120,8 @@ class RagEngine:
         head, tail = sources[: self._rerank_top_n], sources[self._rerank_top_n :]
         try:
             scores = self._reranker.score(query, [s.text for s in head])
+            if len(scores) != len(head):
+                raise BackendUnavailable(f"the reranker gave {len(scores)} scores for {len(head)} passages")
         except BackendUnavailable as exc:
             if strict:
                 raise
@@ -234,9 +236,10 @@ class RagEngine:
         """The best source's whole document, as passages in reading order, if it fits the budget."""
         if self._document_chunks is None or not best.doc_id:
             return None
-        chunks = self._document_chunks(best.doc_id)
-        if not chunks or len(chunks) <= 1:
-            return None  # one chunk: the passage already is the whole document
+        most = budget // 8 + 1  # no chunk is shorter than a few tokens: more than this cannot fit
+        chunks = self._document_chunks(best.doc_id, most + 1)
+        if len(chunks) <= 1 or len(chunks) > most:
+            return None  # one chunk: the passage already is the whole document; too many: too long
         count = self._count_tokens()
         if sum(count(c.text) + 4 for c in chunks) > budget:
             return None
@@ -282,8 +285,9 @@ def relevant_sources(sources: Sequence[Source], floor: float, question: str = ""
     # Embeddings blur codes like ZX-4471; a passage that BM25 found and that holds the very identifier
     # asked about is relevant at half the bar. Common words never qualify (measured: they let most
     # off-topic questions through, docs/benchmarks.md).
+    # A passage only BM25 found (no dense score: outside the dense candidates) qualifies too.
     return [s for s in sources
-            if s.keyword_score is not None and s.dense_score is not None and s.dense_score >= floor / 2
+            if s.keyword_score is not None and (s.dense_score is None or s.dense_score >= floor / 2)
             and wanted & {w.strip(".,;:!?()[]{}\"'").lower() for w in s.text.split()}]
 
 

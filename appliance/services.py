@@ -98,11 +98,9 @@ class Services:
 
         return build_reranker(self.settings.rerank)
 
-    def document_chunks(self, doc_id: str) -> list[Source]:
+    def document_chunks(self, doc_id: str, limit: int) -> list[Source]:
         from appliance.rag import source_from_payload
 
-        # More chunks than any context window holds: such a document is never offered whole.
-        limit = 1 + self.settings.llm.context_window // 16
         return [source_from_payload(hit.payload) for hit in self.store.chunks_of(doc_id, limit)]
 
     @cached_property
@@ -132,6 +130,9 @@ class Services:
         return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker)
 
     def close(self) -> None:
+        reranker = self.__dict__.get("reranker")
+        if reranker is not None:
+            reranker.close()
         if "store" in self.__dict__:
             self.store.close()
         if "manifest" in self.__dict__:

@@ -143,8 +143,8 @@ class RetrievalSettings(Section):
         "(dbsf; best measured on SciFact and Cranfield, docs/benchmarks.md) or reciprocal rank (rrf).",
     )
     rrf_k: int = Field(60, ge=1, description="RRF's k (fusion: rrf): larger flattens the weight of the top ranks.")
-    dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense (embedding) ranking.")
-    keyword_weight: float = Field(1.0, ge=0.0, description="RRF weight of the BM25 ranking.")
+    dense_weight: float = Field(1.0, ge=0.0, description="RRF weight of the dense ranking (fusion: rrf only).")
+    keyword_weight: float = Field(1.0, ge=0.0, description="RRF weight of the BM25 ranking (fusion: rrf only).")
     condense: Literal["llm", "append", "off"] = Field(
         "append",
         description="Follow-up questions in a conversation become standalone queries: rewritten by the chat "

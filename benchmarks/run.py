@@ -255,7 +255,11 @@ def bench_retrieval(datasets: list[str], data_dir: Path) -> list[Row]:
             continue
         for label, retrieval in RETRIEVAL_CONFIGS:
             settings = load_settings(None, {"data_dir": data_dir, "retrieval": retrieval})
-            r = evaluate(settings, root).to_dict()
+            try:
+                r = evaluate(settings, root).to_dict()
+            except Exception as exc:  # one failing row must not lose the table
+                rows.append((f"{name}: {label}", "failed", f"{type(exc).__name__}: {exc}"[:200]))
+                continue
             rows.append((f"{name}: {label}", f"nDCG@10 {r['ndcg@10']:.3f}",
                          f"R@10 {r['recall@10']:.3f}, R@100 {r['recall@100']:.3f}, MRR@10 {r['mrr@10']:.3f}; "
                          f"latency p50 {r['latency_ms_p50']:.1f} ms, p95 {r['latency_ms_p95']:.1f} ms; "

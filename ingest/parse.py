@@ -213,6 +213,7 @@ def _ocr_pages(path: Path, pages: list[int], elements: list[Element],
 # -- plain text ----------------------------------------------------------------------------------------
 
 TITLE_MAX_CHARS = 200
+TITLE_MAX_WORDS = 30
 
 
 def parse_plain_text(path: Path) -> ParsedFile:
@@ -236,7 +237,9 @@ def parse_plain_text(path: Path) -> ParsedFile:
     if not paragraphs:
         raise ParseError("no text found (only whitespace)")
     first_line = text.lstrip().split("\n", 1)[0].strip()
-    if len(paragraphs) > 1 and paragraphs[0] == first_line and len(first_line) <= TITLE_MAX_CHARS:
+    if (len(paragraphs) > 1 and paragraphs[0] == first_line and len(first_line) <= TITLE_MAX_CHARS
+            and len(first_line.split()) <= TITLE_MAX_WORDS and not first_line.endswith((",", ":", ";"))
+            and len(first_line) < len(paragraphs[1])):
         # A first line standing alone is the document's title: it heads every chunk, as a heading does
         # in other formats, so that each chunk is embedded and cited with it.
         section = (first_line,)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 UPSERT_BATCH = 256
+# Bumped whenever parsing or chunking changes what a file becomes (eval stores are keyed by it).
+CHUNKING_VERSION = 2
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
 STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
 

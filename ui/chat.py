@@ -86,7 +86,8 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             for event in services.rag.stream(message, history=qa):
                 if isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": inert(event.text) + citation_footer(event)}
-                    qa = [*qa, (message, event.text)][-10:]
+                    # The searched query (a follow-up with its subject), so the next follow-up keeps it.
+                    qa = [*qa, (event.query or message, event.text)][-10:]
                     yield chat, render_sources(event), qa, ""
                 else:
                     text += event

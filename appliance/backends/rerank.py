@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 
 class Reranker(Protocol):
     def score(self, query: str, texts: list[str]) -> list[float]:
-        """One relevance score per text, higher is better (0..1 where the model allows)."""
+        """One relevance score per text, higher is better (0..1 where the model allows).
+        Any failure is raised as BackendUnavailable."""
         ...
+
+    def close(self) -> None: ...
 
 
 def _sigmoid(x: float) -> float:
@@ -54,8 +57,21 @@ class OnnxCrossEncoder:
         if missing:
             raise BackendUnavailable(f"{onnx_file} is not a cross-encoder: it lacks inputs {sorted(missing)}")
         self._batch = batch_size
+        self._name = onnx_file
+        self.score("start-up check", ["start-up check"])  # a model that cannot score fails now
+
+    def close(self) -> None:
+        """Nothing to release beyond the session, which goes with the object."""
 
     def score(self, query: str, texts: list[str]) -> list[float]:
+        try:
+            return self._score(query, texts)
+        except BackendUnavailable:
+            raise
+        except Exception as exc:  # onnxruntime's own error types: wrong dtypes, fixed shapes, ...
+            raise BackendUnavailable(f"the reranker {self._name} failed: {type(exc).__name__}: {exc}") from None
+
+    def _score(self, query: str, texts: list[str]) -> list[float]:
         import numpy as np
 
         scores: list[float] = []
@@ -67,12 +83,15 @@ class OnnxCrossEncoder:
             }
             if "token_type_ids" in self._inputs:
                 feed["token_type_ids"] = np.array([e.type_ids for e in encoded], dtype=np.int64)
-            logits = np.asarray(self._session.run(None, feed)[0], dtype=np.float64)
-            if logits.ndim == 2 and logits.shape[1] == 2:  # two classes: the "relevant" one's probability
+            logits = np.asarray(self._session.run(None, feed)[0], dtype=np.float64).reshape(len(encoded), -1)
+            if logits.shape[1] == 2:  # two classes: the "relevant" one's probability
                 probs = np.exp(logits - logits.max(axis=1, keepdims=True))
                 scores.extend((probs[:, 1] / probs.sum(axis=1)).tolist())
-            else:  # one logit per pair (ms-marco style)
-                scores.extend(_sigmoid(float(x)) for x in logits.reshape(len(encoded), -1)[:, 0])
+            elif logits.shape[1] == 1:  # one logit per pair (ms-marco style)
+                scores.extend(_sigmoid(float(x)) for x in logits[:, 0])
+            else:
+                raise BackendUnavailable(f"{self._name} gives {logits.shape[1]} outputs per pair; a cross-encoder "
+                                         "gives one relevance logit (or two classes)")
         return scores
 
 
@@ -90,9 +109,16 @@ class SentenceTransformersCrossEncoder:
         self._model = CrossEncoder(str(model_dir), max_length=max_tokens, local_files_only=True)
         self._batch = batch_size
 
+    def close(self) -> None:
+        """The model goes with the object."""
+
     def score(self, query: str, texts: list[str]) -> list[float]:
-        raw = self._model.predict([(query, t) for t in texts], batch_size=self._batch, show_progress_bar=False)
-        return [_sigmoid(float(x)) for x in raw]
+        try:
+            # predict() already applies the model's activation (a sigmoid for one-label models).
+            raw = self._model.predict([(query, t) for t in texts], batch_size=self._batch, show_progress_bar=False)
+            return [float(x[-1]) if getattr(x, "ndim", 0) else float(x) for x in raw]
+        except Exception as exc:
+            raise BackendUnavailable(f"the reranker failed: {type(exc).__name__}: {exc}") from None
 
 
 def build_cross_encoder(settings: CrossEncoderRerankSettings) -> Reranker:
@@ -119,6 +145,9 @@ class HttpReranker:
         self._model = settings.model
         headers = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
         self._client = httpx.Client(timeout=settings.timeout_s, headers=headers)
+
+    def close(self) -> None:
+        self._client.close()
 
     def _post(self, body: dict[str, Any]) -> Any:
         import httpx
@@ -150,7 +179,10 @@ class HttpReranker:
         scores: list[float | None] = [None] * len(texts)
         try:
             for row in rows:
-                scores[int(row["index"])] = float(row[key])
+                index = int(row["index"])
+                if index < 0:
+                    raise IndexError(index)
+                scores[index] = float(row[key])
         except (TypeError, KeyError, ValueError, IndexError):
             raise BackendUnavailable(f"rerank endpoint {self._url} answered in an unexpected shape "
                                      f"(is rerank.api={self._api!r} right?)") from None
@@ -170,5 +202,9 @@ def build_reranker(settings: RerankSettings) -> Reranker | None:
     if settings.provider == "cross_encoder":
         return build_cross_encoder(settings)
     reranker = HttpReranker(settings)
-    reranker.check()
+    try:
+        reranker.check()
+    except BackendUnavailable:
+        reranker.close()
+        raise
     return reranker

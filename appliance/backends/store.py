@@ -251,8 +251,10 @@ class QdrantServerStore:
             m.QueryRequest(query=sparse, using=SPARSE, limit=candidates, filter=flt),
         ]
         if spec.mode == "hybrid":
+            # Weights need a recent server; plain RRF is sent as before when they are equal.
+            weights = None if spec.dense_weight == spec.keyword_weight else [spec.dense_weight, spec.keyword_weight]
             fusion: Any = (m.FusionQuery(fusion=m.Fusion.DBSF) if spec.fusion == "dbsf"
-                           else m.RrfQuery(rrf=m.Rrf(k=spec.rrf_k, weights=[spec.dense_weight, spec.keyword_weight])))
+                           else m.RrfQuery(rrf=m.Rrf(k=spec.rrf_k, weights=weights)))
             requests.append(m.QueryRequest(
                 prefetch=[m.Prefetch(query=dense, using=DENSE, limit=candidates, filter=flt),
                           m.Prefetch(query=sparse, using=SPARSE, limit=candidates, filter=flt)],

@@ -61,7 +61,7 @@ def _overlap_cross_encoder(folder: Path) -> Path:
         helper.make_node("Sub", ["count_f", "two"], ["logits"]),
     ]
     graph = helper.make_graph(nodes, "overlap", ints, [out])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     folder.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(folder / "model.onnx"))

@@ -22,3 +22,9 @@ def test_no_title_when_the_first_paragraph_is_prose_or_alone(tmp_path: Path) -> 
     single = tmp_path / "single.txt"
     single.write_text("Only one line here.\n")
     assert [e.kind for e in parse_plain_text(single).elements] == ["NarrativeText"]
+
+
+def test_a_salutation_is_not_a_title(tmp_path: Path) -> None:
+    letter = tmp_path / "letter.txt"
+    letter.write_text("Dear John,\n\nThe parking rules change next week, see below.\n")
+    assert all(e.section == () for e in parse_plain_text(letter).elements)

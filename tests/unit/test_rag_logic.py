@@ -134,6 +134,9 @@ def test_a_keyword_match_lowers_the_similarity_bar_by_half() -> None:
     assert [s.file_name for s in answer.sources] == ["a.txt"]
     # The same keyword match without the identifier in the question is not enough.
     assert not rag.ask("what does the badge reader do").grounded
+    # Found by BM25 alone (outside the dense candidates, so no dense score): still rescued.
+    nodes[0].node.metadata["dense_score"] = None
+    assert [s.file_name for s in rag.ask("ZX-4471").sources] == ["a.txt"]
 
 
 def test_identifiers_are_codes_not_words_or_short_numbers() -> None:
@@ -174,6 +177,9 @@ class ScriptedReranker:
     def __init__(self, scores: list[float] | None) -> None:
         self.scores = scores
         self.seen: list[str] = []
+
+    def close(self) -> None:
+        pass
 
     def score(self, query: str, texts: list[str]) -> list[float]:
         from appliance.backends.common import BackendUnavailable
@@ -242,7 +248,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     retriever = ScriptedRetriever([("part 1 of the manual", 0.9)])
     rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=None),
-                    document_chunks=lambda doc_id: whole if doc_id == "0" else [])
+                    document_chunks=lambda doc_id, limit: whole[:limit] if doc_id == "0" else [])
     first = rag.ask("what is in the manual?")
     assert first.whole_document == "/d/0.txt"
     assert len(first.sources) == 1
@@ -251,7 +257,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     assert [s.text for s in full.sources] == ["part 0 of the manual\npart 1 of the manual\npart 2 of the manual"]
     small = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                       RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64),
-                      document_chunks=lambda doc_id: whole * 10)
+                      document_chunks=lambda doc_id, limit: (whole * 10)[:limit])
     assert small.ask("what is in the manual?").whole_document is None  # too long for the budget
 
 
