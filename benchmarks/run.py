@@ -131,7 +131,7 @@ def bench_store(points: int) -> list[Row]:
     import numpy as np
 
     from appliance.backends.embeddings import build_embedding
-    from appliance.backends.store import EdgeStore, StorePoint
+    from appliance.backends.store import EdgeStore, SearchSpec, StorePoint
     from appliance.settings import EmbeddedEmbeddingSettings
 
     embedding = build_embedding(EmbeddedEmbeddingSettings())
@@ -160,6 +160,8 @@ def bench_store(points: int) -> list[Row]:
         rows.append((f"store upsert, {points:,} chunks (dense + BM25 + payload)", f"{points / upsert_s:,.0f} points/s",
                      f"{upsert_s:.1f}s"))
         queries = embedding.embed(windows[:50])
+        cases = ((f"hybrid query (dense+BM25, {SearchSpec().fusion.upper()})", None),
+                 ("hybrid query, ACL-filtered", ["hr"]))
 
         def run_queries(groups: list[str] | None) -> list[float]:
             lat = []
@@ -169,14 +171,14 @@ def bench_store(points: int) -> list[Row]:
                 lat.append((time.perf_counter() - t) * 1000)
             return lat
 
-        for label, groups in (("hybrid query (dense+BM25, RRF)", None), ("hybrid query, ACL-filtered", ["hr"])):
+        for label, groups in cases:
             lat = run_queries(groups)
             rows.append((f"{label}, before optimize", f"{statistics.median(lat):.1f} ms p50",
                          f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
         t = time.perf_counter()
         store.optimize()
         rows.append(("optimize (HNSW build)", f"{time.perf_counter() - t:.1f}s", ""))
-        for label, groups in (("hybrid query (dense+BM25, RRF)", None), ("hybrid query, ACL-filtered", ["hr"])):
+        for label, groups in cases:
             lat = run_queries(groups)
             rows.append((f"{label}, after optimize", f"{statistics.median(lat):.1f} ms p50",
                          f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
