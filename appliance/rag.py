@@ -269,9 +269,12 @@ class RagEngine:
 def identifiers(text: str) -> set[str]:
     """Identifier-like words of a question: part numbers, error codes, ticket ids (a digit, and a letter
     or five characters), e.g. ZX-4471, E1234, PO-2024-118, 1234567."""
-    words = (w.strip(".,;:!?()[]{}\"'") for w in text.split())
-    return {w.lower() for w in words
+    return {w for w in _words(text)
             if len(w) >= 3 and any(c.isdigit() for c in w) and (any(c.isalpha() for c in w) or len(w) >= 5)}
+
+
+def _words(text: str) -> set[str]:
+    return {w.strip(".,;:!?()[]{}\"'").lower() for w in text.split()}
 
 
 def relevant_sources(sources: Sequence[Source], floor: float, question: str = "") -> list[Source]:
@@ -288,7 +291,7 @@ def relevant_sources(sources: Sequence[Source], floor: float, question: str = ""
     # A passage only BM25 found (no dense score: outside the dense candidates) qualifies too.
     return [s for s in sources
             if s.keyword_score is not None and (s.dense_score is None or s.dense_score >= floor / 2)
-            and wanted & {w.strip(".,;:!?()[]{}\"'").lower() for w in s.text.split()}]
+            and wanted & _words(s.text)]
 
 
 def _source(number: int, meta: dict[str, Any], text: str, score: float) -> Source:
