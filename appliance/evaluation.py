@@ -146,7 +146,6 @@ def materialize(dataset: BeirDataset, folder: Path) -> dict[str, str]:
 class QueryResult:
     query_id: str
     ranking: list[tuple[str, float]]  # (doc id, score of its best chunk), best first
-    top_dense: float | None  # the best chunk's cosine similarity: what the relevance threshold sees
     seconds: float  # the search as `ask` runs it
     deep_seconds: float = 0.0  # the 100-document search behind the metrics
 
@@ -165,7 +164,6 @@ class EvalReport:
     settings: dict[str, Any] = field(default_factory=dict)
     unindexed: list[str] = field(default_factory=list)  # documents that yielded no chunk, with the reason
     indexed_now: int = 0  # documents (re)indexed by this run; 0 when the dataset's store was reused
-    per_query: list[QueryResult] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -202,8 +200,7 @@ def rank_documents(rag: RagEngine, dataset: BeirDataset, stems: dict[str, str], 
             if doc is not None and doc not in best:
                 best[doc] = source.score
         ranking = list(best.items())[:depth]
-        top_dense = max((s.dense_score for s in shallow if s.dense_score is not None), default=None)
-        results.append(QueryResult(qid, ranking, top_dense, seconds, deep_seconds))
+        results.append(QueryResult(qid, ranking, seconds, deep_seconds))
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -244,7 +241,7 @@ def report(dataset: BeirDataset, results: list[QueryResult], chunks: int, ingest
         metrics=metrics({r.query_id: dataset.qrels[r.query_id] for r in results}, results),
         latency_ms_p50=percentile_ms(times, 50), latency_ms_p95=percentile_ms(times, 95),
         deep_latency_ms_p95=percentile_ms([r.deep_seconds for r in results], 95),
-        ingest_seconds=ingest_seconds, settings=settings, per_query=results,
+        ingest_seconds=ingest_seconds, settings=settings,
     )
 
 

@@ -286,9 +286,8 @@ def relevant_sources(sources: Sequence[Source], floor: float, question: str = ""
     if not wanted:
         return []
     # Embeddings blur codes like ZX-4471; a passage that BM25 found and that holds the very identifier
-    # asked about is relevant at half the bar. Common words never qualify (measured: they let most
-    # off-topic questions through, docs/benchmarks.md).
-    # A passage only BM25 found (no dense score: outside the dense candidates) qualifies too.
+    # asked about is relevant at half the bar, or with no dense score at all (found by BM25 alone).
+    # Common words never qualify (measured: they let most off-topic questions through).
     return [s for s in sources
             if s.keyword_score is not None and (s.dense_score is None or s.dense_score >= floor / 2)
             and wanted & _words(s.text)]

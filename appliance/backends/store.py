@@ -169,10 +169,8 @@ class EdgeStore:
         qe = self._qe
         flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))])
         with self._lock:
-            result = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=flt, with_payload=True))
-        records = result[0] if isinstance(result, tuple) else result
-        hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
-        return sorted(hits, key=lambda h: int(h.payload.get("chunk_index") or 0))
+            records, _next = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=flt, with_payload=True))
+        return _reading_order(records)
 
     def count(self) -> int:
         with self._lock:
@@ -276,8 +274,7 @@ class QdrantServerStore:
         m = self._m
         flt = m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id))])
         records, _next = self._client.scroll(self._collection, scroll_filter=flt, limit=limit, with_payload=True)
-        hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
-        return sorted(hits, key=lambda h: int(h.payload.get("chunk_index") or 0))
+        return _reading_order(records)
 
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)
@@ -298,6 +295,12 @@ def _merge(fused: list[tuple[str, float, dict[str, Any]]], dense: dict[str, floa
         Hit(id=pid, score=score, payload=payload, dense_score=dense.get(pid), keyword_score=sparse.get(pid))
         for pid, score, payload in fused
     ]
+
+
+def _reading_order(records: Any) -> list[Hit]:
+    """Scrolled records of one document as hits, sorted by their place in it."""
+    hits = [Hit(id=str(r.id), score=0.0, payload=r.payload or {}) for r in records]
+    return sorted(hits, key=lambda h: int(h.payload.get("chunk_index") or 0))
 
 
 def build_store(settings: EmbeddedStoreSettings | QdrantServerStoreSettings, store_dir: Path,

@@ -11,7 +11,7 @@ from appliance.evaluation import DatasetError, QueryResult, load_beir, metrics, 
 
 
 def _result(qid: str, docs: list[str]) -> QueryResult:
-    return QueryResult(qid, [(d, 1.0) for d in docs], top_dense=None, seconds=0.01)
+    return QueryResult(qid, [(d, 1.0) for d in docs], seconds=0.01)
 
 
 def test_metrics_match_hand_computed_values() -> None:
