@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from llama_index.core.llms import LLM
 
     from appliance.backends.rerank import Reranker
-    from appliance.settings import EmbeddedLLMSettings, RetrievalSettings
+    from appliance.settings import ChatModelSettings, RetrievalSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Answer:
 class RagEngine:
     def __init__(self, retriever_factory: Callable[[list[str] | None, int | None], BaseRetriever],
                  llm: Callable[[], LLM], count_tokens: Callable[[], Callable[[str], int]],
-                 settings: RetrievalSettings, llm_settings: EmbeddedLLMSettings,
+                 settings: RetrievalSettings, llm_settings: ChatModelSettings,
                  reranker: Reranker | None = None, rerank_top_n: int = 30,
                  document_chunks: Callable[[str, int], list[Source]] | None = None) -> None:
         # The LLM is resolved lazily: retrieval (search, eval) never loads the chat model.

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
     from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
-    from appliance.backends.llm import LlamaCppLLM
+    from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
@@ -59,7 +59,7 @@ class Services:
         return ApplianceVectorStore(self.store, candidates=r.candidates, spec=spec)
 
     @cached_property
-    def llm(self) -> LlamaCppLLM:
+    def llm(self) -> StreamingChatLLM:
         from appliance.backends.llm import build_llm
 
         return build_llm(self.settings.llm)

