@@ -256,6 +256,91 @@ def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
         click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {r.path}" + (f"  ({r.error})" if r.error else ""))
 
 
+@main.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON list.")
+@settings_options
+def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Check settings, models, store, dimensions, disk space and egress switches; exit 1 if one fails."""
+    from appliance.doctor import checks_to_json, render_table, run_checks, worst
+
+    services = _services(config_file, data_dir)
+    try:
+        checks = run_checks(services, config_file)
+    finally:
+        services.close()
+    click.echo(json.dumps(checks_to_json(checks)) if as_json else render_table(checks))
+    sys.exit(1 if worst(checks) == "fail" else 0)
+
+
+@main.group("keys")
+def keys_group() -> None:
+    """API keys for programmatic clients of /v1 (kept hashed; a key is shown once)."""
+
+
+def _api_keys(config_file: Path | None, data_dir: Path | None) -> Any:
+    services = _services(config_file, data_dir)
+    return services, services.api_keys
+
+
+@keys_group.command("create")
+@click.argument("name")
+@settings_options
+def keys_create(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create a key called NAME and print it (the only time it is shown)."""
+    from appliance.apikeys import ApiKeyError
+
+    services, keys = _api_keys(config_file, data_dir)
+    try:
+        token = keys.create(name)
+    except ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo(token)
+    click.echo(f"Key {name!r} created. Store it now: only its hash is kept. "
+               "Clients send it as 'Authorization: Bearer <key>'.", err=True)
+
+
+@keys_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@settings_options
+def keys_list(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """List the keys (names and first characters, never the keys)."""
+    import time
+
+    services, keys = _api_keys(config_file, data_dir)
+    try:
+        found = keys.list()
+    finally:
+        services.close()
+    if as_json:
+        click.echo(json.dumps([k.__dict__ for k in found]))
+        return
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "never"
+
+    for k in found:
+        click.echo(f"{k.name:24} {k.hint}...  created {when(k.created_at)}  last used {when(k.last_used_at)}")
+
+
+@keys_group.command("revoke")
+@click.argument("name")
+@settings_options
+def keys_revoke(name: str, config_file: Path | None, data_dir: Path | None) -> None:
+    """Revoke the key called NAME: requests with it fail from now on."""
+    from appliance.apikeys import ApiKeyError
+
+    services, keys = _api_keys(config_file, data_dir)
+    try:
+        keys.revoke(name)
+    except ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo(f"Key {name!r} revoked.")
+
+
 def ingest_main() -> None:
     """The `ingest` console script: the same as `appliance ingest`."""
     ingest_command(prog_name="ingest")

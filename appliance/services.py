@@ -7,6 +7,7 @@ builds the store and models before it takes requests.
 
 from __future__ import annotations
 
+import threading
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,7 @@ from appliance.settings import Settings
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
+    from appliance.apikeys import ApiKeys
     from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
 class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # One writer at a time: ingestion and deletion through the API share the store and the manifest.
+        self.write_lock = threading.Lock()
 
     @cached_property
     def embedding(self) -> OnnxMiniLMEmbedding:
@@ -129,7 +133,15 @@ class Services:
                           self.settings.ingest.chunk_overlap_tokens)
         return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker)
 
+    @cached_property
+    def api_keys(self) -> ApiKeys:
+        from appliance.apikeys import ApiKeys
+
+        return ApiKeys(self.settings.api_keys_path)
+
     def close(self) -> None:
+        if "api_keys" in self.__dict__:
+            self.api_keys.close()
         reranker = self.__dict__.get("reranker")
         if reranker is not None:
             reranker.close()

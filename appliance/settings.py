@@ -373,6 +373,15 @@ class Settings(BaseSettings):
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
+    @property
+    def api_keys_path(self) -> Path:
+        return self.data_dir / "api_keys.sqlite"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Files uploaded through POST /v1/documents, ingested from here."""
+        return self.data_dir / "uploads"
+
 
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Build Settings from a YAML file, the environment and CLI overrides (nested dicts)."""

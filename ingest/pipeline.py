@@ -118,6 +118,16 @@ class IngestPipeline:
         report.seconds = time.monotonic() - started
         return report
 
+    def remove(self, path: str) -> FileResult | None:
+        """Drop one file's chunks and manifest row (the file itself stays); None when it is not known."""
+        rec = self._manifest.get(path)
+        if rec is None:
+            return None
+        self._store.delete(rec.chunk_ids)
+        self._manifest.remove(path)
+        self._store.flush()
+        return FileResult(path, "removed", chunks=len(rec.chunk_ids))
+
     def _one(self, path: Path, *, dry_run: bool, retry_failed: bool) -> FileResult:
         key = str(path)
         try:
@@ -188,7 +198,7 @@ class IngestPipeline:
     def _points(self, path: Path, sha: str, chunks: list[Chunk], acl: list[str], parser: str) -> list[StorePoint]:
         from appliance.backends.store import StorePoint
 
-        doc_id = hashlib.sha1(str(path).encode()).hexdigest()[:16]
+        doc_id = doc_id_of(str(path))
         now = time.time()
         # The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens.
         embed_inputs = [(" > ".join(c.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + c.text) if c.section else c.text
@@ -203,6 +213,11 @@ class IngestPipeline:
                 payload=chunk_payload(path, doc_id, sha, chunk, acl, parser, now),
             ))
         return points
+
+
+def doc_id_of(path: str) -> str:
+    """The document id of a file: stable across re-ingestion, so links and API ids keep working."""
+    return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
 def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,

@@ -1,4 +1,4 @@
-"""One FastAPI app on one port: health endpoints, with the Gradio chat UI mounted at /."""
+"""One FastAPI app on one port: the API under /v1, health, metrics, and the Gradio chat UI at /."""
 
 from __future__ import annotations
 
@@ -14,32 +14,86 @@ if TYPE_CHECKING:
 log = logging.getLogger("appliance")
 
 
-def create_app(services: Services) -> FastAPI:
-    import gradio as gr
-    from fastapi import FastAPI
-    from fastapi.responses import JSONResponse
+def create_app(services: Services, ui: bool = True) -> FastAPI:
+    """The API under /v1, health and metrics, and (ui=True) the Gradio chat page at /."""
+    from fastapi import Depends, FastAPI
+    from fastapi.concurrency import run_in_threadpool
+    from fastapi.responses import JSONResponse, Response
 
-    from ui.chat import build_chat_ui, theme
+    from appliance.api import documents, openai_compat
+    from appliance.api.errors import install_error_handlers
+    from appliance.api.metrics import MetricsMiddleware
+    from appliance.api.state import AppState, require_api_key
 
-    app = FastAPI(title="RAG appliance", docs_url=None, redoc_url=None)
+    state = AppState(services)
+    app = FastAPI(title="RAG appliance", version=_version(), docs_url=None, redoc_url=None,
+                  description="Answers from your documents with citations. OpenAI-compatible chat under /v1, "
+                              "documents and search REST, health and Prometheus metrics.")
+    app.state.appliance = state
+    install_error_handlers(app)
+    keyed = [Depends(require_api_key)]
+    app.include_router(openai_compat.router, dependencies=keyed)
+    app.include_router(documents.router, dependencies=keyed)
 
-    @app.get("/healthz")
+    @app.get("/healthz", tags=["Health"])
     def healthz() -> dict[str, str]:
+        """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/readyz")
-    def readyz() -> Any:
+    @app.get("/readyz", tags=["Health"], responses={503: {"description": "Not ready: the reason is in `error`."}})
+    async def readyz() -> Any:
+        """Readiness: the store answers and the chat model is loaded (or its server has it)."""
         try:
-            chunks = services.store.count()
-            model = services.llm.metadata.model_name
+            detail = await run_in_threadpool(_readiness, services)
         except Exception as exc:  # report, don't crash the probe
             return JSONResponse({"status": "not ready", "error": str(exc)}, status_code=503)
-        return {"status": "ready", "chunks": chunks, "model": model}
+        return {"status": "ready", **detail}
 
-    blocks = build_chat_ui(services)
-    mounted: FastAPI = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
-                               show_error=True, enable_monitoring=False, mcp_server=False, pwa=False)
-    return mounted
+    @app.get("/metrics", tags=["Health"], response_class=Response)
+    def metrics() -> Any:
+        """Prometheus text format: requests, latencies, answers, tokens, queue, ingestion, chunks."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    if ui:
+        import gradio as gr
+
+        from ui.chat import build_chat_ui, theme
+
+        blocks = build_chat_ui(services)
+        app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
+                                  show_error=True, enable_monitoring=False, mcp_server=False, pwa=False)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    return app
+
+
+_READY_CACHE: dict[int, tuple[float, str]] = {}
+
+
+def _readiness(services: Services) -> dict[str, Any]:
+    import time
+
+    chunks = services.store.count()
+    llm = services.llm
+    if services.settings.llm.provider == "embedded":
+        model = llm.metadata.model_name
+    else:  # ask the model server, at most every 15 s: probes come often
+        cached = _READY_CACHE.get(id(services))
+        if cached is None or time.monotonic() - cached[0] > 15:
+            cached = (time.monotonic(), llm.check())
+            _READY_CACHE[id(services)] = cached
+        model = cached[1]
+    return {"chunks": chunks, "model": model}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rag-appliance")
+    except PackageNotFoundError:
+        return "0"
 
 
 def _setup_logging(services: Services) -> None:
@@ -58,15 +112,18 @@ def serve(services: Services) -> None:
     # Load every model and open the store now: a missing part fails at start-up, not at the first question.
     services.store.count()
     services.embedding.embed(["warm up"])
-    services.llm.count_tokens("warm up")
+    print(f"Chat model: {services.llm.check()}", flush=True)  # a remote model that is missing fails here
     _ = services.rag  # builds the reranker, if one is configured
     app = create_app(services)
     cfg = services.settings.server
-    if cfg.host not in ("127.0.0.1", "localhost", "::1"):
-        # Sign-in arrives with the users-and-permissions work; until then, say it loudly.
-        log.warning("listening on %s without sign-in: anyone who reaches this port can read the documents", cfg.host)
-        print(f"WARNING: listening on {cfg.host} without sign-in: anyone who reaches port {cfg.port} "
-              "can query the documents. Use 127.0.0.1 or a reverse proxy with authentication.", flush=True)
+    if cfg.api_key_required and not services.api_keys.list():
+        print("NOTE: the API (/v1) needs an API key and none exists yet: create one with "
+              "`appliance keys create NAME`.", flush=True)
+    if not cfg.loopback_only:
+        # Sign-in for the chat page arrives with the users-and-permissions work; until then, say it loudly.
+        log.warning("chat page on %s without sign-in: anyone who reaches this port can read the documents", cfg.host)
+        print(f"WARNING: the chat page on {cfg.host} has no sign-in: anyone who reaches port {cfg.port} "
+              "can query the documents through it. Use 127.0.0.1 or a reverse proxy with authentication.", flush=True)
     log.info("serving on http://%s:%d", cfg.host, cfg.port)
     print(f"Chat UI: http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)

@@ -1,0 +1,187 @@
+"""Documents REST and retrieval-only search.
+
+Uploads are saved under <data_dir>/uploads/ and ingested by the same pipeline as `appliance ingest`;
+re-uploading a file of the same name replaces that document. One writer at a time
+(services.write_lock): uploads and deletions queue behind each other, questions do not.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from appliance.api.errors import ApiError
+from appliance.api.schemas import (
+    ERRORS,
+    Chunk,
+    ChunkList,
+    Deleted,
+    Document,
+    DocumentList,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+    UploadResponse,
+    UploadResult,
+)
+from appliance.api.state import AppState, state_of
+
+if TYPE_CHECKING:
+    from ingest.manifest import FileRecord
+
+router = APIRouter(tags=["Documents"])
+State = Annotated[AppState, Depends(state_of)]
+_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+
+
+def _document(rec: FileRecord, upload_dir: Path) -> Document:
+    from ingest.pipeline import doc_id_of
+
+    return Document(id=doc_id_of(rec.path), path=rec.path, name=Path(rec.path).name, status=rec.status,  # type: ignore[arg-type]
+                    chunks=len(rec.chunk_ids), pages=rec.pages, error=rec.error, notes=rec.notes,
+                    ingested_at=rec.ingested_at, uploaded=Path(rec.path).parent == upload_dir)
+
+
+def _find(state: AppState, doc_id: str) -> FileRecord:
+    from ingest.pipeline import doc_id_of
+
+    with state.services.write_lock:
+        records = state.services.manifest.all()
+    for rec in records:
+        if doc_id_of(rec.path) == doc_id:
+            return rec
+    raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
+
+
+def _safe_name(name: str | None) -> str:
+    base = _UNSAFE.sub("_", os.path.basename((name or "").replace("\\", "/"))).strip()
+    if not base or base.startswith("."):
+        raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
+    return base[:200]
+
+
+@router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
+def list_documents(state: State) -> DocumentList:
+    with state.services.write_lock:
+        records = state.services.manifest.all()
+    upload_dir = state.services.settings.upload_dir.absolute()
+    return DocumentList(documents=[_document(r, upload_dir) for r in records])
+
+
+@router.get("/v1/documents/{doc_id}", response_model=Document, responses=ERRORS)
+def get_document(doc_id: str, state: State) -> Document:
+    return _document(_find(state, doc_id), state.services.settings.upload_dir.absolute())
+
+
+@router.post("/v1/documents", response_model=UploadResponse, status_code=201, responses={
+    **ERRORS, 207: {"model": UploadResponse, "description": "Some files were ingested, some failed: see each status."},
+    422: {"model": UploadResponse, "description": "No file could be ingested: see each error."}})
+async def upload_documents(state: State, files: Annotated[list[UploadFile], File(
+        description="One or more files (PDF, Office, HTML, e-mail, Markdown, text...).")]) -> JSONResponse:
+    from ingest.parse import SUPPORTED_SUFFIXES
+    from ingest.pipeline import doc_id_of
+
+    settings = state.services.settings
+    if len(files) > settings.server.max_upload_files:
+        raise ApiError(400, f"at most {settings.server.max_upload_files} files per request (server.max_upload_files)")
+    names = [_safe_name(f.filename) for f in files]
+    for name in names:
+        if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise ApiError(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
+                                + " ".join(sorted(SUPPORTED_SUFFIXES)))
+    if len(set(names)) != len(names):
+        raise ApiError(400, "two uploads have the same file name")
+    limit = int(settings.ingest.max_file_mb * 1024 * 1024)
+    upload_dir = settings.upload_dir
+    upload_dir.mkdir(parents=True, exist_ok=True)
+    parts: list[tuple[Path, Path]] = []
+    try:
+        for upload, name in zip(files, names, strict=True):
+            part = upload_dir / f".{name}.{os.getpid()}.part"
+            size = 0
+            with part.open("wb") as out:
+                parts.append((part, upload_dir / name))
+                while block := await upload.read(1 << 20):
+                    size += len(block)
+                    if size > limit:
+                        raise ApiError(413, f"{name} is larger than ingest.max_file_mb "
+                                            f"({settings.ingest.max_file_mb:g} MB)")
+                    out.write(block)
+            if size == 0:
+                raise ApiError(400, f"{name} is empty")
+    except BaseException:
+        for part, _ in parts:
+            part.unlink(missing_ok=True)
+        raise
+
+    def ingest() -> list[UploadResult]:
+        with state.services.write_lock:  # nothing replaces a file while another upload ingests it
+            for part, final in parts:
+                part.replace(final)
+            started = time.perf_counter()
+            report = state.services.ingest_pipeline.run([final for _, final in parts])
+            state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        results = []
+        for f in report.files:
+            state.metrics.ingest_files.labels(f.status).inc()
+            if f.status in ("added", "updated"):
+                state.metrics.ingest_chunks.inc(f.chunks)
+            results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
+                                        id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
+        return results
+
+    results = await run_in_threadpool(ingest)
+    failed = sum(r.status in ("failed", "skipped") for r in results)
+    status = 201 if not failed else 422 if failed == len(results) else 207
+    return JSONResponse(UploadResponse(files=results).model_dump(), status_code=status)
+
+
+@router.delete("/v1/documents/{doc_id}", response_model=Deleted, responses=ERRORS)
+def delete_document(doc_id: str, state: State) -> Deleted:
+    """Remove a document's chunks and its manifest row. An uploaded file is deleted too; a file from an
+    ingested folder stays on disk, and comes back if that folder is ingested again."""
+    rec = _find(state, doc_id)
+    with state.services.write_lock:
+        result = state.services.ingest_pipeline.remove(rec.path)
+        path = Path(rec.path)
+        if path.parent == state.services.settings.upload_dir.absolute():
+            path.unlink(missing_ok=True)
+    if result is None:
+        raise ApiError(404, f"no document with id {doc_id!r}")
+    return Deleted(id=doc_id, chunks=result.chunks)
+
+
+@router.get("/v1/documents/{doc_id}/chunks", response_model=ChunkList, responses=ERRORS)
+def document_chunks(doc_id: str, state: State,
+                    limit: Annotated[int, Query(ge=1, le=10000, description="Most chunks returned.")] = 1000,
+                    ) -> ChunkList:
+    """The document's chunks as stored, in reading order."""
+    _find(state, doc_id)
+    hits = state.services.store.chunks_of(doc_id, limit)
+    chunks = [Chunk(index=h.payload.get("chunk_index"), page=h.payload.get("page"),
+                    page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],
+                    text=h.payload.get("text", "")) for h in hits]
+    return ChunkList(id=doc_id, chunks=chunks)
+
+
+@router.post("/v1/search", response_model=SearchResponse, responses=ERRORS, tags=["Search"])
+def search(body: SearchRequest, state: State) -> SearchResponse:
+    """Retrieval only, ranked as `ask` ranks (hybrid search, fusion, reranker); no answer is generated."""
+    from appliance.api.openai_compat import source_out
+
+    query = " ".join(body.query.split())
+    if not query:
+        raise ApiError(422, "invalid request: query: is blank")
+    rag = state.services.rag
+    found = rag.search(query, None, limit=body.top_k)
+    relevant = {id(s) for s in rag.relevant(found, query)}
+    state.metrics.searches.inc()
+    return SearchResponse(query=query, results=[
+        SearchHit(**source_out(s).model_dump(), relevant=id(s) in relevant) for s in found[: body.top_k]])

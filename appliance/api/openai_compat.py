@@ -1,0 +1,126 @@
+"""OpenAI-compatible chat: the appliance is a model that answers from the documents.
+
+Clients (the `openai` package, Open WebUI, Continue, LibreChat) send the conversation; the last
+user message is the question, earlier turns make a follow-up standalone. Sources come back in a
+`sources` field (non-streamed: on the completion; streamed: on the last chunk before [DONE]) and,
+unless `sources_in_text` is false, as a numbered list after the answer text.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from appliance.api.concurrency import Busy
+from appliance.api.errors import ApiError
+from appliance.api.schemas import (
+    ERRORS,
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ModelCard,
+    ModelList,
+    Source,
+)
+
+if TYPE_CHECKING:
+    from appliance.api.state import AppState
+    from appliance.rag import Answer
+    from appliance.rag import Source as RagSource
+
+router = APIRouter(tags=["OpenAI-compatible"])
+
+
+def source_out(s: RagSource) -> Source:
+    return Source(n=s.number, doc_id=s.doc_id, path=s.path, file_name=s.file_name, page=s.page,
+                  page_name=s.page_name, section=s.section, score=s.score, similarity=s.dense_score, text=s.text)
+
+
+def sources_footer(answer: Answer) -> str:
+    if not answer.sources:
+        return ""
+    title = "Sources:" if answer.grounded else "Closest passages (not relevant enough to answer from):"
+    return "\n\n" + title + "\n" + "\n".join(f"[{s.number}] {s.location}" for s in answer.sources)
+
+
+def conversation(body: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
+    """The question (last user message) and the earlier (question, answer) turns."""
+    turns = [m for m in body.messages if m.role in ("user", "assistant")]
+    if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
+        raise ApiError(400, "the last message must be a user message with text: the question")
+    history: list[tuple[str, str]] = []
+    pending: str | None = None
+    for m in turns[:-1]:
+        if m.role == "user":
+            pending = m.text()
+        elif pending is not None:
+            history.append((pending, m.text()))
+            pending = None
+    return turns[-1].text(), history
+
+
+@router.get("/v1/models", response_model=ModelList, responses=ERRORS)
+def list_models(request: Request) -> ModelList:
+    state: AppState = request.app.state.appliance
+    return ModelList(data=[ModelCard(id=state.model_id, created=state.started)])
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletion, responses={
+    **ERRORS, 200: {"description": "A chat.completion, or with stream=true an SSE stream of chat.completion.chunk "
+                                   "objects; the last chunk before [DONE] carries `sources` and `grounded`.",
+                    "content": {"text/event-stream": {}}}})
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    state: AppState = request.app.state.appliance
+    if body.model != state.model_id:
+        raise ApiError(404, f"model {body.model!r} does not exist: this server serves {state.model_id!r}")
+    question, history = conversation(body)
+    ident = "chatcmpl-" + uuid.uuid4().hex
+    created = int(time.time())
+    if state.gate.full():  # checked before the 200 of a stream is sent
+        state.metrics.answers.labels("busy").inc()
+        raise ApiError(503, str(Busy("the model is busy: every place in the queue is taken; try again shortly")))
+
+    def make() -> Any:
+        return state.services.rag.stream(question, history, groups=None, whole_document=body.whole_document)
+
+    if not body.stream:
+        answer = None
+        async for event in state.answer_events(make):
+            if not isinstance(event, str):
+                answer = event
+        assert answer is not None
+        text = answer.text + (sources_footer(answer) if body.sources_in_text else "")
+        return ChatCompletion(id=ident, created=created, model=state.model_id,
+                              choices=[Choice(message=AssistantMessage(content=text))],
+                              sources=[source_out(s) for s in answer.sources], grounded=answer.grounded)
+
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+        data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": state.model_id,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        try:
+            async for event in state.answer_events(make):
+                if isinstance(event, str):
+                    yield chunk({"content": event})
+                    continue
+                if body.sources_in_text and event.sources:
+                    yield chunk({"content": sources_footer(event)})
+                yield chunk({}, "stop", sources=[source_out(s).model_dump() for s in event.sources],
+                            grounded=event.grounded)
+        except ApiError as exc:  # after the 200 went out, an error can only be an event of the stream
+            yield f"data: {json.dumps(exc.body())}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+

@@ -1,0 +1,173 @@
+"""Request and response bodies of the HTTP API: the OpenAPI schema is generated from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    message: str = Field(description="What went wrong and, where there is one, what to do about it.")
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, busy, "
+                                  "backend_unavailable or server_error.")
+    code: int = Field(description="The HTTP status.")
+
+
+class ErrorBody(BaseModel):
+    """Every error, in the shape OpenAI clients read."""
+
+    error: ErrorDetail
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in {
+        400: "Invalid request", 401: "Missing or invalid API key", 404: "Not found", 413: "Upload too large",
+        415: "Unsupported file type", 422: "Invalid request body", 503: "Busy or a backend is unavailable",
+    }.items()
+}
+
+
+class Source(BaseModel):
+    n: int = Field(description="The number cited in the answer as [n].")
+    doc_id: str = Field(description="Document id (GET /v1/documents/{doc_id}).")
+    path: str
+    file_name: str
+    page: int | None = Field(None, description="Page, slide or sheet number, when the format has them.")
+    page_name: str | None = Field(None, description="Sheet name of a spreadsheet.")
+    section: list[str] = Field(default_factory=list, description="Heading path of the passage.")
+    score: float = Field(description="Fused rank score (higher is better).")
+    similarity: float | None = Field(None, description="Cosine similarity of the passage to the question.")
+    text: str = Field(description="The passage the model read.")
+
+
+# --- OpenAI-compatible chat ---------------------------------------------------------------------------------
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+
+class ChatMessageIn(BaseModel):
+    model_config = ConfigDict(extra="allow")  # name, tool_calls...: accepted, not used
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(p.text or "" for p in self.content if p.type == "text")
+        return self.content or ""
+
+
+class ChatCompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # top_p, seed, user...: accepted, not used
+    model: str = Field(description="The id from GET /v1/models.")
+    messages: list[ChatMessageIn] = Field(min_length=1, description="The last message is the user's question; "
+                                          "earlier user/assistant turns make follow-ups standalone.")
+    stream: bool = False
+    sources_in_text: bool = Field(True, description="Append a numbered 'Sources:' list to the answer text.")
+    whole_document: bool = Field(False, description="Answer from the whole best-matching document when it fits.")
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class Choice(BaseModel):
+    index: int = 0
+    message: AssistantMessage
+    finish_reason: Literal["stop"] = "stop"
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[Choice]
+    sources: list[Source] = Field(description="The passages the answer was given from, numbered as cited.")
+    grounded: bool = Field(description="False when no passage was relevant: the answer says the documents "
+                                       "don't contain it, and sources are the closest passages.")
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "rag-appliance"
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+# --- search and documents -----------------------------------------------------------------------------------
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=4000)
+    top_k: int = Field(10, ge=1, le=100, description="Most results.")
+
+
+class SearchHit(Source):
+    relevant: bool = Field(description="Reaches retrieval.min_similarity (what `ask` would answer from).")
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[SearchHit]
+
+
+class Document(BaseModel):
+    id: str
+    path: str
+    name: str
+    status: Literal["ok", "failed", "skipped", "pending"]
+    chunks: int
+    pages: int | None = None
+    error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    ingested_at: float
+    uploaded: bool = Field(description="Uploaded through the API (deleting it deletes the file too).")
+
+
+class DocumentList(BaseModel):
+    documents: list[Document]
+
+
+class UploadResult(BaseModel):
+    name: str
+    status: Literal["added", "updated", "unchanged", "failed", "skipped"]
+    id: str | None = None
+    chunks: int = 0
+    error: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+
+class UploadResponse(BaseModel):
+    files: list[UploadResult]
+
+
+class Deleted(BaseModel):
+    id: str
+    deleted: bool = True
+    chunks: int = Field(description="Chunks removed from the store.")
+
+
+class Chunk(BaseModel):
+    index: int | None
+    page: int | None = None
+    page_name: str | None = None
+    section: list[str] = Field(default_factory=list)
+    text: str
+
+
+class ChunkList(BaseModel):
+    id: str
+    chunks: list[Chunk]

@@ -1,0 +1,97 @@
+"""API keys for programmatic clients of the HTTP API, kept as SHA-256 hashes.
+
+A key is 32 random bytes, shown once when created. A fast hash is enough here: a key is never
+guessable from its hash (unlike a password, it has 256 bits of entropy), and lookups stay O(1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PREFIX = "rag-"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    name TEXT PRIMARY KEY,
+    sha256 TEXT NOT NULL UNIQUE,
+    hint TEXT NOT NULL,          -- the first characters, to tell keys apart in a list
+    created_at REAL NOT NULL,
+    last_used_at REAL
+);
+"""
+
+
+class ApiKeyError(ValueError):
+    """A key name is taken, unknown or malformed; the message says which."""
+
+
+@dataclass
+class ApiKeyInfo:
+    name: str
+    hint: str
+    created_at: float
+    last_used_at: float | None
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ApiKeys:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(SCHEMA)
+            self._db.commit()
+
+    def create(self, name: str) -> str:
+        """A new key under `name`; the returned token is the only copy of it."""
+        name = name.strip()
+        if not name or len(name) > 64 or not name.isprintable():
+            raise ApiKeyError("a key name is 1 to 64 printable characters")
+        token = PREFIX + secrets.token_urlsafe(32)
+        with self._lock:
+            try:
+                self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)",
+                                 (name, _digest(token), token[:10], time.time()))
+                self._db.commit()
+            except sqlite3.IntegrityError:
+                raise ApiKeyError(f"a key named {name!r} exists: revoke it first or choose another name") from None
+        return token
+
+    def verify(self, token: str) -> str | None:
+        """The name of the key, or None when the token is not a live key."""
+        if not token.startswith(PREFIX):
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT name FROM api_keys WHERE sha256 = ?", (_digest(token),)).fetchone()
+            if row is None:
+                return None
+            self._db.execute("UPDATE api_keys SET last_used_at = ? WHERE name = ?", (time.time(), row[0]))
+            self._db.commit()
+        return str(row[0])
+
+    def list(self) -> list[ApiKeyInfo]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT name, hint, created_at, last_used_at FROM api_keys ORDER BY name").fetchall()
+        return [ApiKeyInfo(str(n), str(h), float(c), None if u is None else float(u)) for n, h, c, u in rows]
+
+    def revoke(self, name: str) -> None:
+        with self._lock:
+            cur = self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,))
+            self._db.commit()
+        if cur.rowcount == 0:
+            raise ApiKeyError(f"no key named {name!r}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
