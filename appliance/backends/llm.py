@@ -187,11 +187,12 @@ class OllamaLLM(StreamingChatLLM):
 
     def check(self) -> str:
         """The model is pulled and its context holds num_ctx; the error says what to run otherwise."""
+        import httpx
         import ollama
 
         try:
             info = self._client.show(self.model_name)
-        except ConnectionError:
+        except (ConnectionError, httpx.TransportError):
             raise BackendUnavailable(
                 f"cannot reach Ollama at {self.host}: start it (`ollama serve` or `systemctl start ollama`) "
                 "or fix llm.host"
@@ -212,6 +213,7 @@ class OllamaLLM(StreamingChatLLM):
         return f"{self.model_name} on {self.host} (num_ctx {self.context_window}, trained {trained or '?'})"
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        import httpx
         import ollama
 
         try:
@@ -225,8 +227,10 @@ class OllamaLLM(StreamingChatLLM):
                     yield delta
                 if part.done and part.done_reason == "length":
                     log.info("answer reached max_answer_tokens (%d)", self.num_output)
-        except ConnectionError:
-            raise BackendUnavailable(f"cannot reach Ollama at {self.host}") from None
+        except (ConnectionError, httpx.ConnectError):  # the streaming path raises httpx's own error
+            raise BackendUnavailable(f"cannot reach Ollama at {self.host}: is it running (`ollama serve`)?") from None
+        except httpx.TimeoutException:
+            raise BackendUnavailable(f"Ollama at {self.host} did not answer within llm.timeout_s") from None
         except ollama.ResponseError as exc:
             raise BackendUnavailable(f"Ollama: {exc.error} (HTTP {exc.status_code})") from None
 

@@ -1,0 +1,155 @@
+"""The Ollama backend's request contract, against Ollama's responses replayed on loopback.
+
+No Ollama server runs on the test machines (FINDINGS.md); a small HTTP server replays the
+responses in tests/fixtures/ollama/ and records what the official client, driven by our
+backend, sends: num_ctx and keep_alive on every call, the answer's limits, the messages."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llama_index.core.llms import ChatMessage, MessageRole
+
+from appliance.backends.common import BackendUnavailable
+from appliance.backends.llm import OllamaLLM
+from appliance.settings import OllamaLLMSettings
+from tests.conftest import ROOT
+from tests.support.servers import free_port
+
+FIXTURES = ROOT / "tests" / "fixtures" / "ollama"
+
+
+@dataclass
+class Replay:
+    """Canned responses by path, and every request received."""
+
+    responses: dict[str, tuple[int, str, bytes]] = field(default_factory=dict)
+    requests: list[tuple[str, dict[str, Any], dict[str, str]]] = field(default_factory=list)
+
+    def serve(self, path: str, fixture: str, status: int = 200) -> None:
+        kind = "application/x-ndjson" if fixture.endswith(".ndjson") else "application/json"
+        self.responses[path] = (status, kind, (FIXTURES / fixture).read_bytes())
+
+
+@pytest.fixture
+def ollama() -> Iterator[tuple[str, Replay]]:
+    replay = Replay()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            replay.requests.append((self.path, body, dict(self.headers)))
+            status, kind, payload = replay.responses.get(self.path, (404, "application/json", b'{"error":"no"}'))
+            self.send_response(status)
+            self.send_header("content-type", kind)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", replay
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _llm(host: str, **extra: Any) -> OllamaLLM:
+    fields = {"host": host, "model": "mistral-small4:119b", "context_window": 32768, "keep_alive": "1h",
+              "max_answer_tokens": 512, "temperature": 0.1, **extra}
+    return OllamaLLM(OllamaLLMSettings(**fields))
+
+
+MESSAGES = [ChatMessage(role=MessageRole.SYSTEM, content="Cite like [1]."),
+            ChatMessage(role=MessageRole.USER, content="Context:\n[1] 20,000 bottles\n\nQuestion: How many?")]
+
+
+def test_every_chat_request_carries_num_ctx_and_keep_alive(ollama: tuple[str, Replay]) -> None:
+    host, replay = ollama
+    replay.serve("/api/chat", "chat_stream.ndjson")
+    llm = _llm(host)
+    deltas = [c.delta for c in llm.stream_chat(MESSAGES)]
+    assert deltas == ["There", " were", " 20,000", " bottles of water [1]."]
+    assert llm.chat(MESSAGES).message.content == "There were 20,000 bottles of water [1]."
+    assert len(replay.requests) == 2
+    for path, body, headers in replay.requests:
+        assert path == "/api/chat"
+        assert body["model"] == "mistral-small4:119b"
+        assert body["stream"] is True
+        assert body["keep_alive"] == "1h"
+        assert body["options"] == {"num_ctx": 32768, "num_predict": 512, "temperature": 0.1}
+        assert body["messages"] == [{"role": "system", "content": "Cite like [1]."},
+                                    {"role": "user", "content": MESSAGES[1].content}]
+        assert {k.lower(): v for k, v in headers.items()}["content-type"] == "application/json"
+
+
+def test_start_up_check_reads_the_trained_context(ollama: tuple[str, Replay]) -> None:
+    host, replay = ollama
+    replay.serve("/api/show", "show_mistral_small_4.json")
+    assert "trained 262144" in _llm(host).check()
+    assert replay.requests[0][1] == {"model": "mistral-small4:119b"}
+    replay.serve("/api/show", "show_small_context.json")
+    with pytest.raises(BackendUnavailable, match=r"trained for 8192 tokens: set llm\.context_window to at most 8192"):
+        _llm(host).check()
+
+
+def test_a_missing_model_says_how_to_pull_it(ollama: tuple[str, Replay]) -> None:
+    host, replay = ollama
+    replay.serve("/api/show", "model_not_found.json", status=404)
+    with pytest.raises(BackendUnavailable, match=r"run `ollama pull llama4:scout`"):
+        _llm(host, model="llama4:scout").check()
+
+
+def test_an_unreachable_host_says_how_to_start_ollama() -> None:
+    llm = _llm(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(BackendUnavailable, match="ollama serve"):
+        llm.check()
+    with pytest.raises(BackendUnavailable, match="cannot reach Ollama"):
+        llm.chat(MESSAGES)
+
+
+def test_an_error_inside_the_stream_is_a_clear_error(ollama: tuple[str, Replay]) -> None:
+    host, replay = ollama
+    replay.serve("/api/chat", "chat_stream_error.ndjson")
+    stream = _llm(host).stream_chat(MESSAGES)
+    assert next(stream).delta == "There"
+    with pytest.raises(BackendUnavailable, match="CUDA error: out of memory"):
+        next(stream)
+
+
+def test_the_settings_refuse_an_answer_reserve_beyond_the_context() -> None:
+    with pytest.raises(ValueError, match="max_answer_tokens"):
+        OllamaLLMSettings(model="m", context_window=4096, max_answer_tokens=4000)
+
+
+def test_answers_through_the_rag_engine(ollama: tuple[str, Replay], data_dir: Path) -> None:
+    from tests.conftest import SAMPLES, make_services
+
+    host, replay = ollama
+    replay.serve("/api/chat", "chat_stream.ndjson")
+    services = make_services(data_dir, llm={"provider": "ollama", "host": host, "model": "mistral-small4:119b",
+                                            "context_window": 8192})
+    try:
+        services.ingest_pipeline.run([SAMPLES / "fake-memo.pdf"])
+        answer = services.rag.ask("How many bottles of water were there?")
+    finally:
+        services.close()
+    assert answer.grounded
+    assert answer.cited == [1]
+    assert answer.sources[0].file_name == "fake-memo.pdf"
+    prompt = replay.requests[-1][1]["messages"][1]["content"]
+    assert "[1] " in prompt  # the passage went to the model, numbered
+    assert "bottles" in prompt
+    assert replay.requests[-1][1]["options"]["num_ctx"] == 8192
