@@ -272,6 +272,67 @@ def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | Non
     sys.exit(1 if worst(checks) == "fail" else 0)
 
 
+@main.group("store")
+def store_group() -> None:
+    """Move the vector store between the embedded engine and a Qdrant server."""
+
+
+@store_group.command("migrate")
+@click.option("--to", "target_config", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML settings whose `store:` block names the target (e.g. a Qdrant server).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal].")
+@settings_options
+def store_migrate(target_config: Path, progress: bool | None, config_file: Path | None,
+                  data_dir: Path | None) -> None:
+    """Copy every chunk from this store to the one in --to (ids kept: a re-run overwrites, never duplicates).
+
+    Then point `store:` of your settings at the target and keep the same data_dir (it holds the manifest).
+    Stop `appliance serve` first when the source is the embedded store."""
+    from appliance.backends.store import build_store
+    from appliance.migrate import MigrationError, migrate
+    from appliance.settings import SettingsError, load_settings
+
+    services = _services(config_file, data_dir)
+    try:
+        target_settings = load_settings(target_config, {"data_dir": services.settings.data_dir})
+    except SettingsError as exc:
+        services.close()
+        raise click.ClickException(str(exc)) from None
+    if target_settings.store == services.settings.store:
+        services.close()
+        raise click.ClickException("--to names the same store as the current settings")
+    show = sys.stderr.isatty() if progress is None else progress
+
+    def run() -> int:
+        source = services.store
+        target = build_store(target_settings.store, target_settings.store_dir, services.embedding.dimension)
+        try:
+            total = source.count()
+            if not show:
+                return migrate(source, target)
+            from tqdm import tqdm
+
+            with tqdm(total=total, unit="chunk", file=sys.stderr, desc="migrate", dynamic_ncols=True) as bar:
+                return migrate(source, target, progress=bar.update)
+        finally:
+            target.close()
+
+    try:
+        copied = _fail_cleanly(run)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo(f"{copied} chunks copied to the {target_settings.store.provider} store "
+               f"({_store_location(target_settings)}).")
+
+
+def _store_location(settings: Any) -> str:
+    store = settings.store
+    where = getattr(store, "url", None) or getattr(store, "path", None)
+    return str(where or settings.store_dir / store.collection)
+
+
 @main.group("keys")
 def keys_group() -> None:
     """API keys for programmatic clients of /v1 (kept hashed; a key is shown once)."""

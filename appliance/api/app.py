@@ -20,7 +20,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
 
-    from appliance.api import documents, openai_compat
+    from appliance.api import documents, openai_compat, unmatched
     from appliance.api.errors import install_error_handlers
     from appliance.api.metrics import MetricsMiddleware
     from appliance.api.state import AppState, require_api_key
@@ -34,6 +34,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     keyed = [Depends(require_api_key)]
     app.include_router(openai_compat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
+    app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])
     def healthz() -> dict[str, str]:

@@ -2,14 +2,17 @@
 
 Both hold the same points: a named dense vector ``dense`` (cosine), a named sparse vector
 ``bm25`` (Qdrant's BM25 with the IDF modifier, so IDF follows the corpus as it grows) and the
-same payload (see ``ingest.chunk.Chunk.payload``), so a collection moves from one to the other
-by snapshot. Hybrid search runs in the engine: dense and BM25 prefetches fused by (weighted) RRF
-or DBSF, with the ACL filter applied inside every prefetch.
+same payload (see ``ingest.chunk.Chunk.payload``), so a collection moves from one to the
+other (``appliance.migrate`` copies it point by point). Hybrid search runs in the engine: dense
+and BM25 prefetches fused by (weighted) RRF or DBSF, with the ACL filter applied inside every
+prefetch.
 """
 
 from __future__ import annotations
 
+import ssl
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,6 +70,7 @@ class ChunkStore(Protocol):
                groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]: ...
     def chunks_of(self, doc_id: str, limit: int) -> list[Hit]: ...
     def count(self) -> int: ...
+    def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]: ...
     def flush(self) -> None: ...
     def optimize(self) -> None: ...
     def close(self) -> None: ...
@@ -176,6 +180,20 @@ class EdgeStore:
         with self._lock:
             return int(self._shard.count(self._qe.CountRequest(exact=True)))
 
+    def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]:
+        """Every point with its dense vector and text, in pages of `batch` (ordered by id)."""
+        qe = self._qe
+        offset: Any = None
+        while True:
+            # The lock is held per page only, so a long copy does not stall searches.
+            with self._lock:
+                records, offset = self._shard.scroll(
+                    qe.ScrollRequest(offset=offset, limit=batch, with_payload=True, with_vector=[DENSE]))
+            if records:
+                yield [_as_point(r) for r in records]
+            if offset is None:
+                return
+
     def flush(self) -> None:
         with self._lock:
             self._shard.flush()
@@ -205,18 +223,53 @@ class QdrantServerStore:
         self._bm25 = _bm25()
         api_key = settings.api_key.get_secret_value() if settings.api_key else None
         if settings.url:
-            self._client = QdrantClient(url=settings.url, api_key=api_key, timeout=max(1, round(settings.timeout_s)))
+            tls: dict[str, Any] = {}
+            if settings.ca_cert:
+                # REST only: extra kwargs reach httpx, which takes a context (a path is deprecated).
+                # The client's version check is a bare httpx.get that cannot see this CA: it would
+                # only ever warn, so it is skipped.
+                tls = {"verify": _ca_context(settings.ca_cert), "check_compatibility": False}
+            self._client = QdrantClient(url=settings.url, api_key=api_key,
+                                        timeout=max(1, round(settings.timeout_s)), **tls)
         else:
             self._client = QdrantClient(path=str(settings.path))
-        if not self._client.collection_exists(self._collection):
-            self._client.create_collection(
-                self._collection,
-                vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
-                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            )
-            if settings.url:  # local mode has no payload indexes
-                for key in KEYWORD_INDEXES:
-                    self._client.create_payload_index(self._collection, key, models.PayloadSchemaType.KEYWORD)
+        try:
+            exists = self._client.collection_exists(self._collection)
+        except Exception as exc:
+            raise BackendUnavailable(f"cannot use Qdrant at {settings.url or settings.path}: {exc}") from exc
+        if exists:
+            self._check_dimension(dimension)
+            return
+        on_disk = settings.on_disk or None  # None leaves the server's defaults
+        self._client.create_collection(
+            self._collection,
+            vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE,
+                                                       on_disk=on_disk)},
+            sparse_vectors_config={SPARSE: models.SparseVectorParams(
+                modifier=models.Modifier.IDF, index=models.SparseIndexParams(on_disk=on_disk))},
+            # Fixed at creation on a server; local mode accepts and ignores them.
+            shard_number=settings.shard_number,
+            replication_factor=settings.replication_factor,
+            write_consistency_factor=settings.write_consistency_factor,
+            on_disk_payload=on_disk,
+        )
+        if settings.url:  # local mode has no payload indexes
+            for key in KEYWORD_INDEXES:
+                self._client.create_payload_index(self._collection, key, models.PayloadSchemaType.KEYWORD)
+
+    def _check_dimension(self, dimension: int) -> None:
+        """An existing collection must hold vectors of the embedding model's size."""
+        vectors = self._client.get_collection(self._collection).config.params.vectors
+        params = vectors.get(DENSE) if isinstance(vectors, dict) else None
+        size = getattr(params, "size", None)
+        if size is None:
+            raise BackendUnavailable(f"collection {self._collection!r} has no {DENSE!r} vector: it was not made "
+                                     "by the appliance; choose another store.collection")
+        if size != dimension:
+            raise BackendUnavailable(
+                f"collection {self._collection!r} holds {DENSE!r} vectors of size {size}, but the embedding model "
+                f"makes {dimension}: the model changed since it was filled; ingest into a new collection "
+                "(store.collection)")
 
     def upsert(self, points: list[StorePoint]) -> None:
         m = self._m
@@ -279,6 +332,17 @@ class QdrantServerStore:
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)
 
+    def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]:
+        """Every point with its dense vector and text, in pages of `batch` (ordered by id)."""
+        offset: Any = None
+        while True:
+            records, offset = self._client.scroll(self._collection, limit=batch, offset=offset,
+                                                  with_payload=True, with_vectors=[DENSE])
+            if records:
+                yield [_as_point(r) for r in records]
+            if offset is None:
+                return
+
     def flush(self) -> None:
         """Writes are acknowledged with wait=True; nothing to flush."""
 
@@ -295,6 +359,23 @@ def _merge(fused: list[tuple[str, float, dict[str, Any]]], dense: dict[str, floa
         Hit(id=pid, score=score, payload=payload, dense_score=dense.get(pid), keyword_score=sparse.get(pid))
         for pid, score, payload in fused
     ]
+
+
+def _as_point(record: Any) -> StorePoint:
+    """A scrolled record (either engine) back as the StorePoint it was written from."""
+    payload = dict(record.payload or {})
+    text = str(payload.pop("text", ""))
+    vector = record.vector[DENSE] if isinstance(record.vector, dict) else record.vector
+    return StorePoint(id=str(record.id), vector=[float(x) for x in vector], text=text, payload=payload)
+
+
+def _ca_context(ca_cert: Path) -> ssl.SSLContext:
+    """Trusts only the given CA (a PEM bundle, or a folder of hashed certs), not the system store."""
+    if not ca_cert.exists():
+        raise BackendUnavailable(f"store.ca_cert {ca_cert} does not exist")
+    if ca_cert.is_dir():
+        return ssl.create_default_context(capath=str(ca_cert))
+    return ssl.create_default_context(cafile=str(ca_cert))
 
 
 def _reading_order(records: Any) -> list[Hit]:

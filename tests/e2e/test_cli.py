@@ -77,3 +77,28 @@ def test_a_missing_reranker_model_stops_ask_before_any_question(tmp_path: Path) 
     assert "rerank.model_dir" in proc.stderr
     assert "is not a folder" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_store_migrate_moves_the_collection_to_a_qdrant_store(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    assert _cli("ingest", str(SAMPLES / "fake-memo.pdf"), str(SAMPLES / "family-day.eml"),
+                "--data-dir", str(data)).returncode == 0
+    target = tmp_path / "server.yaml"
+    target.write_text(f"store:\n  provider: qdrant\n  path: {tmp_path / 'qdrant'}\n  collection: docs\n")
+    copied = []
+    for _ in range(2):  # a second run overwrites: same count, no duplicates (migrate checks the counts)
+        proc = _cli("store", "migrate", "--to", str(target), "--data-dir", str(data))
+        assert proc.returncode == 0, proc.stderr
+        copied.append(int(proc.stdout.split(" chunks copied to the qdrant store")[0]))
+    assert copied[0] == copied[1] >= 2
+    before = _cli("ask", "How many bottles of water?", "--json", "--data-dir", str(data))
+    after = _cli("ask", "How many bottles of water?", "--json", "--data-dir", str(data), "--config", str(target))
+    assert after.returncode == 0, after.stderr
+    import json
+
+    first, second = json.loads(before.stdout), json.loads(after.stdout)
+    assert [s["path"] for s in second["sources"]] == [s["path"] for s in first["sources"]]
+    assert second["sources"][0]["path"].endswith("fake-memo.pdf")
+    bad = _cli("store", "migrate", "--to", str(tmp_path / "missing.yaml"), "--data-dir", str(data))
+    assert bad.returncode == 2
+    assert "does not exist" in bad.stderr

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from appliance.backends.common import BackendUnavailable
 from appliance.backends.embeddings import OnnxMiniLMEmbedding, build_embedding
 from appliance.backends.store import EdgeStore, QdrantServerStore, SearchSpec, StorePoint
 from appliance.backends.vector_index import ApplianceVectorStore
@@ -165,3 +166,119 @@ def test_the_embedded_store_refuses_a_second_opener(tmp_path: Path, embedding: O
             EdgeStore(tmp_path / "edge", embedding.dimension)
     finally:
         first.close()
+
+
+def _private_ca(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A CA of our own and a certificate it signed for 127.0.0.1: (ca.pem, server.pem, server.key)."""
+    import datetime
+    import ipaddress
+
+    x509 = pytest.importorskip("cryptography.x509")
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def cert(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> Any:
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                   .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    files = tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key"
+    files[0].write_bytes(cert("Test CA", ca_key, "Test CA", ca_key, True).public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(cert("qdrant", server_key, "Test CA", ca_key, False).public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(server_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                  serialization.NoEncryption()))
+    return files
+
+
+@pytest.fixture
+def tls_qdrant(tmp_path: Path) -> Iterator[tuple[str, Path, list[tuple[str, str, Any]]]]:
+    """Just enough of Qdrant's REST API over HTTPS (private CA) to create a collection: (url, ca, requests)."""
+    import json
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    ca, server_cert, server_key = _private_ca(tmp_path)
+    seen: list[tuple[str, str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self, result: Any) -> None:
+            body = json.dumps({"result": result, "status": "ok", "time": 0.0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            seen.append(("GET", self.path, None))
+            if self.path == "/":
+                body = json.dumps({"title": "qdrant - vector search engine", "version": "1.15.0"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+            else:
+                self._answer({"exists": False})
+
+        def do_PUT(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"null")
+            seen.append(("PUT", self.path.split("?")[0], body))
+            self._answer(True if "/index" not in self.path else {"operation_id": 1, "status": "completed"})
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_cert, server_key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    before = set(threading.enumerate())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}", ca, seen
+    # qdrant-client checks the server version in a thread of its own: let it end inside this test.
+    for t in set(threading.enumerate()) - before - {thread}:
+        t.join(timeout=10)
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_behind_a_private_ca_is_reached_with_ca_cert(
+        tls_qdrant: tuple[str, Path, list[tuple[str, str, Any]]]) -> None:
+    url, ca, seen = tls_qdrant
+    settings = QdrantServerStoreSettings(url=url, ca_cert=ca, collection="docs", shard_number=2,
+                                         replication_factor=2, write_consistency_factor=2, on_disk=True)
+    QdrantServerStore(settings, 384).close()
+    created = next(body for method, path, body in seen if method == "PUT" and path == "/collections/docs")
+    assert created["vectors"]["dense"] == {"size": 384, "distance": "Cosine", "on_disk": True}
+    assert created["sparse_vectors"]["bm25"] == {"index": {"on_disk": True}, "modifier": "idf"}
+    assert (created["shard_number"], created["replication_factor"], created["write_consistency_factor"],
+            created["on_disk_payload"]) == (2, 2, 2, True)
+    indexed = {body["field_name"] for method, path, body in seen if path == "/collections/docs/index"}
+    assert indexed == {"acl_groups", "doc_id", "path"}
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")  # it cannot verify the server either
+def test_a_private_ca_is_not_trusted_without_ca_cert(tls_qdrant: tuple[str, Path, list[Any]]) -> None:
+    url, _ca, _seen = tls_qdrant
+    with pytest.raises(BackendUnavailable, match="CERTIFICATE_VERIFY_FAILED"):
+        QdrantServerStore(QdrantServerStoreSettings(url=url, collection="docs"), 384)
+
+
+def test_a_missing_ca_cert_is_named(tmp_path: Path) -> None:
+    settings = QdrantServerStoreSettings(url="https://127.0.0.1:1", ca_cert=tmp_path / "nope.pem")
+    with pytest.raises(BackendUnavailable, match=r"store\.ca_cert .*nope\.pem does not exist"):
+        QdrantServerStore(settings, 384)

@@ -1,0 +1,21 @@
+"""JSON 404/405 for /v1 paths no route takes (the UI mounted at / would otherwise answer them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+
+from appliance.api.errors import ApiError
+
+router = APIRouter()
+
+
+@router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def unmatched(rest: str, request: Request) -> None:
+    path = request.url.path
+    from appliance.api import documents, openai_compat
+
+    known = [r for m in (openai_compat, documents) for r in m.router.routes if isinstance(r, APIRoute)]
+    if any(r.path_regex.match(path) for r in known):
+        raise ApiError(405, f"{request.method} is not allowed on {path}")
+    raise ApiError(404, f"no such endpoint: {request.method} {path}")
