@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
     from appliance.apikeys import ApiKeys
-    from appliance.backends.embeddings import OnnxMiniLMEmbedding, TokenCounter
+    from appliance.backends.embeddings import Embedding, TokenCounter
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
@@ -35,7 +35,7 @@ class Services:
         self.write_lock = threading.Lock()
 
     @cached_property
-    def embedding(self) -> OnnxMiniLMEmbedding:
+    def embedding(self) -> Embedding:
         from appliance.backends.embeddings import build_embedding
 
         return build_embedding(self.settings.embeddings)

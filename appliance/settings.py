@@ -191,6 +191,27 @@ class EmbeddedEmbeddingSettings(Section):
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
 
 
+class OllamaEmbeddingSettings(Section):
+    """An embedding model served by Ollama. Changing the model needs a new collection (other vectors)."""
+
+    provider: Literal["ollama"] = "ollama"
+    host: str = Field("http://127.0.0.1:11434", description="Ollama's URL.")
+    model: str = Field(description="Embedding model tag, e.g. bge-m3 or nomic-embed-text.")
+    batch_size: int = Field(32, ge=1, description="Texts per /api/embed request.")
+    keep_alive: str = Field("30m", description="How long Ollama keeps the model loaded (sent with every call).")
+    timeout_s: float = Field(120.0, gt=0, description="Request timeout.")
+    query_prefix: str = Field("", description="Put before every question (nomic-embed-text: 'search_query: ').")
+    document_prefix: str = Field(
+        "", description="Put before every chunk (nomic-embed-text: 'search_document: ')."
+    )
+
+
+EmbeddingSettings = Annotated[
+    Annotated[EmbeddedEmbeddingSettings, Tag("embedded")] | Annotated[OllamaEmbeddingSettings, Tag("ollama")],
+    _provider_or("embedded"),
+]
+
+
 class EmbeddedStoreSettings(Section):
     """Qdrant Edge: the real Qdrant engine in-process, one shard in the data directory."""
 
@@ -340,8 +361,8 @@ class Settings(BaseSettings):
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     llm: LLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
-    embeddings: EmbeddedEmbeddingSettings = Field(
-        default_factory=EmbeddedEmbeddingSettings, description="Embedding model."
+    embeddings: EmbeddingSettings = Field(
+        default_factory=EmbeddedEmbeddingSettings, description="Embedding model (in-process, or Ollama)."
     )
     store: StoreSettings = Field(default_factory=EmbeddedStoreSettings, description="Vector store.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")

@@ -1,6 +1,6 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding] [--points 100000]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api] [--points 100000]
 
 Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
@@ -314,7 +314,7 @@ def main() -> None:
 
     enforce_offline()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="pdf,embed,ingest,store,ask,retrieval,grounding")
+    parser.add_argument("--only", default="pdf,embed,ingest,store,ask,retrieval,grounding,api")
     parser.add_argument("--datasets", default="scifact,cranfield", help="BEIR sets under ../shared/eval")
     parser.add_argument("--data-dir", type=Path, default=ROOT / "data", help="where the eval stores are kept")
     parser.add_argument("--points", type=int, default=100_000)
@@ -322,7 +322,7 @@ def main() -> None:
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding"}
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
@@ -340,6 +340,10 @@ def main() -> None:
         rows += bench_retrieval(args.datasets.split(","), args.data_dir)
     if "grounding" in only:
         rows += bench_grounding(args.data_dir)
+    if "api" in only:
+        from benchmarks.api import bench_api
+
+        rows += bench_api()
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")

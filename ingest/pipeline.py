@@ -24,7 +24,7 @@ from ingest.manifest import FileRecord, Manifest
 from ingest.parse import SUPPORTED_SUFFIXES, ParseError, parse_file
 
 if TYPE_CHECKING:
-    from appliance.backends.embeddings import OnnxMiniLMEmbedding
+    from appliance.backends.embeddings import Embedding
     from appliance.backends.store import ChunkStore, StorePoint
     from appliance.settings import IngestSettings
 
@@ -74,7 +74,7 @@ ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), 
 
 class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
-                 embedding: OnnxMiniLMEmbedding, chunker: Chunker) -> None:
+                 embedding: Embedding, chunker: Chunker) -> None:
         self._settings = settings
         self._manifest = manifest
         self._store = store

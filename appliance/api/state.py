@@ -85,12 +85,13 @@ def require_api_key(request: Request) -> str | None:
     """The key's name; a key is needed whenever the server listens beyond loopback (server.require_api_key)."""
     state: AppState = request.app.state.appliance
     token = _bearer(request)
+    if not state.services.settings.server.api_key_required:
+        # OpenAI clients always send some key ("none", "sk-..."): on loopback without keys, any goes.
+        return state.services.api_keys.verify(token) if token else None
     if token is None:
-        if state.services.settings.server.api_key_required:
-            raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' "
-                                "(an administrator creates one with `appliance keys create NAME`)",
-                           headers={"WWW-Authenticate": "Bearer"})
-        return None
+        raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' "
+                            "(an administrator creates one with `appliance keys create NAME`)",
+                       headers={"WWW-Authenticate": "Bearer"})
     name = state.services.api_keys.verify(token)
     if name is None:
         raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})

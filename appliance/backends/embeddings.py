@@ -17,7 +17,7 @@ from pydantic import PrivateAttr
 from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
-    from appliance.settings import EmbeddedEmbeddingSettings
+    from appliance.settings import EmbeddingSettings, OllamaEmbeddingSettings
 
 MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 256
@@ -142,7 +142,87 @@ class OnnxMiniLMEmbedding(BaseEmbedding):
         return self._get_text_embedding(text)
 
 
-def build_embedding(settings: EmbeddedEmbeddingSettings) -> OnnxMiniLMEmbedding:
+class OllamaEmbedding(BaseEmbedding):
+    """An embedding model served by Ollama (/api/embed), batched; vectors L2-normalised for cosine."""
+
+    host: str = ""
+    keep_alive: str = "30m"
+    query_prefix: str = ""
+    document_prefix: str = ""
+    _client: Any = PrivateAttr()
+    _dimension: int | None = PrivateAttr(default=None)
+
+    def __init__(self, settings: OllamaEmbeddingSettings) -> None:
+        super().__init__(model_name=settings.model, embed_batch_size=settings.batch_size, host=settings.host,
+                         keep_alive=settings.keep_alive, query_prefix=settings.query_prefix,
+                         document_prefix=settings.document_prefix)
+        try:
+            import ollama
+        except ImportError:
+            raise BackendUnavailable("the ollama client is not installed: pip install ollama") from None
+        self._client = ollama.Client(host=settings.host, timeout=settings.timeout_s)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OllamaEmbedding"
+
+    @property
+    def dimension(self) -> int:
+        """Asked of the model once (a probe text): the store's collection is created with it."""
+        if self._dimension is None:
+            self._dimension = int(self._call(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def _call(self, texts: list[str]) -> np.ndarray:
+        import httpx
+        import ollama
+
+        try:
+            reply = self._client.embed(model=self.model_name, input=texts, truncate=True, keep_alive=self.keep_alive)
+        except (ConnectionError, httpx.TransportError):
+            raise BackendUnavailable(f"cannot reach Ollama at {self.host} for embeddings: is it running "
+                                     "(`ollama serve`)?") from None
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise BackendUnavailable(f"Ollama at {self.host} has no model {self.model_name!r}: run "
+                                         f"`ollama pull {self.model_name}`") from None
+            raise BackendUnavailable(f"Ollama embeddings: {exc.error} (HTTP {exc.status_code})") from None
+        vectors = np.asarray(reply.embeddings, dtype=np.float32)
+        if vectors.ndim != 2 or len(vectors) != len(texts):
+            raise BackendUnavailable(f"Ollama returned {len(vectors)} embeddings for {len(texts)} texts")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalised: np.ndarray = vectors / np.clip(norms, 1e-12, None)
+        return normalised
+
+    def embed(self, texts: list[str], prefix: str | None = None) -> np.ndarray:
+        lead = self.document_prefix if prefix is None else prefix
+        inputs = [lead + (t if t.strip() else " ") for t in texts]
+        size = self.embed_batch_size
+        parts = [self._call(inputs[i : i + size]) for i in range(0, len(inputs), size)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return [float(x) for x in self.embed([query], prefix=self.query_prefix)[0]]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return [float(x) for x in self.embed([text])[0]]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in row] for row in self.embed(texts)]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+Embedding = OnnxMiniLMEmbedding | OllamaEmbedding
+
+
+def build_embedding(settings: EmbeddingSettings) -> Embedding:
+    if settings.provider == "ollama":
+        return OllamaEmbedding(settings)
     model, tokenizer = minilm_files()
     try:
         return OnnxMiniLMEmbedding(model, tokenizer, batch_size=settings.batch_size,

@@ -58,6 +58,16 @@ SCRIPT = textwrap.dedent(
     chat, sources = json.loads(lines[done + 1].removeprefix("data: "))[:2]
     print(json.dumps({"page_has_gradio": "gradio" in page.lower(), "chat": chat, "sources": sources}))
     EOF
+    # The OpenAI-compatible API, as a program uses it.
+    "$PY" - <<'EOF' > "$OUT/api.json"
+    import json
+    from openai import OpenAI
+    client = OpenAI(base_url="http://127.0.0.1:7899/v1", api_key="none", max_retries=0)
+    reply = client.chat.completions.create(
+        model="rag-appliance", messages=[{"role": "user", "content": "How many bottles of water were delivered?"}])
+    print(json.dumps({"text": reply.choices[0].message.content, "sources": reply.model_extra["sources"]}))
+    EOF
+    "$PY" -m appliance.cli doctor --json --data-dir "$DATA" > "$OUT/doctor.json" || true
     """
 )
 
@@ -98,3 +108,11 @@ def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
     text = json.dumps(answer["content"])
     assert "family-day.eml" in text  # the citation footer
     assert "family-day.eml" in ui["sources"]
+
+    api = json.loads((out / "api.json").read_text())
+    assert api["sources"][0]["file_name"] == "fake-memo.pdf"
+    assert "[1] fake-memo.pdf, page 1" in api["text"]
+
+    doctor = {c["name"]: c for c in json.loads((out / "doctor.json").read_text())}
+    assert doctor["telemetry"]["status"] == "ok", doctor["telemetry"]
+    assert doctor["remote endpoints"]["status"] == "ok"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,7 +47,10 @@ def ollama() -> Iterator[tuple[str, Replay]]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
             replay.requests.append((self.path, body, dict(self.headers)))
-            status, kind, payload = replay.responses.get(self.path, (404, "application/json", b'{"error":"no"}'))
+            if self.path == "/api/embed" and self.path not in replay.responses:
+                status, kind, payload = 200, "application/json", _embed_reply(body)
+            else:
+                status, kind, payload = replay.responses.get(self.path, (404, "application/json", b'{"error":"no"}'))
             self.send_response(status)
             self.send_header("content-type", kind)
             self.send_header("content-length", str(len(payload)))
@@ -64,6 +68,18 @@ def ollama() -> Iterator[tuple[str, Replay]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _embed_reply(body: dict[str, Any]) -> bytes:
+    """/api/embed's response shape, with vectors hashed from the words: texts sharing words are close."""
+    vectors = []
+    for text in body["input"]:
+        v = [0.0] * 64
+        for word in text.lower().split():
+            v[zlib.crc32(word.strip(".,:;?!").encode()) % 64] += 1.0
+        vectors.append(v)
+    return json.dumps({"model": body["model"], "embeddings": vectors, "total_duration": 14143917,
+                       "load_duration": 1019500, "prompt_eval_count": 8}).encode()
 
 
 def _llm(host: str, **extra: Any) -> OllamaLLM:
@@ -153,3 +169,50 @@ def test_answers_through_the_rag_engine(ollama: tuple[str, Replay], data_dir: Pa
     assert "[1] " in prompt  # the passage went to the model, numbered
     assert "bottles" in prompt
     assert replay.requests[-1][1]["options"]["num_ctx"] == 8192
+
+
+def test_embeddings_are_batched_normalised_and_prefixed(ollama: tuple[str, Replay]) -> None:
+    import numpy as np
+
+    from appliance.backends.embeddings import OllamaEmbedding
+    from appliance.settings import OllamaEmbeddingSettings
+
+    host, replay = ollama
+    emb = OllamaEmbedding(OllamaEmbeddingSettings(host=host, model="nomic-embed-text", batch_size=2,
+                                                  keep_alive="5m", query_prefix="search_query: ",
+                                                  document_prefix="search_document: "))
+    assert emb.dimension == 64  # probed once
+    vectors = emb.embed(["one", "two", "three", "four", "five"])
+    assert vectors.shape == (5, 64)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+    calls = [body for path, body, _ in replay.requests if path == "/api/embed"]
+    assert [len(c["input"]) for c in calls] == [1, 2, 2, 1]
+    assert calls[1] == {"model": "nomic-embed-text", "input": ["search_document: one", "search_document: two"],
+                        "truncate": True, "keep_alive": "5m"}
+    emb.get_query_embedding("how many?")
+    assert replay.requests[-1][1]["input"] == ["search_query: how many?"]
+
+
+def test_ingest_and_search_with_ollama_embeddings(ollama: tuple[str, Replay], data_dir: Path) -> None:
+    from tests.conftest import SAMPLES, make_services
+
+    host, _ = ollama
+    services = make_services(data_dir, embeddings={"provider": "ollama", "host": host, "model": "bge-m3"})
+    try:
+        report = services.ingest_pipeline.run([SAMPLES / "fake-memo.pdf", SAMPLES / "family-day.eml"])
+        assert report.count("added") == 2
+        found = services.rag.search("bottles of water blankets laptops delivered")
+    finally:
+        services.close()
+    assert found[0].file_name == "fake-memo.pdf"
+
+
+def test_a_missing_embedding_model_says_how_to_pull_it(ollama: tuple[str, Replay]) -> None:
+    from appliance.backends.embeddings import OllamaEmbedding
+    from appliance.settings import OllamaEmbeddingSettings
+
+    host, replay = ollama
+    replay.serve("/api/embed", "model_not_found.json", status=404)
+    emb = OllamaEmbedding(OllamaEmbeddingSettings(host=host, model="bge-m3"))
+    with pytest.raises(BackendUnavailable, match="run `ollama pull bge-m3`"):
+        emb.embed(["text"])
