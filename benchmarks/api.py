@@ -38,8 +38,10 @@ def _concurrently(clients: int, per_client: int, one: Callable[[int], float]) ->
     """Each of `clients` threads runs `per_client` calls; returns every call's milliseconds."""
     out: list[float] = []
     lock = threading.Lock()
+    start = threading.Barrier(clients)  # all clients at once, not as fast as threads happen to start
 
     def client(c: int) -> None:
+        start.wait()
         for i in range(per_client):
             ms = one(c * per_client + i)
             with lock:
@@ -85,8 +87,8 @@ def bench_api(levels: tuple[int, ...] = (1, 10, 50)) -> list[Row]:
                     first = time.perf_counter()
             return ((first or time.perf_counter()) - t) * 1000
 
-        local_s = {c: _concurrently(c, max(1, 40 // c), local_search) for c in levels}
-        local_t = {c: _concurrently(c, 1 if c > 1 else 4, local_ttft) for c in levels}
+        local_s = {c: _concurrently(c, max(2, 40 // c), local_search) for c in levels}
+        local_t = {c: _concurrently(c, 1 if c > 1 else 8, local_ttft) for c in levels}
         services.close()
 
         port = _free_port()
@@ -119,8 +121,8 @@ def bench_api(levels: tuple[int, ...] = (1, 10, 50)) -> list[Row]:
                             first = time.perf_counter()
                 return ((first or time.perf_counter()) - t) * 1000
 
-            api_s = {c: _concurrently(c, max(1, 40 // c), api_search) for c in levels}
-            api_t = {c: _concurrently(c, 1 if c > 1 else 4, api_ttft) for c in levels}
+            api_s = {c: _concurrently(c, max(2, 40 // c), api_search) for c in levels}
+            api_t = {c: _concurrently(c, 1 if c > 1 else 8, api_ttft) for c in levels}
             http.close()
         finally:
             server.terminate()
