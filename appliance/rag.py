@@ -165,10 +165,12 @@ class RagEngine:
         return rewritten
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (),
-               groups: list[str] | None = None, whole_document: bool = False) -> Iterator[str | Answer]:
+               groups: list[str] | None = None, whole_document: bool = False,
+               max_tokens: int | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text as it is generated, then the final Answer.
 
-        whole_document: answer from the whole of the best-matching document, when it fits."""
+        whole_document: answer from the whole of the best-matching document, when it fits.
+        max_tokens: a shorter answer than the model's max_answer_tokens (never a longer one)."""
         question = " ".join(question.split())
         if not question:
             yield Answer(question, "Please ask a question.", [], grounded=False)
@@ -203,7 +205,8 @@ class RagEngine:
             ChatMessage(role=MessageRole.USER, content=f"Context:\n{context}\n\nQuestion: {question}"),
         ]
         text = ""
-        for chunk in self._llm().stream_chat(messages):
+        limit = {"max_tokens": min(max_tokens, self._llm().metadata.num_output)} if max_tokens else {}
+        for chunk in self._llm().stream_chat(messages, **limit):
             delta = chunk.delta or ""
             text += delta
             if delta:

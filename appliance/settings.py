@@ -135,8 +135,10 @@ class OllamaLLMSettings(ChatModelSettings):
     max_answer_tokens: int = Field(1024, ge=16, description="Most tokens generated for one answer (num_predict).")
     temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
     system_prompt: str = Field(CITE_PROMPT, description="System message of every answer.")
-    keep_alive: str = Field(
-        "30m", description="How long Ollama keeps the model loaded after a request (sent with every call; -1 = always)."
+    keep_alive: str | int = Field(
+        "30m",
+        description="How long Ollama keeps the model loaded after a request, sent with every call: a duration "
+        "('30m', '2h') or seconds as a number; -1 keeps it loaded.",
     )
     timeout_s: float = Field(600.0, gt=0, description="Most seconds to wait for Ollama's first reply.")
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers (e.g. a proxy's auth).")
@@ -343,6 +345,11 @@ RerankSettings = Annotated[
 
 class UISettings(Section):
     title: str = Field("Private document assistant", description="Title of the chat page.")
+    enabled: bool = Field(
+        True,
+        description="Serve the chat page at /. It has no sign-in yet (nor has its Gradio API): beyond loopback, "
+        "turn it off to expose only the /v1 API, which requires keys.",
+    )
 
 
 def _default_data_dir() -> Path:

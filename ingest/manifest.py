@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,45 +53,54 @@ class Manifest:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        # The server reads and writes from several threads: one statement (and its commit) at a time.
+        self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
         self._db.commit()
 
     def get(self, path: str) -> FileRecord | None:
-        row = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
-        return _record(row) if row else None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+            return _record(row) if row else None
 
     def put(self, rec: FileRecord) -> None:
-        rec.ingested_at = rec.ingested_at or time.time()
-        self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
-             json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at),
-        )
-        self._db.commit()
+        with self._lock:
+            rec.ingested_at = rec.ingested_at or time.time()
+            self._db.execute(
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
+                 json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at),
+            )
+            self._db.commit()
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
-        self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
-        self._db.commit()
+        with self._lock:
+            self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
+            self._db.commit()
 
     def remove(self, path: str) -> None:
-        self._db.execute("DELETE FROM files WHERE path = ?", (path,))
-        self._db.commit()
+        with self._lock:
+            self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+            self._db.commit()
 
     def under(self, root: str) -> Iterator[FileRecord]:
         """Rows for files at or below root (a file path or a folder)."""
-        prefix = root.rstrip("/") + "/"
-        rows = self._db.execute(
-            "SELECT * FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
-            (root, len(prefix), prefix),
-        ).fetchall()
-        return (_record(r) for r in rows)
+        with self._lock:
+            prefix = root.rstrip("/") + "/"
+            rows = self._db.execute(
+                "SELECT * FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
+                (root, len(prefix), prefix),
+            ).fetchall()
+            return (_record(r) for r in rows)
 
     def all(self) -> list[FileRecord]:
-        return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY path").fetchall()]
+        with self._lock:
+            return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY path").fetchall()]
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
 
 def _record(row: tuple[object, ...]) -> FileRecord:

@@ -22,6 +22,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
 
     from appliance.api import documents, openai_compat, unmatched
     from appliance.api.errors import install_error_handlers
+    from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
     from appliance.api.state import AppState, require_api_key
 
@@ -37,7 +38,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:  # on the event loop: answers even when every worker thread is busy
         """Liveness: the process answers."""
         return {"status": "ok"}
 
@@ -46,8 +47,9 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         """Readiness: the store answers and the chat model is loaded (or its server has it)."""
         try:
             detail = await run_in_threadpool(_readiness, services)
-        except Exception as exc:  # report, don't crash the probe
-            return JSONResponse({"status": "not ready", "error": str(exc)}, status_code=503)
+        except Exception as exc:  # report, don't crash the probe; the detail (hosts, paths) goes to the log only
+            log.warning("not ready: %s", exc)
+            return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
         return {"status": "ready", **detail}
 
     @app.get("/metrics", tags=["Health"], response_class=Response)
@@ -65,27 +67,48 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         blocks = build_chat_ui(services)
         app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
                                   show_error=True, enable_monitoring=False, mcp_server=False, pwa=False)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    server = services.settings.server
+    limit = server.max_upload_files * int(services.settings.ingest.max_file_mb * (1 << 20)) + (1 << 20)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limit)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts the 413s too
     return app
 
 
-_READY_CACHE: dict[int, tuple[float, str]] = {}
+class _NotReady(Exception):
+    def __init__(self, component: str, cause: Exception) -> None:
+        super().__init__(f"{component}: {cause}")
+        self.component = component
+
+
+def _component(exc: Exception) -> str:
+    return f"{exc.component} unavailable (see the server log)" if isinstance(exc, _NotReady) else "not ready"
+
+
+_READY_CACHE: dict[int, tuple[float, str | Exception]] = {}
 
 
 def _readiness(services: Services) -> dict[str, Any]:
     import time
 
-    chunks = services.store.count()
-    llm = services.llm
+    try:
+        chunks = services.store.count()
+    except Exception as exc:
+        raise _NotReady("store", exc) from exc
     if services.settings.llm.provider == "embedded":
-        model = llm.metadata.model_name
-    else:  # ask the model server, at most every 15 s: probes come often
-        cached = _READY_CACHE.get(id(services))
-        if cached is None or time.monotonic() - cached[0] > 15:
-            cached = (time.monotonic(), llm.check())
-            _READY_CACHE[id(services)] = cached
-        model = cached[1]
-    return {"chunks": chunks, "model": model}
+        return {"chunks": chunks, "model": services.llm.metadata.model_name}
+    # Ask the model server at most every 15 s, failures included: probes come often, and a hung
+    # server must not tie up a thread per probe.
+    cached = _READY_CACHE.get(id(services))
+    if cached is None or time.monotonic() - cached[0] > 15:
+        try:
+            outcome: str | Exception = services.llm.check()
+        except Exception as exc:
+            outcome = exc
+        cached = (time.monotonic(), outcome)
+        _READY_CACHE[id(services)] = cached
+    if isinstance(cached[1], Exception):
+        raise _NotReady("chat model", cached[1])
+    return {"chunks": chunks, "model": cached[1]}
 
 
 def _version() -> str:
@@ -115,16 +138,21 @@ def serve(services: Services) -> None:
     services.embedding.embed(["warm up"])
     print(f"Chat model: {services.llm.check()}", flush=True)  # a remote model that is missing fails here
     _ = services.rag  # builds the reranker, if one is configured
-    app = create_app(services)
+    app = create_app(services, ui=services.settings.ui.enabled)
     cfg = services.settings.server
     if cfg.api_key_required and not services.api_keys.list():
         print("NOTE: the API (/v1) needs an API key and none exists yet: create one with "
               "`appliance keys create NAME`.", flush=True)
-    if not cfg.loopback_only:
+    if not cfg.loopback_only and not cfg.api_key_required:
+        log.warning("API on %s without keys (server.require_api_key: false)", cfg.host)
+        print(f"WARNING: server.require_api_key is false on {cfg.host}: anyone who reaches port {cfg.port} "
+              "can use /v1 without a key.", flush=True)
+    if not cfg.loopback_only and services.settings.ui.enabled:
         # Sign-in for the chat page arrives with the users-and-permissions work; until then, say it loudly.
         log.warning("chat page on %s without sign-in: anyone who reaches this port can read the documents", cfg.host)
         print(f"WARNING: the chat page on {cfg.host} has no sign-in: anyone who reaches port {cfg.port} "
-              "can query the documents through it. Use 127.0.0.1 or a reverse proxy with authentication.", flush=True)
+              "can query the documents through it (and through its Gradio API). Use 127.0.0.1, a reverse proxy "
+              "with authentication, or ui.enabled: false to serve only the keyed /v1 API.", flush=True)
     log.info("serving on http://%s:%d", cfg.host, cfg.port)
     print(f"Chat UI: http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)

@@ -64,8 +64,9 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
             loop.call_soon_threadsafe(queue.put_nowait, (ok, value))
 
     def produce() -> None:
-        gen = make()
+        gen = None
         try:
+            gen = make()
             for item in gen:
                 if stop.is_set():
                     break

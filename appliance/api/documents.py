@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import time
+import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
+import anyio
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
@@ -52,9 +54,7 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
 def _find(state: AppState, doc_id: str) -> FileRecord:
     from ingest.pipeline import doc_id_of
 
-    with state.services.write_lock:
-        records = state.services.manifest.all()
-    for rec in records:
+    for rec in state.services.manifest.all():
         if doc_id_of(rec.path) == doc_id:
             return rec
     raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
@@ -64,13 +64,15 @@ def _safe_name(name: str | None) -> str:
     base = _UNSAFE.sub("_", os.path.basename((name or "").replace("\\", "/"))).strip()
     if not base or base.startswith("."):
         raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
-    return base[:200]
+    stem, suffix = os.path.splitext(base)
+    while len((stem + suffix).encode("utf-8")) > 200:  # file systems count bytes, not characters
+        stem = stem[:-1]
+    return stem + suffix
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
 def list_documents(state: State) -> DocumentList:
-    with state.services.write_lock:
-        records = state.services.manifest.all()
+    records = state.services.manifest.all()
     upload_dir = state.services.settings.upload_dir.absolute()
     return DocumentList(documents=[_document(r, upload_dir) for r in records])
 
@@ -104,7 +106,7 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
     parts: list[tuple[Path, Path]] = []
     try:
         for upload, name in zip(files, names, strict=True):
-            part = upload_dir / f".{name}.{os.getpid()}.part"
+            part = upload_dir / f".{uuid.uuid4().hex}.part"  # unique: two uploads of one name never mix
             size = 0
             with part.open("wb") as out:
                 parts.append((part, upload_dir / name))
@@ -137,22 +139,34 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
                                         id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
         return results
 
-    results = await run_in_threadpool(ingest)
+    # One thread for all writers: uploads waiting their turn hold no thread of the shared pool.
+    results = await anyio.to_thread.run_sync(ingest, limiter=_writer(state))
     failed = sum(r.status in ("failed", "skipped") for r in results)
     status = 201 if not failed else 422 if failed == len(results) else 207
     return JSONResponse(UploadResponse(files=results).model_dump(), status_code=status)
 
 
+def _writer(state: AppState) -> anyio.CapacityLimiter:
+    if state.writer is None:
+        state.writer = anyio.CapacityLimiter(1)
+    return state.writer
+
+
 @router.delete("/v1/documents/{doc_id}", response_model=Deleted, responses=ERRORS)
-def delete_document(doc_id: str, state: State) -> Deleted:
+async def delete_document(doc_id: str, state: State) -> Deleted:
     """Remove a document's chunks and its manifest row. An uploaded file is deleted too; a file from an
     ingested folder stays on disk, and comes back if that folder is ingested again."""
-    rec = _find(state, doc_id)
-    with state.services.write_lock:
-        result = state.services.ingest_pipeline.remove(rec.path)
-        path = Path(rec.path)
-        if path.parent == state.services.settings.upload_dir.absolute():
-            path.unlink(missing_ok=True)
+    rec = await run_in_threadpool(_find, state, doc_id)
+
+    def remove() -> Any:
+        with state.services.write_lock:
+            result = state.services.ingest_pipeline.remove(rec.path)
+            path = Path(rec.path)
+            if path.parent == state.services.settings.upload_dir.absolute():
+                path.unlink(missing_ok=True)
+        return result
+
+    result = await anyio.to_thread.run_sync(remove, limiter=_writer(state))
     if result is None:
         raise ApiError(404, f"no document with id {doc_id!r}")
     return Deleted(id=doc_id, chunks=result.chunks)

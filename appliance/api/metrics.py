@@ -12,6 +12,7 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
+_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -71,5 +72,7 @@ class MetricsMiddleware:
             await self._app(scope, receive, sending)
         finally:
             route = _route_of(scope)
-            self._metrics.requests.labels(scope.get("method", ""), route, str(status)).inc()
+            method = scope.get("method", "")
+            method = method if method in _METHODS else "other"  # the request line is the client's to invent
+            self._metrics.requests.labels(method, route, str(status)).inc()
             self._metrics.latency.labels(route).observe(time.perf_counter() - started)

@@ -9,6 +9,7 @@ unless `sources_in_text` is false, as a numbered list after the answer text.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from appliance.rag import Source as RagSource
 
 router = APIRouter(tags=["OpenAI-compatible"])
+log = logging.getLogger("appliance.api")
 
 
 def source_out(s: RagSource) -> Source:
@@ -87,8 +89,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         state.metrics.answers.labels("busy").inc()
         raise ApiError(503, str(Busy("the model is busy: every place in the queue is taken; try again shortly")))
 
+    limit = body.max_completion_tokens or body.max_tokens
+
     def make() -> Any:
-        return state.services.rag.stream(question, history, groups=None, whole_document=body.whole_document)
+        return state.services.rag.stream(question, history, groups=None, whole_document=body.whole_document,
+                                         max_tokens=limit)
 
     if not body.stream:
         answer = None
@@ -119,6 +124,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
                             grounded=event.grounded)
         except ApiError as exc:  # after the 200 went out, an error can only be an event of the stream
             yield f"data: {json.dumps(exc.body())}\n\n"
+        except Exception:
+            ref = uuid.uuid4().hex[:12]
+            log.exception("answer failed mid-stream (reference %s)", ref)
+            error = ApiError(500, f"internal error (reference {ref}; details are in the server log)")
+            yield f"data: {json.dumps(error.body())}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",

@@ -68,6 +68,9 @@ class ChatCompletionRequest(BaseModel):
     messages: list[ChatMessageIn] = Field(min_length=1, description="The last message is the user's question; "
                                           "earlier user/assistant turns make follow-ups standalone.")
     stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, description="Most answer tokens (capped by llm.max_answer_tokens).")
+    max_completion_tokens: int | None = Field(None, ge=1, description="The newer name of max_tokens.")
+    n: int = Field(1, ge=1, le=1, description="One answer per request.")
     sources_in_text: bool = Field(True, description="Append a numbered 'Sources:' list to the answer text.")
     whole_document: bool = Field(False, description="Answer from the whole best-matching document when it fits.")
 

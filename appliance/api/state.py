@@ -6,9 +6,11 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Request
+import anyio
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
 from appliance.api.errors import ApiError
@@ -29,6 +31,7 @@ class AppState:
         self.model_id = server.model_id
         self.started = int(time.time())
         self.gate = AnswerGate(services.settings.llm.max_parallel, server.max_queued)
+        self.writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)
@@ -73,18 +76,16 @@ class AppState:
             m.answers.labels(outcome).inc()
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    return request.headers.get("x-api-key") or None
+# Declared for the OpenAPI schema (clients see that /v1 takes a bearer key); checked below, so that a
+# missing key is our JSON 401 and not FastAPI's.
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `appliance keys create NAME`.")
 
 
-def require_api_key(request: Request) -> str | None:
+def require_api_key(request: Request,
+                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> str | None:
     """The key's name; a key is needed whenever the server listens beyond loopback (server.require_api_key)."""
     state: AppState = request.app.state.appliance
-    token = _bearer(request)
+    token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
     if not state.services.settings.server.api_key_required:
         # OpenAI clients always send some key ("none", "sk-..."): on loopback without keys, any goes.
         return state.services.api_keys.verify(token) if token else None

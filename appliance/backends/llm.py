@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CHECK_TIMEOUT_S = 10.0
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -162,9 +163,10 @@ class OllamaLLM(StreamingChatLLM):
     Every request carries num_ctx (Ollama's default of 2k-4k tokens silently drops the start of a long
     prompt: ollama #10980) and keep_alive (so the model stays loaded between questions)."""
 
-    keep_alive: str = "30m"
     host: str = ""
+    keep_alive: str | int = "30m"
     _client: Any = PrivateAttr()
+    _probe: Any = PrivateAttr()
 
     def __init__(self, settings: OllamaLLMSettings) -> None:
         super().__init__(
@@ -177,6 +179,8 @@ class OllamaLLM(StreamingChatLLM):
         except ImportError:
             raise BackendUnavailable("the ollama client is not installed: pip install ollama") from None
         self._client = ollama.Client(host=settings.host, timeout=settings.timeout_s, headers=settings.headers or None)
+        # Checks (start-up, /readyz) must not wait as long as an answer may.
+        self._probe = ollama.Client(host=settings.host, timeout=CHECK_TIMEOUT_S, headers=settings.headers or None)
 
     def options(self, **kwargs: Any) -> dict[str, Any]:
         return {"num_ctx": self.context_window, "num_predict": kwargs.get("max_tokens", self.num_output),
@@ -191,7 +195,7 @@ class OllamaLLM(StreamingChatLLM):
         import ollama
 
         try:
-            info = self._client.show(self.model_name)
+            info = self._probe.show(self.model_name)
         except (ConnectionError, httpx.TransportError):
             raise BackendUnavailable(
                 f"cannot reach Ollama at {self.host}: start it (`ollama serve` or `systemctl start ollama`) "
@@ -231,6 +235,8 @@ class OllamaLLM(StreamingChatLLM):
             raise BackendUnavailable(f"cannot reach Ollama at {self.host}: is it running (`ollama serve`)?") from None
         except httpx.TimeoutException:
             raise BackendUnavailable(f"Ollama at {self.host} did not answer within llm.timeout_s") from None
+        except httpx.TransportError as exc:  # the connection broke mid-answer (Ollama restarted, say)
+            raise BackendUnavailable(f"Ollama at {self.host} broke off the answer: {exc}") from None
         except ollama.ResponseError as exc:
             raise BackendUnavailable(f"Ollama: {exc.error} (HTTP {exc.status_code})") from None
 
@@ -262,7 +268,7 @@ class OpenAICompatibleLLM(StreamingChatLLM):
         import openai
 
         try:
-            served = [m.id for m in self._client.models.list()]
+            served = [m.id for m in self._client.with_options(timeout=CHECK_TIMEOUT_S).models.list()]
         except openai.APIConnectionError:
             raise BackendUnavailable(f"cannot reach the model server at {self.base_url}: is it running?") from None
         except openai.AuthenticationError:
@@ -277,6 +283,7 @@ class OpenAICompatibleLLM(StreamingChatLLM):
         return f"{self.model_name} at {self.base_url}"
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        import httpx
         import openai
 
         try:
@@ -297,6 +304,8 @@ class OpenAICompatibleLLM(StreamingChatLLM):
         except openai.APIStatusError as exc:
             raise BackendUnavailable(f"the model server at {self.base_url}: HTTP {exc.status_code}: "
                                      f"{_error_message(exc)}") from None
+        except (openai.APIError, httpx.TransportError) as exc:  # the stream broke off mid-answer
+            raise BackendUnavailable(f"the model server at {self.base_url} broke off the answer: {exc}") from None
 
 
 def _error_message(exc: Any) -> str:

@@ -55,7 +55,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     key = subprocess.run([*cli, "keys", "create", "tests", "--data-dir", str(data)], check=True, cwd=ROOT,
                          capture_output=True, text=True).stdout.strip()
     env = {"APPLIANCE_SERVER__REQUIRE_API_KEY": "true", "APPLIANCE_SERVER__MAX_QUEUED": str(QUEUE),
-           "APPLIANCE_LLM__MAX_ANSWER_TOKENS": str(MAX_TOKENS)}
+           "APPLIANCE_LLM__MAX_ANSWER_TOKENS": str(MAX_TOKENS), "APPLIANCE_INGEST__MAX_FILE_MB": "1",
+           "APPLIANCE_SERVER__MAX_UPLOAD_FILES": "2"}  # request bodies: at most 2 x 1 MB + 1 MB
     log = root / "serve.log"
     with appliance_server(data, log, env) as (url, pid):
         client = Api(url, key, pid, log)
@@ -156,11 +157,55 @@ def test_documents_upload_list_chunks_search_delete(api: Api) -> None:
     assert r.status_code == 422
     assert r.json()["files"][0]["status"] == "failed"
     assert r.json()["files"][0]["error"]
+    r = api.http.post("/v1/documents", files=[("files", ("big.txt", b"word " * 300_000, "text/plain"))])
+    assert r.status_code == 413  # 1.5 MB: over ingest.max_file_mb, refused by the route
+    assert "max_file_mb" in r.json()["error"]["message"]
+    r = api.http.post("/v1/documents", files=[("files", ("huge.txt", b"word " * 900_000, "text/plain"))])
+    assert r.status_code == 413  # 4.5 MB: over the whole body's cap, refused before it is read
+    assert "request body larger than" in r.json()["error"]["message"]
     deleted = api.http.delete(f"/v1/documents/{doc_id}").json()
     assert deleted == {"id": doc_id, "deleted": True, "chunks": added["chunks"]}
     assert api.http.get(f"/v1/documents/{doc_id}").status_code == 404
     hits = api.http.post("/v1/search", json={"query": "Kestrel launch budget", "top_k": 3}).json()["results"]
     assert all(h["doc_id"] != doc_id for h in hits)
+
+
+def test_uploads_of_one_name_at_once_keep_one_whole_version(api: Api) -> None:
+    texts = [f"Version {v}. The warehouse in Lyon holds {v * 111} pallets of copper wire.\n".encode()
+             for v in range(1, 5)]
+    results: list[httpx.Response] = []
+
+    def upload(text: bytes) -> None:
+        results.append(api.http.post("/v1/documents", files=[("files", ("stock.txt", text, "text/plain"))]))
+
+    threads = [threading.Thread(target=upload, args=(t,)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(r.status_code for r in results) == [201] * 4, [r.text for r in results]
+    doc_id = results[0].json()["files"][0]["id"]
+    stored = " ".join(c["text"] for c in api.http.get(f"/v1/documents/{doc_id}/chunks").json()["chunks"])
+    assert sum(t.decode().strip() == stored.strip() for t in texts) == 1, stored  # one version, not a mix
+    long_name = "é" * 150 + ".txt"
+    r = api.http.post("/v1/documents", files=[("files", (long_name, b"Short note about llamas.", "text/plain"))])
+    assert r.status_code == 201, r.text
+    assert len(r.json()["files"][0]["name"].encode()) <= 200
+    assert r.json()["files"][0]["name"].endswith(".txt")
+    for doc in (doc_id, r.json()["files"][0]["id"]):
+        assert api.http.delete(f"/v1/documents/{doc}").status_code == 200
+
+
+def test_answer_length_and_unsupported_options(api: Api) -> None:
+    tokens = api.metric("appliance_answer_tokens_total")
+    reply = api.openai.chat.completions.create(
+        model=MODEL, max_tokens=3, messages=[{"role": "user", "content": "Explain the Rust installation steps."}])
+    assert api.metric("appliance_answer_tokens_total") - tokens <= 3
+    assert reply.choices[0].message.content
+    with pytest.raises(openai.UnprocessableEntityError, match="n: "):
+        api.openai.chat.completions.create(model=MODEL, n=2, messages=[{"role": "user", "content": "hi"}])
+    r = api.http.options("/v1/nothing")
+    assert r.json()["error"]["code"] == 404
 
 
 def test_openapi_schema_describes_the_api(api: Api) -> None:
@@ -172,6 +217,8 @@ def test_openapi_schema_describes_the_api(api: Api) -> None:
     assert chat["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatCompletion")
     assert chat["responses"]["503"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
     assert "sources" in schema["components"]["schemas"]["ChatCompletion"]["properties"]
+    assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert chat["security"] == [{"HTTPBearer": []}]
 
 
 def test_twenty_simultaneous_chats_complete_or_get_busy(api: Api) -> None:

@@ -219,7 +219,7 @@ def test_ollama_settings_match_the_modelfile_and_the_server(monkeypatch: pytest.
     assert llm.context_window == int(params["num_ctx"])  # a different num_ctx makes Ollama reload
     env = _services("compose.yaml")["ollama"]["environment"]
     assert llm.max_parallel == int(env["OLLAMA_NUM_PARALLEL"])
-    assert llm.keep_alive == env["OLLAMA_KEEP_ALIVE"]
+    assert str(llm.keep_alive) == env["OLLAMA_KEEP_ALIVE"]
     assert env["OLLAMA_NO_CLOUD"] == "1"
 
 

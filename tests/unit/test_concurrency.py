@@ -1,0 +1,76 @@
+"""The answer gate and the thread bridge: admission, busy, release on every way out."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
+
+
+def test_the_gate_admits_parallel_then_queues_then_says_busy() -> None:
+    async def main() -> None:
+        gate = AnswerGate(parallel=1, max_queued=1)
+        release = asyncio.Event()
+
+        async def hold() -> None:
+            async with gate.slot():
+                await release.wait()
+
+        first = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        second = asyncio.create_task(hold())
+        await asyncio.sleep(0)
+        assert (gate.running, gate.waiting) == (1, 1)
+        with pytest.raises(Busy, match="busy"):
+            async with gate.slot():
+                pass
+        second.cancel()  # a client that leaves while queued gives its place back
+        await asyncio.sleep(0)
+        assert gate.waiting == 0
+        release.set()
+        await first
+        assert (gate.running, gate.waiting) == (0, 0)
+        async with gate.slot():
+            assert gate.running == 1
+
+    asyncio.run(main())
+
+
+def test_a_generator_that_fails_to_start_raises_instead_of_hanging() -> None:
+    def make() -> Iterator[str]:
+        raise RuntimeError("model not loaded")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="model not loaded"):
+            async for _ in iterate_in_thread(make):
+                pass
+
+    asyncio.run(asyncio.wait_for(main(), timeout=10))
+
+
+def test_a_consumer_that_stops_closes_the_generator_in_its_thread() -> None:
+    closed = threading.Event()
+    produced: list[int] = []
+
+    def make() -> Iterator[int]:
+        try:
+            for i in range(1000):
+                produced.append(i)
+                time.sleep(0.01)
+                yield i
+        finally:
+            closed.set()
+
+    async def main() -> None:
+        async for item in iterate_in_thread(make):
+            if item == 2:
+                break
+
+    asyncio.run(main())
+    assert closed.wait(timeout=5)
+    assert len(produced) < 10
