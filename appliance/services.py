@@ -131,7 +131,8 @@ class Services:
         counter = self.token_counter
         chunker = Chunker(counter.count, counter.tokens, self.settings.ingest.chunk_tokens,
                           self.settings.ingest.chunk_overlap_tokens)
-        return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker)
+        return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker,
+                              exclude=(self.settings.data_dir,))
 
     @cached_property
     def api_keys(self) -> ApiKeys:

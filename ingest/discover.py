@@ -14,9 +14,11 @@ class Discovery:
     roots: list[Path] = field(default_factory=list)
 
 
-def discover(paths: list[Path]) -> Discovery:
+def discover(paths: list[Path], exclude: tuple[Path, ...] = ()) -> Discovery:
+    """exclude: folders never walked into (the appliance's own data directory)."""
     found = Discovery()
     seen: set[Path] = set()
+    skip = {os.path.abspath(p) for p in exclude}
     for given in paths:
         root = Path(os.path.abspath(given))
         if not root.exists():
@@ -29,7 +31,7 @@ def discover(paths: list[Path]) -> Discovery:
 
         # followlinks=False: a symlink loop can never trap the walk; linked files are still read.
         for folder, dirs, names in os.walk(root, onerror=lambda err: _unreadable(found, err), followlinks=False):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and os.path.join(folder, d) not in skip)
             for name in sorted(names):
                 if name.startswith("."):
                     continue

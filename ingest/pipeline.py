@@ -74,18 +74,19 @@ ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), 
 
 class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
-                 embedding: Embedding, chunker: Chunker) -> None:
+                 embedding: Embedding, chunker: Chunker, exclude: tuple[Path, ...] = ()) -> None:
         self._settings = settings
         self._manifest = manifest
         self._store = store
         self._embedding = embedding
         self._chunker = chunker
+        self._exclude = exclude  # the data directory: a folder that holds it must not ingest the store
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
         started = time.monotonic()
         report = IngestReport()
-        found = discover(paths)
+        found = discover(paths, self._exclude)
         for path, reason in found.problems:
             report.files.append(FileResult(str(path), "failed", error=reason))
         sizes = {p: _size(p) for p in found.files}

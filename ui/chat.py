@@ -111,6 +111,9 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                 clear = gr.Button("New conversation", variant="secondary", size="sm")
             with gr.Column(scale=2):
                 sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
-        box.submit(respond, [box, chatbot, qa_state], [chatbot, sources, qa_state, box])
+        # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
+        box.submit(respond, [box, chatbot, qa_state], [chatbot, sources, qa_state, box],
+                   concurrency_limit=settings.llm.max_parallel)
         clear.click(lambda: ([], EMPTY_SOURCES, [], ""), None, [chatbot, sources, qa_state, box])
+    blocks.queue(max_size=max(1, settings.server.max_queued))
     return cast("gr.Blocks", blocks)

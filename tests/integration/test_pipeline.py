@@ -121,3 +121,13 @@ def test_a_run_killed_mid_file_leaves_no_orphan_chunks(services: Any, folder: Pa
     assert any("35 days" in t for t in texts)
     assert not any("30 days" in t or "25 days" in t for t in texts)
     assert services.store.count() == clean_count  # nothing orphaned, nothing duplicated
+
+
+def test_a_folder_holding_the_data_directory_does_not_ingest_the_store(folder: Path) -> None:
+    services = make_services(folder / "data")  # an administrator keeps the data inside the shared folder
+    try:
+        for _ in range(2):
+            report = services.ingest_pipeline.run([folder])
+            assert sorted(Path(f.path).name for f in report.files) == ["leave.txt", "vpn.md"]
+    finally:
+        services.close()
