@@ -51,7 +51,37 @@ class TokenCounter:
         return list(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-class OnnxMiniLMEmbedding(BaseEmbedding):
+class ArrayEmbedding(BaseEmbedding):
+    """llama-index's embedding interface over `embed(texts) -> (n, dim) array`, which ingestion calls directly."""
+
+    @property
+    def dimension(self) -> int:
+        raise NotImplementedError
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_query(self, query: str) -> np.ndarray:
+        vector: np.ndarray = self.embed([query])[0]
+        return vector
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return [float(x) for x in self.embed_query(query)]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return [float(x) for x in self.embed([text])[0]]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return [[float(x) for x in row] for row in self.embed(texts)]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return self._get_query_embedding(query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return self._get_text_embedding(text)
+
+
+class OnnxMiniLMEmbedding(ArrayEmbedding):
     """all-MiniLM-L6-v2 (int8 ONNX) in-process: mean pooling and L2 normalisation, batched."""
 
     threads: int = 2
@@ -125,24 +155,9 @@ class OnnxMiniLMEmbedding(BaseEmbedding):
         normalised: np.ndarray = (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalised
 
-    # llama-index interface
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return [float(x) for x in self.embed([query])[0]]
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return [float(x) for x in self.embed([text])[0]]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return [[float(x) for x in row] for row in self.embed(texts)]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    async def _aget_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embedding(text)
 
 
-class OllamaEmbedding(BaseEmbedding):
+class OllamaEmbedding(ArrayEmbedding):
     """An embedding model served by Ollama (/api/embed), batched; vectors L2-normalised for cosine."""
 
     host: str = ""
@@ -201,23 +216,12 @@ class OllamaEmbedding(BaseEmbedding):
         parts = [self._call(inputs[i : i + size]) for i in range(0, len(inputs), size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
 
-    def _get_query_embedding(self, query: str) -> list[float]:
-        return [float(x) for x in self.embed([query], prefix=self.query_prefix)[0]]
-
-    def _get_text_embedding(self, text: str) -> list[float]:
-        return [float(x) for x in self.embed([text])[0]]
-
-    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return [[float(x) for x in row] for row in self.embed(texts)]
-
-    async def _aget_query_embedding(self, query: str) -> list[float]:
-        return self._get_query_embedding(query)
-
-    async def _aget_text_embedding(self, text: str) -> list[float]:
-        return self._get_text_embedding(text)
+    def embed_query(self, query: str) -> np.ndarray:
+        vector: np.ndarray = self.embed([query], prefix=self.query_prefix)[0]
+        return vector
 
 
-Embedding = OnnxMiniLMEmbedding | OllamaEmbedding
+Embedding = ArrayEmbedding
 
 
 def build_embedding(settings: EmbeddingSettings) -> Embedding:
