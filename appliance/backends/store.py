@@ -111,6 +111,11 @@ class EdgeStore:
             if any(w in text.lower() for w in ("lock", "in use", "wouldblock", "resource temporarily")):
                 raise StoreLocked(f"the embedded store at {path} is in use by another process "
                                   "(usually a running `appliance serve`)") from None
+            if "incompatible" in text.lower() and "vector size" in text.lower():
+                raise BackendUnavailable(
+                    f"the embedded store at {path} was filled by another embedding model ({text.split(': ')[-1]}): "
+                    "the embedding model changed; ingest into a new store.collection or restore the old model"
+                ) from None
             raise
 
     def upsert(self, points: list[StorePoint]) -> None:

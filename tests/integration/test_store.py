@@ -282,3 +282,12 @@ def test_a_missing_ca_cert_is_named(tmp_path: Path) -> None:
     settings = QdrantServerStoreSettings(url="https://127.0.0.1:1", ca_cert=tmp_path / "nope.pem")
     with pytest.raises(BackendUnavailable, match=r"store\.ca_cert .*nope\.pem does not exist"):
         QdrantServerStore(settings, 384)
+
+
+def test_an_embedded_store_filled_by_another_model_is_a_clear_error(tmp_path: Path) -> None:
+    from appliance.backends.common import BackendUnavailable
+    from appliance.backends.store import EdgeStore
+
+    EdgeStore(tmp_path / "shard", 384).close()
+    with pytest.raises(BackendUnavailable, match=r"filled by another embedding model .*new store\.collection"):
+        EdgeStore(tmp_path / "shard", 1024)
