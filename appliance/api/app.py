@@ -154,5 +154,8 @@ def serve(services: Services) -> None:
               "can query the documents through it (and through its Gradio API). Use 127.0.0.1, a reverse proxy "
               "with authentication, or ui.enabled: false to serve only the keyed /v1 API.", flush=True)
     log.info("serving on http://%s:%d", cfg.host, cfg.port)
-    print(f"Chat UI: http://{cfg.host}:{cfg.port}/  (Ctrl+C to stop)", flush=True)
+    if services.settings.ui.enabled:
+        print(f"Chat UI: http://{cfg.host}:{cfg.port}/", flush=True)
+    print(f"API: http://{cfg.host}:{cfg.port}/v1 (OpenAI-compatible; schema at /openapi.json)  "
+          "(Ctrl+C to stop)", flush=True)
     uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
