@@ -92,23 +92,71 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
         return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                     desc="ingest", dynamic_ncols=True, mininterval=0.5)
 
+    def run() -> dict[str, Any]:
+        from appliance.backends.store import StoreLocked
+        from appliance.handover import find
+
+        try:
+            report: dict[str, Any] = services.ingest_pipeline.run(
+                list(paths), prune=prune, dry_run=dry_run, retry_failed=retry_failed,
+                progress=bar if show else None).to_dict()
+            return report
+        except StoreLocked:
+            server = find(services.settings.data_dir)
+            if server is None:
+                raise
+            click.echo(f"`appliance serve` (pid {server.pid}) holds the store: the job runs there.", err=True)
+            job = {"paths": [str(p.absolute()) for p in paths], "prune": prune, "dry_run": dry_run,
+                   "retry_failed": retry_failed}
+            return _hand_over(server, job, bar if show else None)
+
     try:
-        report = _fail_cleanly(lambda: services.ingest_pipeline.run(
-            list(paths), prune=prune, dry_run=dry_run, retry_failed=retry_failed, progress=bar if show else None))
+        data = _fail_cleanly(run)
     finally:
         services.close()
-    data = report.to_dict()
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
     else:
-        for f in report.files:
-            if f.status in ("failed", "skipped"):
-                click.echo(f"{f.status:8} {f.path}: {f.error}")
-            for note in f.notes if f.status in ("added", "updated") else []:
-                click.echo(f"note     {f.path}: {note}")
+        for f in data["files"]:
+            if f["status"] in ("failed", "skipped"):
+                click.echo(f"{f['status']:8} {f['path']}: {f['error']}")
+            for note in f["notes"] if f["status"] in ("added", "updated") else []:
+                click.echo(f"note     {f['path']}: {note}")
         counts = ", ".join(f"{data[s]} {s}" for s in ("added", "updated", "unchanged", "removed", "failed", "skipped"))
-        click.echo(f"{counts} ({report.chunks} chunks, {report.seconds:.1f}s)" + (" [dry run]" if dry_run else ""))
-    sys.exit(1 if report.count("failed") else 0)
+        click.echo(f"{counts} ({data['chunks']} chunks, {data['seconds']:.1f}s)" + (" [dry run]" if dry_run else ""))
+    sys.exit(1 if data["failed"] else 0)
+
+
+def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | None) -> dict[str, Any]:
+    """Run an ingest job in the server that holds the store, with the same progress bar and report."""
+    import httpx
+
+    progress = None
+    try:
+        with httpx.stream("POST", server.url + "/v1/admin/ingest", json=job, timeout=httpx.Timeout(30, read=None),
+                          headers={"Authorization": f"Bearer {server.token}"}) as response:
+            if response.status_code != 200:
+                response.read()
+                raise click.ClickException(f"the server refused the job: {response.text[:300]}")
+            for line in response.iter_lines():
+                event = json.loads(line) if line.strip() else {}
+                kind = event.get("event")
+                if kind == "start" and bar is not None:
+                    progress = bar(int(event["total"]))
+                elif kind == "progress" and progress is not None:
+                    progress.set_postfix_str(str(event.get("file", ""))[:40], refresh=False)
+                    progress.update(int(event["advance"]))
+                elif kind == "done":
+                    report: dict[str, Any] = event["report"]
+                    return report
+                elif kind == "error":
+                    raise click.ClickException(f"the server's ingest failed: {event['message']}")
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
+    finally:
+        if progress is not None:
+            progress.close()
+    raise click.ClickException("the server stopped before the job finished; run the command again to resume")
 
 
 @main.command("ask")

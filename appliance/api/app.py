@@ -20,7 +20,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
 
-    from appliance.api import documents, openai_compat, unmatched
+    from appliance.api import admin, documents, openai_compat, unmatched
     from appliance.api.errors import install_error_handlers
     from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
@@ -35,6 +35,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     keyed = [Depends(require_api_key)]
     app.include_router(openai_compat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
+    app.include_router(admin.router)
     app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])
@@ -130,6 +131,9 @@ def _setup_logging(services: Services) -> None:
 
 
 def serve(services: Services) -> None:
+    import signal
+    import sys
+
     import uvicorn
 
     _setup_logging(services)
@@ -158,4 +162,14 @@ def serve(services: Services) -> None:
         print(f"Chat UI: http://{cfg.host}:{cfg.port}/", flush=True)
     print(f"API: http://{cfg.host}:{cfg.port}/v1 (OpenAI-compatible; schema at /openapi.json)  "
           "(Ctrl+C to stop)", flush=True)
-    uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+    from appliance.handover import announce, withdraw
+
+    # `appliance ingest` on this data directory hands its job to this server (appliance/handover.py).
+    running = announce(services.settings.data_dir, cfg.host, cfg.port)
+    app.state.appliance.admin_token = running.token
+    # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally then, so the cleanup below runs.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+    finally:
+        withdraw(services.settings.data_dir, running)

@@ -32,6 +32,7 @@ class AppState:
         self.started = int(time.time())
         self.gate = AnswerGate(services.settings.llm.max_parallel, server.max_queued)
         self.writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
+        self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)

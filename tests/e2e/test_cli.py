@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_commands_say_clearly_that_a_running_server_holds_the_store(tmp_path: Path) -> None:
+def test_ingest_hands_its_job_to_the_server_that_holds_the_store(tmp_path: Path) -> None:
     data = tmp_path / "data"
     assert _cli("ingest", str(SAMPLES / "fake-memo.pdf"), "--data-dir", str(data)).returncode == 0
     port = _free_port()
@@ -43,19 +44,35 @@ def test_commands_say_clearly_that_a_running_server_holds_the_store(tmp_path: Pa
                 time.sleep(1)
         else:
             pytest.fail("server did not become ready")
-        for args in (("ingest", str(SAMPLES / "family-day.eml")), ("ask", "How many bottles?")):
-            proc = _cli(*args, "--data-dir", str(data))
-            assert proc.returncode == 1, proc.stderr
-            assert "in use by another process" in proc.stderr
-            assert "appliance serve" in proc.stderr
-            assert "Traceback" not in proc.stderr
+        assert (data / "server.json").stat().st_mode & 0o077 == 0  # the token is for the data dir's owner
+        proc = _cli("ingest", str(SAMPLES / "family-day.eml"), "--data-dir", str(data))
+        assert proc.returncode == 0, proc.stderr
+        assert f"(pid {server.pid}) holds the store: the job runs there" in proc.stderr
+        assert proc.stdout.startswith("1 added, 0 updated, 0 unchanged")
+        # The same report, failures included, and the exit status says so.
+        missing = _cli("ingest", str(tmp_path / "nowhere"), "--json", "--data-dir", str(data))
+        assert missing.returncode == 1
+        assert json.loads(missing.stdout)["files"][0]["error"] == "no such file or folder"
+        # The server answers from the new document at once.
+        body = json.dumps({"query": "family day activities"}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/search", data=body,
+                                         headers={"Content-Type": "application/json"})
+        hits = json.load(urllib.request.urlopen(request, timeout=60))["results"]
+        assert hits[0]["file_name"] == "family-day.eml"
+        # `ask` is not handed over: it says why it cannot run.
+        proc = _cli("ask", "How many bottles?", "--data-dir", str(data))
+        assert proc.returncode == 1, proc.stderr
+        assert "in use by another process" in proc.stderr
+        assert "appliance serve" in proc.stderr
+        assert "Traceback" not in proc.stderr
     finally:
         server.terminate()
         server.wait(timeout=30)
-    # Nothing was lost: the store opens again and holds what it held.
+    assert not (data / "server.json").exists()  # withdrawn when the server stops
+    # Nothing was lost: the store opens again and holds both documents.
     listed = _cli("docs", "list", "--data-dir", str(data))
     assert "fake-memo.pdf" in listed.stdout
-    assert "family-day.eml" not in listed.stdout
+    assert "family-day.eml" in listed.stdout
 
 
 def test_bad_settings_and_paths_are_one_line_errors(tmp_path: Path) -> None:
@@ -94,8 +111,6 @@ def test_store_migrate_moves_the_collection_to_a_qdrant_store(tmp_path: Path) ->
     before = _cli("ask", "How many bottles of water?", "--json", "--data-dir", str(data))
     after = _cli("ask", "How many bottles of water?", "--json", "--data-dir", str(data), "--config", str(target))
     assert after.returncode == 0, after.stderr
-    import json
-
     first, second = json.loads(before.stdout), json.loads(after.stdout)
     assert [s["path"] for s in second["sources"]] == [s["path"] for s in first["sources"]]
     assert second["sources"][0]["path"].endswith("fake-memo.pdf")
