@@ -283,7 +283,7 @@ def serve_command(host: str | None, port: int | None, config_file: Path | None, 
 
 @main.group("docs")
 def docs_group() -> None:
-    """Inspect the ingested documents."""
+    """List and remove ingested documents."""
 
 
 @docs_group.command("list")
@@ -298,10 +298,72 @@ def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
         services.close()
     if as_json:
         click.echo(json.dumps([{"path": r.path, "status": r.status, "chunks": len(r.chunk_ids), "pages": r.pages,
-                                "error": r.error} for r in records]))
+                                "error": r.error, "ingested_at": r.ingested_at} for r in records]))
         return
+    import time
+
     for r in records:
-        click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {r.path}" + (f"  ({r.error})" if r.error else ""))
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.ingested_at))
+        error = f"  ({r.error})" if r.error else ""
+        click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {when}  {r.path}{error}")
+
+
+@docs_group.command("rm")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@settings_options
+def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | None) -> None:
+    """Remove files (or everything under folders) from the index; the files themselves stay.
+
+    A file still in an ingested folder comes back at that folder's next ingest: delete or move it
+    first. While `appliance serve` holds the store, the server does the removal."""
+    from appliance.backends.store import StoreLocked
+    from appliance.handover import find
+    from ingest.pipeline import doc_id_of
+
+    services = _services(config_file, data_dir)
+    try:
+        targets: dict[str, int] = {}
+        missing: list[str] = []
+        for given in paths:
+            found = list(services.manifest.under(str(given.absolute())))
+            if not found:
+                missing.append(str(given))
+            targets.update({rec.path: len(rec.chunk_ids) for rec in found})
+        for path in missing:
+            click.echo(f"not indexed: {path}", err=True)
+
+        def remove_here() -> None:
+            for path in targets:
+                services.ingest_pipeline.remove(path)
+
+        def run() -> None:
+            try:
+                remove_here()
+            except StoreLocked:
+                server = find(services.settings.data_dir)
+                if server is None:
+                    raise
+                _remove_through(server, [doc_id_of(p) for p in targets])
+
+        _fail_cleanly(run)
+    finally:
+        services.close()
+    for path, chunks in sorted(targets.items()):
+        click.echo(f"removed  {path} ({chunks} chunks)")
+    sys.exit(1 if missing else 0)
+
+
+def _remove_through(server: Any, doc_ids: list[str]) -> None:
+    import httpx
+
+    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=120) as http:
+        for doc_id in doc_ids:
+            try:
+                r = http.delete(f"/v1/documents/{doc_id}")
+            except httpx.HTTPError as exc:
+                raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
+            if r.status_code not in (200, 404):  # 404: removed meanwhile
+                raise click.ClickException(f"the server refused to remove {doc_id}: {r.text[:300]}")
 
 
 @main.command("doctor")

@@ -76,6 +76,24 @@ class ChunkStore(Protocol):
     def close(self) -> None: ...
 
 
+def _hold_exclusively(lock_path: Path) -> Any:
+    """Take the store's lock file before Qdrant Edge opens anything.
+
+    Measured: a second process whose EdgeShard.load fails on Edge's own lock has already truncated
+    files the holder writes (its next flush fails: "tracker journal is shorter than expected"). So
+    no process touches the shard's files unless it holds this lock; the kernel drops it on exit."""
+    import fcntl
+
+    handle = lock_path.open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise StoreLocked(f"the embedded store at {lock_path.with_suffix('')} is in use by another process "
+                          "(usually a running `appliance serve`)") from None
+    return handle
+
+
 def _bm25() -> Any:
     from qdrant_edge import Bm25, Bm25Config
 
@@ -99,6 +117,7 @@ class EdgeStore:
             sparse_vectors={SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
         )
         path.mkdir(parents=True, exist_ok=True)
+        self._hold = _hold_exclusively(path.parent / f"{path.name}.lock")
         try:
             if (path / "edge_config.json").exists():
                 self._shard = qe.EdgeShard.load(str(path), config)
@@ -108,6 +127,7 @@ class EdgeStore:
                     self._shard.update(qe.UpdateOperation.create_field_index(key, qe.PayloadSchemaType.Keyword))
         except Exception as exc:
             text = str(exc)
+            self._hold.close()
             if any(w in text.lower() for w in ("lock", "in use", "wouldblock", "resource temporarily")):
                 raise StoreLocked(f"the embedded store at {path} is in use by another process "
                                   "(usually a running `appliance serve`)") from None
@@ -209,8 +229,11 @@ class EdgeStore:
 
     def close(self) -> None:
         with self._lock:
-            self._shard.flush()
-            self._shard.close()
+            try:
+                self._shard.flush()
+                self._shard.close()
+            finally:
+                self._hold.close()  # releases the lock file
 
 
 class QdrantServerStore:

@@ -59,6 +59,13 @@ def test_ingest_hands_its_job_to_the_server_that_holds_the_store(tmp_path: Path)
                                          headers={"Content-Type": "application/json"})
         hits = json.load(urllib.request.urlopen(request, timeout=60))["results"]
         assert hits[0]["file_name"] == "family-day.eml"
+        # `docs rm` goes through the server too.
+        proc = _cli("docs", "rm", str(SAMPLES / "fake-memo.pdf"), "--data-dir", str(data))
+        assert proc.returncode == 0, proc.stderr
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/search", data=json.dumps(
+            {"query": "bottles of water"}).encode(), headers={"Content-Type": "application/json"})
+        hits = json.load(urllib.request.urlopen(request, timeout=60))["results"]
+        assert all(h["file_name"] != "fake-memo.pdf" for h in hits)
         # `ask` is not handed over: it says why it cannot run.
         proc = _cli("ask", "How many bottles?", "--data-dir", str(data))
         assert proc.returncode == 1, proc.stderr
@@ -69,9 +76,9 @@ def test_ingest_hands_its_job_to_the_server_that_holds_the_store(tmp_path: Path)
         server.terminate()
         server.wait(timeout=30)
     assert not (data / "server.json").exists()  # withdrawn when the server stops
-    # Nothing was lost: the store opens again and holds both documents.
+    # Nothing was lost: the store opens again and holds what the server left in it.
     listed = _cli("docs", "list", "--data-dir", str(data))
-    assert "fake-memo.pdf" in listed.stdout
+    assert "fake-memo.pdf" not in listed.stdout
     assert "family-day.eml" in listed.stdout
 
 
@@ -117,3 +124,21 @@ def test_store_migrate_moves_the_collection_to_a_qdrant_store(tmp_path: Path) ->
     bad = _cli("store", "migrate", "--to", str(tmp_path / "missing.yaml"), "--data-dir", str(data))
     assert bad.returncode == 2
     assert "does not exist" in bad.stderr
+
+
+def test_docs_rm_removes_files_and_folders_from_the_index(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    docs = tmp_path / "docs"
+    (docs / "hr").mkdir(parents=True)
+    (docs / "hr" / "leave.txt").write_text("Employees accrue 25 days of paid annual leave per year.")
+    (docs / "hr" / "pay.txt").write_text("Salaries are paid on the 25th of each month.")
+    (docs / "vpn.txt").write_text("Reset your VPN token at the IT service desk on floor 3.")
+    assert _cli("ingest", str(docs), "--data-dir", str(data)).returncode == 0
+    proc = _cli("docs", "rm", str(docs / "hr"), str(docs / "nothing.txt"), "--data-dir", str(data))
+    assert proc.returncode == 1  # one path was not indexed: said, and the rest done
+    assert "not indexed:" in proc.stderr
+    assert proc.stdout.count("removed  ") == 2
+    listed = json.loads(_cli("docs", "list", "--json", "--data-dir", str(data)).stdout)
+    assert [Path(d["path"]).name for d in listed] == ["vpn.txt"]
+    ask = json.loads(_cli("ask", "How many days of annual leave?", "--json", "--data-dir", str(data)).stdout)
+    assert all(Path(s["path"]).name == "vpn.txt" for s in ask["sources"])  # the chunks are gone too

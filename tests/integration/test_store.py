@@ -291,3 +291,36 @@ def test_an_embedded_store_filled_by_another_model_is_a_clear_error(tmp_path: Pa
     EdgeStore(tmp_path / "shard", 384).close()
     with pytest.raises(BackendUnavailable, match=r"filled by another embedding model .*new store\.collection"):
         EdgeStore(tmp_path / "shard", 1024)
+
+
+def test_a_second_process_cannot_open_or_damage_a_held_embedded_store(
+        tmp_path: Path, embedding: OnnxMiniLMEmbedding) -> None:
+    import subprocess
+    import sys
+
+    held = EdgeStore(tmp_path / "shard", embedding.dimension)
+    try:
+        _fill(held, embedding)
+        held.flush()
+        probe = ("from pathlib import Path; from appliance.backends.store import EdgeStore; "
+                 f"EdgeStore(Path({str(tmp_path / 'shard')!r}), {embedding.dimension})")
+        proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1
+        assert "StoreLocked" in proc.stderr
+        assert "in use by another process" in proc.stderr
+        # The holder writes on as if nothing happened (an attempt used to truncate its journal files).
+        vector = embedding.embed(["Badge access to the server room is granted by facilities."])[0]
+        held.upsert([StorePoint(id=str(uuid.uuid4()), vector=list(map(float, vector)),
+                                text="Badge access to the server room is granted by facilities.",
+                                payload={"doc_id": "badge", "path": "/docs/badge.txt", "acl_groups": ["everyone"]})])
+        held.delete([next(iter(_ids().values()))])
+        held.optimize()
+        held.flush()
+        count = held.count()
+    finally:
+        held.close()
+    reopened = EdgeStore(tmp_path / "shard", embedding.dimension)
+    try:
+        assert reopened.count() == count
+    finally:
+        reopened.close()
