@@ -20,6 +20,9 @@ OFFLINE_ENV: dict[str, str] = {
     "HF_DATASETS_OFFLINE": "1",
     "ANONYMIZED_TELEMETRY": "False",
     "TOKENIZERS_PARALLELISM": "false",  # avoids fork warnings in worker processes
+    # FastAPI's OpenTelemetry would add OTLP exporters from OTEL_* variables if asked to: never.
+    "FASTAPI_OTEL_AUTO_CONFIGURE": "false",
+    "OTEL_SDK_DISABLED": "true",
 }
 
 
