@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS files (
     chunk_ids TEXT NOT NULL DEFAULT '[]',
     acl TEXT NOT NULL DEFAULT '[]',
     notes TEXT NOT NULL DEFAULT '[]',
-    ingested_at REAL NOT NULL
+    ingested_at REAL NOT NULL,
+    config TEXT                    -- what the file was processed with (IngestPipeline.config); NULL: unknown
 );
 """
 
@@ -47,6 +48,7 @@ class FileRecord:
     acl: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ingested_at: float = 0.0
+    config: str | None = None
 
 
 class Manifest:
@@ -57,6 +59,9 @@ class Manifest:
         self._lock = threading.RLock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        if "config" not in columns:  # a manifest written before rows recorded their settings
+            self._db.execute("ALTER TABLE files ADD COLUMN config TEXT")
         self._db.commit()
 
     def get(self, path: str) -> FileRecord | None:
@@ -68,9 +73,9 @@ class Manifest:
         with self._lock:
             rec.ingested_at = rec.ingested_at or time.time()
             self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
-                 json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at),
+                 json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at, rec.config),
             )
             self._db.commit()
 
@@ -104,7 +109,7 @@ class Manifest:
 
 
 def _record(row: tuple[object, ...]) -> FileRecord:
-    (path, size, mtime_ns, sha, status, error, parser, pages, chunk_ids, acl, notes, ingested_at) = row
+    (path, size, mtime_ns, sha, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config) = row
     return FileRecord(
         path=str(path), size=int(size), mtime_ns=int(mtime_ns),  # type: ignore[call-overload]
         sha256=sha if sha is None else str(sha), status=str(status),
@@ -112,4 +117,5 @@ def _record(row: tuple[object, ...]) -> FileRecord:
         pages=None if pages is None else int(pages),  # type: ignore[call-overload]
         chunk_ids=json.loads(str(chunk_ids)), acl=json.loads(str(acl)), notes=json.loads(str(notes)),
         ingested_at=float(ingested_at),  # type: ignore[arg-type]
+        config=None if config is None else str(config),
     )

@@ -10,6 +10,7 @@ next run redoes that file and deletes whatever is not in its new version.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 import uuid
@@ -81,6 +82,7 @@ class IngestPipeline:
         self._embedding = embedding
         self._chunker = chunker
         self._exclude = exclude  # the data directory: a folder that holds it must not ingest the store
+        self.config = processing_config(settings, getattr(embedding, "model_name", "?"))
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
@@ -138,7 +140,9 @@ class IngestPipeline:
         old = self._manifest.get(key)
         same_stat = old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
         done = old is not None and old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
-        if old and done and same_stat and not (retry_failed and old.status in ("failed", "skipped")):
+        # Processed with other settings (chunk size, parser, groups, embedding model): do it again.
+        current = old is not None and (old.config == self.config or old.status != "ok")
+        if old and done and same_stat and current and not (retry_failed and old.status in ("failed", "skipped")):
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
@@ -150,7 +154,7 @@ class IngestPipeline:
             sha = _sha256(path)
         except OSError as exc:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
-        if old and old.sha256 == sha and old.status == "ok":
+        if old and old.sha256 == sha and old.status == "ok" and old.config == self.config:
             if not dry_run:
                 self._manifest.touch(key, st.st_size, st.st_mtime_ns)
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), notes=old.notes)
@@ -184,6 +188,7 @@ class IngestPipeline:
         self._manifest.put(FileRecord(
             path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="ok", parser=parsed.parser,
             pages=parsed.pages, chunk_ids=ids, acl=acl, notes=parsed.notes, ingested_at=time.time(),
+            config=self.config,
         ))
         return FileResult(key, status, chunks=len(ids), pages=parsed.pages, notes=parsed.notes)
 
@@ -214,6 +219,15 @@ class IngestPipeline:
                 payload=chunk_payload(path, doc_id, sha, chunk, acl, parser, now),
             ))
         return points
+
+
+def processing_config(settings: IngestSettings, embedding_model: str) -> str:
+    """A short digest of everything that decides what a file becomes in the store."""
+    parts = {"chunking": CHUNKING_VERSION, "chunk_tokens": settings.chunk_tokens,
+             "overlap": settings.chunk_overlap_tokens, "pdf_parser": settings.pdf_parser, "ocr": settings.ocr,
+             "groups": sorted(settings.default_groups), "embedding": embedding_model,
+             "section_prefix": SECTION_PREFIX_CHARS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def doc_id_of(path: str) -> str:

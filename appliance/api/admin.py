@@ -34,6 +34,10 @@ class IngestJob(BaseModel):
     "description": "NDJSON events: start {total bytes}, progress {advance, file}, then done {report} or error."}})
 async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
     state: AppState = request.app.state.appliance
+    client = request.client.host if request.client else ""
+    if not (client.startswith("127.") or client in ("::1", "localhost", "testclient")):
+        # The token never leaves the machine; refusing other hosts keeps it that way even if it did.
+        raise ApiError(403, "ingest jobs are handed over from this machine only")
     header = request.headers.get("authorization", "")
     if state.admin_token is None or not secrets.compare_digest(header, f"Bearer {state.admin_token}"):
         raise ApiError(401, "this endpoint takes the token of <data_dir>/server.json (used by `appliance ingest`)")

@@ -131,3 +131,60 @@ def test_a_folder_holding_the_data_directory_does_not_ingest_the_store(folder: P
             assert sorted(Path(f.path).name for f in report.files) == ["leave.txt", "vpn.md"]
     finally:
         services.close()
+
+
+def test_files_processed_with_other_settings_are_processed_again(tmp_path: Path, folder: Path) -> None:
+    import sqlite3
+
+    data = tmp_path / "data"
+    first = make_services(data)
+    try:
+        assert first.ingest_pipeline.run([folder]).count("added") == 2
+        assert first.ingest_pipeline.run([folder]).count("unchanged") == 2
+    finally:
+        first.close()
+    smaller = make_services(data, ingest={"chunk_tokens": 64, "default_groups": ["hr"]})
+    try:
+        report = smaller.ingest_pipeline.run([folder])
+        assert report.count("updated") == 2  # not parsed as "unchanged" with the old chunks and groups
+        assert smaller.ingest_pipeline.run([folder]).count("unchanged") == 2
+        assert {tuple(r.acl) for r in smaller.manifest.all()} == {("hr",)}
+        chunks = smaller.store.count()
+    finally:
+        smaller.close()
+    # A manifest from before rows recorded their settings: its rows count as processed otherwise.
+    db = sqlite3.connect(data / "manifest.sqlite")
+    db.execute("UPDATE files SET config = NULL")
+    db.commit()
+    db.close()
+    again = make_services(data, ingest={"chunk_tokens": 64, "default_groups": ["hr"]})
+    try:
+        assert again.ingest_pipeline.run([folder]).count("updated") == 2
+        assert again.store.count() == chunks  # replaced, not duplicated
+    finally:
+        again.close()
+
+
+def test_a_manifest_without_the_config_column_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ingest.manifest import Manifest
+
+    path = tmp_path / "manifest.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, "
+               "sha256 TEXT, status TEXT NOT NULL, error TEXT, parser TEXT, pages INTEGER, chunk_ids TEXT NOT NULL "
+               "DEFAULT '[]', acl TEXT NOT NULL DEFAULT '[]', notes TEXT NOT NULL DEFAULT '[]', "
+               "ingested_at REAL NOT NULL)")
+    db.execute("INSERT INTO files VALUES ('/docs/a.txt', 3, 1, 'abc', 'ok', NULL, 'text', NULL, '[\"id1\"]', "
+               "'[\"everyone\"]', '[]', 1.0)")
+    db.commit()
+    db.close()
+    manifest = Manifest(path)
+    try:
+        rec = manifest.get("/docs/a.txt")
+        assert rec is not None
+        assert rec.chunk_ids == ["id1"]
+        assert rec.config is None
+    finally:
+        manifest.close()
