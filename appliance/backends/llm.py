@@ -9,6 +9,7 @@ smaller, and about twice as fast at generation on two cores.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -53,6 +54,19 @@ class StreamingChatLLM(CustomLLM):
     num_output: int = 256
     temperature: float = 0.0
     model_name: str = ""
+    # Generations at once across every caller (chat page, API, CLI): llm.max_parallel.
+    _slots: threading.BoundedSemaphore | None = PrivateAttr(default=None)
+
+    def limit_parallel(self, n: int) -> None:
+        self._slots = threading.BoundedSemaphore(n)
+
+    @contextlib.contextmanager
+    def _slot(self) -> Iterator[None]:
+        if self._slots is None:
+            yield
+            return
+        with self._slots:
+            yield
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -74,20 +88,22 @@ class StreamingChatLLM(CustomLLM):
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
             text = ""
-            stream = self._stream_chat_text(messages, **kwargs)
-            try:
-                for delta in stream:
-                    text += delta
-                    yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
-            finally:  # a consumer that stops early (client gone) stops the generation too
-                close = getattr(stream, "close", None)
-                if close is not None:
-                    close()
+            with self._slot():
+                stream = self._stream_chat_text(messages, **kwargs)
+                try:
+                    for delta in stream:
+                        text += delta
+                        yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+                finally:  # a consumer that stops early (client gone) stops the generation too
+                    close = getattr(stream, "close", None)
+                    if close is not None:
+                        close()
 
         return gen()
 
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        text = "".join(self._stream_chat_text(messages, **kwargs))
+        with self._slot():
+            text = "".join(self._stream_chat_text(messages, **kwargs))
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text))
 
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -319,11 +335,15 @@ def _error_message(exc: Any) -> str:
 
 
 def build_llm(settings: LLMSettings) -> StreamingChatLLM:
+    llm: StreamingChatLLM
     if settings.provider == "ollama":
-        return OllamaLLM(settings)
-    if settings.provider == "openai":
-        return OpenAICompatibleLLM(settings)
-    return build_embedded_llm(settings)
+        llm = OllamaLLM(settings)
+    elif settings.provider == "openai":
+        llm = OpenAICompatibleLLM(settings)
+    else:
+        return build_embedded_llm(settings)  # llama.cpp runs one generation at a time anyway (its lock)
+    llm.limit_parallel(settings.max_parallel)
+    return llm
 
 
 def build_embedded_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:

@@ -74,3 +74,47 @@ def test_a_consumer_that_stops_closes_the_generator_in_its_thread() -> None:
     asyncio.run(main())
     assert closed.wait(timeout=5)
     assert len(produced) < 10
+
+
+def test_a_remote_model_never_runs_more_than_max_parallel_generations() -> None:
+    from collections.abc import Sequence
+    from typing import Any
+
+    from llama_index.core.llms import ChatMessage, MessageRole
+
+    from appliance.backends.llm import StreamingChatLLM
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    class Slow(StreamingChatLLM):
+        def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                for word in ("a", "b", "c"):
+                    time.sleep(0.02)
+                    yield word
+            finally:
+                with lock:
+                    running -= 1
+
+    llm = Slow(model_name="slow")
+    llm.limit_parallel(2)
+    question = [ChatMessage(role=MessageRole.USER, content="?")]
+
+    def one(i: int) -> None:
+        if i % 2:
+            assert llm.chat(question).message.content == "abc"
+        else:
+            assert "".join(c.delta or "" for c in llm.stream_chat(question)) == "abc"
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert most == 2
+    assert running == 0
