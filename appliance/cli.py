@@ -143,8 +143,9 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
                 kind = event.get("event")
                 if kind == "start" and bar is not None:
                     progress = bar(int(event["total"]))
+                elif kind == "file" and progress is not None:
+                    progress.set_postfix_str(str(event.get("file", ""))[:40])
                 elif kind == "progress" and progress is not None:
-                    progress.set_postfix_str(str(event.get("file", ""))[:40], refresh=False)
                     progress.update(int(event["advance"]))
                 elif kind == "done":
                     report: dict[str, Any] = event["report"]
@@ -153,6 +154,9 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
                     raise click.ClickException(f"the server's ingest failed: {event['message']}")
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
+    except KeyboardInterrupt:
+        raise click.ClickException(f"stopped watching; the server (pid {server.pid}) finishes the job: "
+                                   "`appliance docs list` shows the result") from None
     finally:
         if progress is not None:
             progress.close()
@@ -359,7 +363,7 @@ def _remove_through(server: Any, doc_ids: list[str]) -> None:
     with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=120) as http:
         for doc_id in doc_ids:
             try:
-                r = http.delete(f"/v1/documents/{doc_id}")
+                r = http.delete(f"/v1/documents/{doc_id}", params={"keep_file": "true"})
             except httpx.HTTPError as exc:
                 raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
             if r.status_code not in (200, 404):  # 404: removed meanwhile

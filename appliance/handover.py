@@ -9,9 +9,11 @@ gone) is ignored.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,16 +28,31 @@ class RunningServer:
 
 
 def announce(data_dir: Path, host: str, port: int) -> RunningServer:
-    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") or not host else host
+    local = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
     server = RunningServer(os.getpid(), f"http://{'[' + local + ']' if ':' in local else local}:{port}",
                            secrets.token_urlsafe(32))
-    path = data_dir / FILE
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A fresh file of our own (never one planted in advance, nor a symlink), readable by us alone.
+    fd, tmp = tempfile.mkstemp(dir=data_dir, prefix=".server-", suffix=".json")
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as out:
         json.dump(server.__dict__, out)
-    tmp.replace(path)
+    os.replace(tmp, data_dir / FILE)
     return server
+
+
+def is_local_client(client: str, server_address: str | None) -> bool:
+    """A request from this machine: loopback, or the very address the server listens on."""
+    if client == "testclient":  # Starlette's in-process test client
+        return True
+    try:
+        if ipaddress.ip_address(client).is_loopback:
+            return True
+        mapped = ipaddress.ip_address(client)
+        if isinstance(mapped, ipaddress.IPv6Address) and mapped.ipv4_mapped and mapped.ipv4_mapped.is_loopback:
+            return True
+    except ValueError:
+        return False
+    return server_address is not None and client == server_address
 
 
 def withdraw(data_dir: Path, server: RunningServer) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
-from appliance.api.state import AppState
+from appliance.api.state import AppState, local_request
 
 router = APIRouter(tags=["Admin"])
 
@@ -34,16 +34,18 @@ class IngestJob(BaseModel):
     "description": "NDJSON events: start {total bytes}, progress {advance, file}, then done {report} or error."}})
 async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
     state: AppState = request.app.state.appliance
-    client = request.client.host if request.client else ""
-    if not (client.startswith("127.") or client in ("::1", "localhost", "testclient")):
+    if not local_request(request):
         # The token never leaves the machine; refusing other hosts keeps it that way even if it did.
         raise ApiError(403, "ingest jobs are handed over from this machine only")
-    header = request.headers.get("authorization", "")
-    if state.admin_token is None or not secrets.compare_digest(header, f"Bearer {state.admin_token}"):
+    header = request.headers.get("authorization", "").encode()
+    if state.admin_token is None or not secrets.compare_digest(header, f"Bearer {state.admin_token}".encode()):
         raise ApiError(401, "this endpoint takes the token of <data_dir>/server.json (used by `appliance ingest`)")
     paths = [Path(p) for p in job.paths]
     if not all(p.is_absolute() for p in paths):
         raise ApiError(400, "paths must be absolute")
+    data_dir = state.services.settings.data_dir.absolute()
+    if any(p == data_dir or data_dir in p.parents for p in paths):
+        raise ApiError(400, f"{data_dir} is the appliance's own data directory, not documents")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
@@ -62,6 +64,7 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
 
         def set_postfix_str(self, text: str, refresh: bool = True) -> None:
             self.file = text
+            put({"event": "file", "file": text})
 
         def close(self) -> None:
             pass

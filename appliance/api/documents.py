@@ -153,7 +153,8 @@ def _writer(state: AppState) -> anyio.CapacityLimiter:
 
 
 @router.delete("/v1/documents/{doc_id}", response_model=Deleted, responses=ERRORS)
-async def delete_document(doc_id: str, state: State) -> Deleted:
+async def delete_document(doc_id: str, state: State, keep_file: Annotated[bool, Query(
+        description="Keep an uploaded file on disk (only its chunks and manifest row go).")] = False) -> Deleted:
     """Remove a document's chunks and its manifest row. An uploaded file is deleted too; a file from an
     ingested folder stays on disk, and comes back if that folder is ingested again."""
     rec = await run_in_threadpool(_find, state, doc_id)
@@ -162,7 +163,7 @@ async def delete_document(doc_id: str, state: State) -> Deleted:
         with state.services.write_lock:
             result = state.services.ingest_pipeline.remove(rec.path)
             path = Path(rec.path)
-            if path.parent == state.services.settings.upload_dir.absolute():
+            if not keep_file and path.parent == state.services.settings.upload_dir.absolute():
                 path.unlink(missing_ok=True)
         return result
 

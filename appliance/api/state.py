@@ -88,8 +88,9 @@ def require_api_key(request: Request,
     """The key's name; a key is needed whenever the server listens beyond loopback (server.require_api_key)."""
     state: AppState = request.app.state.appliance
     token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
-    if token and state.admin_token and secrets.compare_digest(token, state.admin_token):
-        return "server.json"  # the local administrator's CLI (appliance/handover.py)
+    if token and state.admin_token and local_request(request) \
+            and secrets.compare_digest(token.encode(), state.admin_token.encode()):
+        return "server.json"  # the local administrator's CLI (appliance/handover.py), from this machine only
     if not state.services.settings.server.api_key_required:
         # OpenAI clients always send some key ("none", "sk-..."): on loopback without keys, any goes.
         return state.services.api_keys.verify(token) if token else None
@@ -101,6 +102,13 @@ def require_api_key(request: Request,
     if name is None:
         raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     return name
+
+
+def local_request(request: Request) -> bool:
+    from appliance.handover import is_local_client
+
+    server = request.scope.get("server")
+    return is_local_client(request.client.host if request.client else "", server[0] if server else None)
 
 
 def state_of(request: Request) -> AppState:

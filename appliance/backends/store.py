@@ -231,9 +231,9 @@ class EdgeStore:
         with self._lock:
             try:
                 self._shard.flush()
-                self._shard.close()
             finally:
-                self._hold.close()  # releases the lock file
+                self._shard.close()
+                self._hold.close()  # released only once the shard is closed: see _hold_exclusively
 
 
 class QdrantServerStore:

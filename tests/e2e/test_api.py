@@ -66,7 +66,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
 
 
 def test_a_key_is_required_and_checked(api: Api) -> None:
-    for headers in ({}, {"Authorization": "Bearer rag-not-a-key"}):
+    for headers in ({}, {"Authorization": "Bearer rag-not-a-key"}, {"Authorization": "Bearer é".encode("latin-1")}):
         r = httpx.get(api.url + "/v1/models", headers=headers)
         assert r.status_code == 401
         assert r.json()["error"]["type"] == "authentication_error"

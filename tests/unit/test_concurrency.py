@@ -118,3 +118,15 @@ def test_a_remote_model_never_runs_more_than_max_parallel_generations() -> None:
         t.join(timeout=30)
     assert most == 2
     assert running == 0
+
+
+def test_only_this_machine_counts_as_a_local_client() -> None:
+    from appliance.handover import is_local_client
+
+    assert is_local_client("127.0.0.1", "0.0.0.0")
+    assert is_local_client("::1", "::")
+    assert is_local_client("::ffff:127.0.0.1", "::")
+    assert is_local_client("10.1.2.3", "10.1.2.3")  # the CLI reaching a server bound to this host's address
+    assert not is_local_client("10.1.2.4", "10.1.2.3")
+    assert not is_local_client("192.0.2.7", "0.0.0.0")
+    assert not is_local_client("not-an-address", None)
