@@ -77,10 +77,8 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
             state.metrics.ingest_files.labels(f.status).inc()
         return report.to_dict()
 
-    from appliance.api.documents import _writer
-
     # The job runs to its end even if the client goes away (as `ingest` would in its own process).
-    task = asyncio.ensure_future(anyio.to_thread.run_sync(run, limiter=_writer(state)))
+    task = asyncio.ensure_future(anyio.to_thread.run_sync(run, limiter=state.writer()))
 
     async def events() -> AsyncIterator[str]:
         while not (task.done() and queue.empty()):

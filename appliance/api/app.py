@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from appliance.api.state import AppState
     from appliance.services import Services
 
 log = logging.getLogger("appliance")
@@ -47,7 +48,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     async def readyz() -> Any:
         """Readiness: the store answers and the chat model is loaded (or its server has it)."""
         try:
-            detail = await run_in_threadpool(_readiness, services)
+            detail = await run_in_threadpool(_readiness, state)
         except Exception as exc:  # report, don't crash the probe; the detail (hosts, paths) goes to the log only
             log.warning("not ready: %s", exc)
             return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
@@ -85,12 +86,10 @@ def _component(exc: Exception) -> str:
     return f"{exc.component} unavailable (see the server log)" if isinstance(exc, _NotReady) else "not ready"
 
 
-_READY_CACHE: dict[int, tuple[float, str | Exception]] = {}
-
-
-def _readiness(services: Services) -> dict[str, Any]:
+def _readiness(state: AppState) -> dict[str, Any]:
     import time
 
+    services = state.services
     try:
         chunks = services.store.count()
     except Exception as exc:
@@ -99,14 +98,13 @@ def _readiness(services: Services) -> dict[str, Any]:
         return {"chunks": chunks, "model": services.llm.metadata.model_name}
     # Ask the model server at most every 15 s, failures included: probes come often, and a hung
     # server must not tie up a thread per probe.
-    cached = _READY_CACHE.get(id(services))
+    cached = state.model_check
     if cached is None or time.monotonic() - cached[0] > 15:
         try:
             outcome: str | Exception = services.llm.check()
         except Exception as exc:
             outcome = exc
-        cached = (time.monotonic(), outcome)
-        _READY_CACHE[id(services)] = cached
+        cached = state.model_check = (time.monotonic(), outcome)
     if isinstance(cached[1], Exception):
         raise _NotReady("chat model", cached[1])
     return {"chunks": chunks, "model": cached[1]}

@@ -139,17 +139,10 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
                                         id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
         return results
 
-    # One thread for all writers: uploads waiting their turn hold no thread of the shared pool.
-    results = await anyio.to_thread.run_sync(ingest, limiter=_writer(state))
+    results = await anyio.to_thread.run_sync(ingest, limiter=state.writer())
     failed = sum(r.status in ("failed", "skipped") for r in results)
     status = 201 if not failed else 422 if failed == len(results) else 207
     return JSONResponse(UploadResponse(files=results).model_dump(), status_code=status)
-
-
-def _writer(state: AppState) -> anyio.CapacityLimiter:
-    if state.writer is None:
-        state.writer = anyio.CapacityLimiter(1)
-    return state.writer
 
 
 @router.delete("/v1/documents/{doc_id}", response_model=Deleted, responses=ERRORS)
@@ -167,7 +160,7 @@ async def delete_document(doc_id: str, state: State, keep_file: Annotated[bool, 
                 path.unlink(missing_ok=True)
         return result
 
-    result = await anyio.to_thread.run_sync(remove, limiter=_writer(state))
+    result = await anyio.to_thread.run_sync(remove, limiter=state.writer())
     if result is None:
         raise ApiError(404, f"no document with id {doc_id!r}")
     return Deleted(id=doc_id, chunks=result.chunks)

@@ -32,12 +32,19 @@ class AppState:
         self.model_id = server.model_id
         self.started = int(time.time())
         self.gate = AnswerGate(services.settings.llm.max_parallel, server.max_queued)
-        self.writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
+        self._writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
+        self.model_check: tuple[float, str | Exception] | None = None  # /readyz's last ask of a remote model
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)
         self.metrics.chunks.set_function(self._chunks)
+
+    def writer(self) -> anyio.CapacityLimiter:
+        """One thread for every writer (uploads, deletions, handed-over ingests): those waiting hold none."""
+        if self._writer is None:
+            self._writer = anyio.CapacityLimiter(1)
+        return self._writer
 
     def _chunks(self) -> float:
         try:
