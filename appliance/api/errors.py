@@ -30,6 +30,13 @@ class ApiError(Exception):
         return {"error": {"message": self.message, "type": self.kind, "code": self.status}}
 
 
+def internal_error(context: str) -> ApiError:
+    """Log the exception being handled under a reference; the client gets only the reference."""
+    ref = uuid.uuid4().hex[:12]
+    log.exception("%s (reference %s)", context, ref)
+    return ApiError(500, f"internal error (reference {ref}; details are in the server log)")
+
+
 def _response(exc: ApiError) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
@@ -63,6 +70,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        ref = uuid.uuid4().hex[:12]
-        log.exception("unhandled error %s on %s %s", ref, request.method, request.url.path)
-        return _response(ApiError(500, f"internal error (reference {ref}; details are in the server log)"))
+        return _response(internal_error(f"unhandled error on {request.method} {request.url.path}"))

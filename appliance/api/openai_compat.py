@@ -9,7 +9,6 @@ unless `sources_in_text` is false, as a numbered list after the answer text.
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,8 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from appliance.api.concurrency import Busy
-from appliance.api.errors import ApiError
+from appliance.api.errors import ApiError, internal_error
 from appliance.api.schemas import (
     ERRORS,
     AssistantMessage,
@@ -37,7 +35,6 @@ if TYPE_CHECKING:
     from appliance.rag import Source as RagSource
 
 router = APIRouter(tags=["OpenAI-compatible"])
-log = logging.getLogger("appliance.api")
 
 
 def source_out(s: RagSource) -> Source:
@@ -87,7 +84,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     created = int(time.time())
     if state.gate.full():  # checked before the 200 of a stream is sent
         state.metrics.answers.labels("busy").inc()
-        raise ApiError(503, str(Busy("the model is busy: every place in the queue is taken; try again shortly")))
+        raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
+                       headers={"Retry-After": "5"})
 
     limit = body.max_completion_tokens or body.max_tokens
 
@@ -125,10 +123,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         except ApiError as exc:  # after the 200 went out, an error can only be an event of the stream
             yield f"data: {json.dumps(exc.body())}\n\n"
         except Exception:
-            ref = uuid.uuid4().hex[:12]
-            log.exception("answer failed mid-stream (reference %s)", ref)
-            error = ApiError(500, f"internal error (reference {ref}; details are in the server log)")
-            yield f"data: {json.dumps(error.body())}\n\n"
+            yield f"data: {json.dumps(internal_error('answer failed mid-stream').body())}\n\n"
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream",
