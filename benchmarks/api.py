@@ -129,18 +129,16 @@ def bench_api(levels: tuple[int, ...] = (1, 10, 50)) -> list[Row]:
             server.wait(timeout=60)
             log.close()
 
-    for c in levels:
-        rows.append((f"/v1/search, {c} client{'s' if c > 1 else ''}",
-                     f"p50 {statistics.median(api_s[c]):.0f} ms, p95 {_pct(api_s[c], 0.95):.0f} ms",
-                     f"in-process p50 {statistics.median(local_s[c]):.0f} ms, p95 {_pct(local_s[c], 0.95):.0f} ms; "
-                     f"ratio p50 {statistics.median(api_s[c]) / statistics.median(local_s[c]):.2f}; "
-                     f"{len(api_s[c])} searches"))
-    for c in levels:
-        rows.append((f"/v1/chat/completions time to first token, {c} client{'s' if c > 1 else ''}",
-                     f"p50 {statistics.median(api_t[c]):.0f} ms, p95 {_pct(api_t[c], 0.95):.0f} ms",
-                     f"in-process p50 {statistics.median(local_t[c]):.0f} ms, p95 {_pct(local_t[c], 0.95):.0f} ms; "
-                     f"ratio p50 {statistics.median(api_t[c]) / statistics.median(local_t[c]):.2f}; "
-                     f"{len(api_t[c])} questions, {ANSWER_TOKENS}-token answers, one generated at a time"))
+    measured = [("/v1/search", api_s, local_s, "searches"),
+                ("/v1/chat/completions time to first token", api_t, local_t,
+                 f"questions, {ANSWER_TOKENS}-token answers, one generated at a time")]
+    for what, api, local, unit in measured:
+        for c in levels:
+            rows.append((f"{what}, {c} client{'s' if c > 1 else ''}",
+                         f"p50 {statistics.median(api[c]):.0f} ms, p95 {_pct(api[c], 0.95):.0f} ms",
+                         f"in-process p50 {statistics.median(local[c]):.0f} ms, p95 {_pct(local[c], 0.95):.0f} ms; "
+                         f"ratio p50 {statistics.median(api[c]) / statistics.median(local[c]):.2f}; "
+                         f"{len(api[c])} {unit}"))
     return rows
 
 
