@@ -8,11 +8,14 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from appliance.offline import enforce_offline
+
+if TYPE_CHECKING:
+    from appliance.services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -78,11 +81,18 @@ def main() -> None:
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 @click.option("--prune", is_flag=True, help="Remove files that disappeared from the given folders.")
 @click.option("--retry-failed", is_flag=True, help="Parse again the unchanged files that failed before.")
+@click.option("--watch", is_flag=True,
+              help="After this run, keep watching: created, changed, moved and deleted files are synced within "
+                   "seconds (ingest.watch_debounce_ms), until Ctrl-C.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when a terminal].")
 @settings_options
 def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune: bool, retry_failed: bool,
-                   progress: bool | None, config_file: Path | None, data_dir: Path | None) -> None:
-    """Ingest files and folders: parse, chunk, embed and store; unchanged files are skipped."""
+                   watch: bool, progress: bool | None, config_file: Path | None, data_dir: Path | None) -> None:
+    """Ingest files and folders: parse, chunk, embed and store; unchanged files are skipped.
+
+    Ctrl-C stops cleanly: what was stored stays, and the same command resumes with the rest."""
+    if watch and dry_run:
+        raise click.UsageError("--watch and --dry-run do not go together")
     services = _services(config_file, data_dir)
     show = sys.stderr.isatty() if progress is None else progress
 
@@ -92,39 +102,79 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
         return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
                     desc="ingest", dynamic_ncols=True, mininterval=0.5)
 
-    def run() -> dict[str, Any]:
+    def job(targets: list[Path], prune: bool, quiet: bool = False) -> dict[str, Any]:
         from appliance.backends.store import StoreLocked
         from appliance.handover import find
 
         try:
             report: dict[str, Any] = services.ingest_pipeline.run(
-                list(paths), prune=prune, dry_run=dry_run, retry_failed=retry_failed,
+                targets, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
                 progress=bar if show else None).to_dict()
             return report
         except StoreLocked:
             server = find(services.settings.data_dir)
             if server is None:
                 raise
-            click.echo(f"`appliance serve` (pid {server.pid}) holds the store: the job runs there.", err=True)
-            job = {"paths": [str(p.absolute()) for p in paths], "prune": prune, "dry_run": dry_run,
-                   "retry_failed": retry_failed}
-            return _hand_over(server, job, bar if show else None)
+            if not quiet:
+                click.echo(f"`appliance serve` (pid {server.pid}) holds the store: the job runs there.", err=True)
+            handed = {"paths": [str(p.absolute()) for p in targets], "prune": prune, "dry_run": dry_run,
+                      "retry_failed": retry_failed}
+            return _hand_over(server, handed, bar if show else None)
 
     try:
-        data = _fail_cleanly(run)
+        try:
+            data = _fail_cleanly(lambda: job(list(paths), prune))
+        except KeyboardInterrupt:
+            click.echo("stopped: what was stored is kept; run the same command again to resume.", err=True)
+            sys.exit(130)
+        _print_ingest_report(data, as_json, dry_run)
+        if watch:
+            _watch_and_ingest(services, list(paths), lambda changed: job(changed, True, quiet=True), as_json)
+            return
     finally:
         services.close()
+    sys.exit(1 if data["failed"] else 0)
+
+
+def _print_ingest_report(data: dict[str, Any], as_json: bool, dry_run: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
-    else:
-        for f in data["files"]:
-            if f["status"] in ("failed", "skipped"):
-                click.echo(f"{f['status']:8} {f['path']}: {f['error']}")
-            for note in f["notes"] if f["status"] in ("added", "updated") else []:
-                click.echo(f"note     {f['path']}: {note}")
-        counts = ", ".join(f"{data[s]} {s}" for s in ("added", "updated", "unchanged", "removed", "failed", "skipped"))
-        click.echo(f"{counts} ({data['chunks']} chunks, {data['seconds']:.1f}s)" + (" [dry run]" if dry_run else ""))
-    sys.exit(1 if data["failed"] else 0)
+        return
+    for f in data["files"]:
+        if f["status"] in ("failed", "skipped"):
+            click.echo(f"{f['status']:8} {f['path']}: {f['error']}")
+        for note in f["notes"] if f["status"] in ("added", "updated") else []:
+            click.echo(f"note     {f['path']}: {note}")
+    counts = ", ".join(f"{data[s]} {s}" for s in ("added", "updated", "unchanged", "removed", "failed", "skipped"))
+    click.echo(f"{counts} ({data['chunks']} chunks, {data['seconds']:.1f}s)" + (" [dry run]" if dry_run else ""))
+
+
+def _watch_and_ingest(services: Services, roots: list[Path], job: Callable[[list[Path]], dict[str, Any]],
+                      as_json: bool) -> None:
+    """`ingest --watch`: one job per debounced batch of changes, each with its own summary, until Ctrl-C."""
+    import threading
+
+    from ingest.watch import batches
+
+    folders = [r for r in roots if r.exists()]  # a file is watched on its own
+    if not folders:
+        raise click.ClickException("nothing to watch: none of the given paths exists")
+    click.echo(f"watching {', '.join(str(f) for f in folders)} for changes (Ctrl-C to stop)", err=True)
+    stop = threading.Event()
+    settings = services.settings
+    try:
+        for changed in batches(folders, debounce_ms=settings.ingest.watch_debounce_ms, stop=stop,
+                               exclude=(settings.data_dir,)):
+            try:
+                data = _fail_cleanly(lambda changed=changed: job(changed))  # type: ignore[misc]
+            except click.ClickException as exc:
+                click.echo(f"error: {exc.message} (watching goes on)", err=True)
+                continue
+            _print_ingest_report(data, as_json, False)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        pass
+    click.echo("stopped watching.", err=True)
 
 
 def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | None) -> dict[str, Any]:

@@ -60,7 +60,8 @@ class Services:
         r = self.settings.retrieval
         spec = SearchSpec(mode=r.mode, fusion=r.fusion, rrf_k=r.rrf_k, dense_weight=r.dense_weight,
                           keyword_weight=r.keyword_weight)
-        return ApplianceVectorStore(self.store, candidates=r.candidates, spec=spec)
+        # Chunks being written or superseded are excluded inside the store query (ingest.manifest).
+        return ApplianceVectorStore(self.store, candidates=r.candidates, spec=spec, hidden=self.manifest.hidden_ids)
 
     @cached_property
     def llm(self) -> StreamingChatLLM:
@@ -105,7 +106,8 @@ class Services:
     def document_chunks(self, doc_id: str, limit: int) -> list[Source]:
         from appliance.rag import source_from_payload
 
-        return [source_from_payload(hit.payload) for hit in self.store.chunks_of(doc_id, limit)]
+        hits = self.store.chunks_of(doc_id, limit, exclude=self.manifest.hidden_ids())
+        return [source_from_payload(hit.payload) for hit in hits]
 
     @cached_property
     def rag(self) -> RagEngine:
@@ -125,13 +127,10 @@ class Services:
 
     @cached_property
     def ingest_pipeline(self) -> IngestPipeline:
-        from ingest.chunk import Chunker
         from ingest.pipeline import IngestPipeline
 
-        counter = self.token_counter
-        chunker = Chunker(counter.count, counter.tokens, self.settings.ingest.chunk_tokens,
-                          self.settings.ingest.chunk_overlap_tokens)
-        return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding, chunker,
+        # Chunking runs in the pipeline's parse workers, each with its own tokenizer.
+        return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding,
                               exclude=(self.settings.data_dir,))
 
     @cached_property
@@ -141,6 +140,8 @@ class Services:
         return ApiKeys(self.settings.api_keys_path)
 
     def close(self) -> None:
+        if "ingest_pipeline" in self.__dict__:
+            self.ingest_pipeline.close()  # its parse workers
         if "api_keys" in self.__dict__:
             self.api_keys.close()
         reranker = self.__dict__.get("reranker")

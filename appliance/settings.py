@@ -271,6 +271,24 @@ class IngestSettings(Section):
         default_factory=lambda: ["everyone"],
         description="Groups allowed to read a chunk when no ACL rule applies.",
     )
+    workers: int = Field(
+        2, ge=1, le=64,
+        description="Parse worker processes; parsing runs beside embedding (docs/benchmarks.md: which stage bounds).",
+    )
+    file_timeout_s: float = Field(
+        300.0, gt=0, description="A file whose parsing takes longer is stopped and reported as failed.")
+    file_memory_mb: int = Field(
+        2048, ge=64, description="Memory a parse worker may take for one file beyond its own; past it the file fails.")
+    max_unpacked_mb: int = Field(
+        1024, ge=1, description="Zip-based files (DOCX, XLSX, PPTX, ODT, EPUB) unpacking beyond this are refused.")
+    max_chunks_per_file: int = Field(
+        50_000, ge=1, description="A file cut into more chunks than this fails (bounds one file's embedding time).")
+    watch: list[Path] = Field(
+        default_factory=list,
+        description="Folders that `appliance serve` keeps in sync: changes are ingested within seconds.",
+    )
+    watch_debounce_ms: int = Field(
+        1000, ge=50, le=60_000, description="Changes are gathered for this long before they are ingested.")
 
 
 class RetrievalSettings(Section):

@@ -1,8 +1,11 @@
 """The ingestion manifest: one SQLite row per source file, the truth of what the store holds.
 
-A file's row is written only after its chunks are in the store, and its old chunks are
-deleted only after the new ones are in, so an interrupted run leaves the old version
-searchable and is redone on the next run.
+A file's row names the chunks that are published (searchable). Chunks in the store that are not
+published yet, or no longer, are listed in the `hidden` table and every search excludes them in
+the store query itself: the new version of a file is written while hidden, then one SQLite
+transaction publishes it and hides the old version, whose chunks are deleted a moment later
+(see ingest.pipeline). So a question sees a file's old or new version, never both or neither,
+and a run killed at any moment leaves only hidden chunks behind, which the next run deletes.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ CREATE TABLE IF NOT EXISTS files (
     notes TEXT NOT NULL DEFAULT '[]',
     ingested_at REAL NOT NULL,
     config TEXT                    -- what the file was processed with (IngestPipeline.config); NULL: unknown
+);
+CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
+-- Chunks in the store that no search may return: "new" ones being written, "stale" ones superseded.
+CREATE TABLE IF NOT EXISTS hidden (
+    point_id TEXT PRIMARY KEY,
+    path TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- new | stale
+    since REAL NOT NULL
 );
 """
 
@@ -70,19 +81,60 @@ class Manifest:
             return _record(row) if row else None
 
     def put(self, rec: FileRecord) -> None:
-        with self._lock:
-            rec.ingested_at = rec.ingested_at or time.time()
-            self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
-                 json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at, rec.config),
-            )
-            self._db.commit()
+        with self._lock, self._db:
+            self._put(rec)
+
+    def _put(self, rec: FileRecord) -> None:
+        rec.ingested_at = rec.ingested_at or time.time()
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
+             json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at, rec.config),
+        )
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         with self._lock:
             self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
             self._db.commit()
+
+    def hide_new(self, path: str, ids: list[str]) -> None:
+        """Before a file's new chunks are written: none of them may be found until published."""
+        with self._lock:
+            now = time.time()
+            self._db.executemany("INSERT OR REPLACE INTO hidden VALUES (?, ?, 'new', ?)",
+                                 [(i, path, now) for i in ids])
+            self._db.commit()
+
+    def publish(self, rec: FileRecord, stale: list[str]) -> None:
+        """In one transaction: the row names its new chunks, which become searchable, and the
+        superseded ones are hidden until the writer deletes them."""
+        with self._lock, self._db:
+            now = time.time()
+            self._db.execute("DELETE FROM hidden WHERE path = ? AND kind = 'new'", (rec.path,))
+            self._db.executemany("INSERT OR REPLACE INTO hidden VALUES (?, ?, 'stale', ?)",
+                                 [(i, rec.path, now) for i in stale])
+            self._put(rec)
+
+    def hidden_ids(self) -> list[str]:
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden")]
+
+    def hidden_by_kind(self, kind: str) -> list[str]:
+        with self._lock:
+            return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden WHERE kind = ?", (kind,))]
+
+    def unhide(self, ids: list[str]) -> None:
+        """After the chunks are deleted from the store."""
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM hidden WHERE point_id = ?", [(i,) for i in ids])
+
+    def with_content(self, sha256: str, config: str) -> FileRecord | None:
+        """A published file with this content, processed with these settings (its chunks can be copied)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM files WHERE sha256 = ? AND config = ? AND status = 'ok' LIMIT 1", (sha256, config)
+            ).fetchone()
+            return _record(row) if row else None
 
     def remove(self, path: str) -> None:
         with self._lock:

@@ -1,10 +1,14 @@
 """discover -> parse -> chunk -> embed -> upsert, incremental through the manifest.
 
-Per file, the order is: record the file as `pending` with the ids of both its old and its new
-chunks (ids derive from path, content hash and index, so redoing a file overwrites rather than
-duplicates), upsert the new chunks, delete the old ones, then mark the row `ok` with the new ids.
-A run stopped anywhere leaves a pending row that names every chunk it may have written, and the
-next run redoes that file and deletes whatever is not in its new version.
+Stages overlap: files are parsed and chunked in worker processes (ingest.workers) while this
+process embeds and writes the files already parsed, batched across files.
+
+Per file, the order makes every crash harmless and every update atomic for readers: the new
+chunks are listed as hidden in the manifest, then written (their ids derive from path, content
+hash, settings and index, so a redo overwrites rather than duplicates); one transaction then
+publishes the new row and hides the superseded chunks, which are deleted STALE_GRACE_S later
+(a search that read the hidden list just before the switch still finds the old version). A run
+killed anywhere leaves only hidden chunks behind; the next run deletes them first.
 """
 
 from __future__ import annotations
@@ -14,15 +18,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.chunk import Chunk, Chunker
+from ingest.chunk import Chunk
 from ingest.discover import discover
 from ingest.manifest import FileRecord, Manifest
-from ingest.parse import SUPPORTED_SUFFIXES, ParseError, parse_file
+from ingest.parse import SUPPORTED_SUFFIXES
+from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
 if TYPE_CHECKING:
     from appliance.backends.embeddings import Embedding
@@ -31,10 +37,14 @@ if TYPE_CHECKING:
 
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 UPSERT_BATCH = 256
+EMBED_BATCH_CHUNKS = 512  # parsed files are embedded together up to this many chunks
 # Bumped whenever parsing or chunking changes what a file becomes (eval stores are keyed by it).
 CHUNKING_VERSION = 2
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
 STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
+STALE_GRACE_S = 1.0  # superseded chunks outlive their replacement's publication by this long
+CHANGE_RETRIES = 2  # a file that changes while it is read is read again this many times
+VECTOR_CACHE = 20_000  # embeddings of recent chunk texts kept in a run: repeated text is embedded once
 
 
 @dataclass
@@ -51,6 +61,7 @@ class FileResult:
 class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    interrupted: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -59,10 +70,17 @@ class IngestReport:
     def chunks(self) -> int:
         return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
 
+    @property
+    def pages(self) -> int:
+        """Pages of the files processed (a file without pages counts as one, as the baseline counts)."""
+        return sum(f.pages or 1 for f in self.files if f.status in ("added", "updated"))
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {s: self.count(s) for s in STATUSES}
         out["chunks"] = self.chunks
+        out["pages"] = self.pages
         out["seconds"] = round(self.seconds, 2)
+        out["interrupted"] = self.interrupted
         out["files"] = [
             {"path": f.path, "status": f.status, "chunks": f.chunks, "error": f.error, "notes": f.notes}
             for f in self.files
@@ -73,47 +91,85 @@ class IngestReport:
 ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), set_postfix_str(s), close()
 
 
+@dataclass
+class _Task:
+    """A file that must be (re)processed."""
+
+    path: Path
+    key: str
+    st: os.stat_result
+    sha: str
+    old: FileRecord | None
+    status: str  # added | updated
+    donor: FileRecord | None = None  # a published file with the same content: its vectors are copied
+    tries: int = 0
+
+
+class _Meter:
+    """Drives the progress bar: bytes for the ETA, files/s and pages/s beside the file name."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+        self._started = time.monotonic()
+        self.files = 0
+        self.pages = 0
+
+    def done(self, size: int, result: FileResult) -> None:
+        self.files += 1
+        if result.status in ("added", "updated"):
+            self.pages += result.pages or 1
+        if self._bar is None:
+            return
+        rate = max(time.monotonic() - self._started, 1e-6)
+        self._bar.set_postfix_str(f"{self.files / rate:.1f} files/s, {self.pages / rate:.1f} pages/s, "
+                                  f"{Path(result.path).name[:32]}", refresh=False)
+        self._bar.update(size)
+
+
 class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
-                 embedding: Embedding, chunker: Chunker, exclude: tuple[Path, ...] = ()) -> None:
+                 embedding: Embedding, exclude: tuple[Path, ...] = ()) -> None:
         self._settings = settings
         self._manifest = manifest
         self._store = store
         self._embedding = embedding
-        self._chunker = chunker
         self._exclude = exclude  # the data directory: a folder that holds it must not ingest the store
         self.config = processing_config(settings, getattr(embedding, "model_name", "?"))
+        self._pool: ParsePool | None = None  # started on the first file to parse, kept for later runs
+        self._stale: list[tuple[float, list[str]]] = []  # (published at, superseded ids), oldest first
+        self._vectors: dict[str, Any] = {}
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
         started = time.monotonic()
         report = IngestReport()
+        if not dry_run:
+            self._recover()
         found = discover(paths, self._exclude)
         for path, reason in found.problems:
+            if prune and reason == "no such file or folder" and next(self._manifest.under(str(path)), None):
+                continue  # a known file or folder that is gone: pruned below, not a failure
             report.files.append(FileResult(str(path), "failed", error=reason))
         sizes = {p: _size(p) for p in found.files}
         bar = progress(sum(sizes.values())) if progress else None
+        meter = _Meter(bar)
+        changed = False
         try:
-            for path in found.files:
-                if bar is not None:
-                    bar.set_postfix_str(path.name[:40], refresh=False)
-                report.files.append(self._one(path, dry_run=dry_run, retry_failed=retry_failed))
-                if bar is not None:
-                    bar.update(sizes[path])
+            for task, result in self._stream(found.files, dry_run=dry_run, retry_failed=retry_failed):
+                report.files.append(result)
+                meter.done(sizes.get(task, 0), result)
+                changed = changed or result.status in ("added", "updated")
+        except KeyboardInterrupt:
+            report.interrupted = True  # what was published stays; the next run resumes with the rest
+            self._shutdown_pool(cancel=True)
+            raise
         finally:
+            self._delete_stale(wait=True)
             if bar is not None:
                 bar.close()
         if prune:
-            present = {str(p) for p in found.files}
-            # A root that disappeared entirely is pruned too: everything under it is gone.
-            for root in [*found.roots, *(p for p, reason in found.problems if reason == "no such file or folder")]:
-                for rec in self._manifest.under(str(root)):
-                    if rec.path not in present and not Path(rec.path).exists():
-                        if not dry_run:
-                            self._store.delete(rec.chunk_ids)
-                            self._manifest.remove(rec.path)
-                        report.files.append(FileResult(rec.path, "removed", chunks=len(rec.chunk_ids)))
-        if not dry_run and any(f.status in ("added", "updated", "removed") for f in report.files):
+            changed = self._prune(found, report, dry_run) or changed
+        if not dry_run and changed:
             # Qdrant Edge builds its HNSW index only when asked: 48 s for 100k chunks, and queries
             # drop from 44 ms (full scan) to 7 ms (docs/benchmarks.md).
             self._store.optimize()
@@ -131,7 +187,59 @@ class IngestPipeline:
         self._store.flush()
         return FileResult(path, "removed", chunks=len(rec.chunk_ids))
 
-    def _one(self, path: Path, *, dry_run: bool, retry_failed: bool) -> FileResult:
+    def close(self) -> None:
+        self._shutdown_pool(cancel=False)
+
+    # -- the stages ---------------------------------------------------------------------------
+
+    def _stream(self, files: list[Path], *, dry_run: bool,
+                retry_failed: bool) -> Iterator[tuple[Path, FileResult]]:
+        """Plan each file, parse the ones that changed in the pool, embed and write them as they come."""
+        planned = (self._plan(path, dry_run=dry_run, retry_failed=retry_failed) for path in files)
+        # Enough parsed files to fill embedding batches with small files; few enough to bound memory.
+        window = 32 + 2 * self._settings.workers
+        inflight: dict[Future[ParsedChunks], _Task] = {}
+        ready: list[tuple[_Task, ParsedChunks]] = []
+        exhausted = False
+        while True:
+            while not exhausted and len(inflight) + len(ready) < window:
+                item = next(planned, None)
+                if item is None:
+                    exhausted = True
+                elif isinstance(item, FileResult):
+                    yield Path(item.path), item
+                elif item.donor is not None:
+                    copied = self._copy_from_donor(item)
+                    if copied is not None:
+                        yield item.path, copied
+                    else:  # the donor's chunks are not all there: parse after all
+                        inflight[self._parse_pool().submit(item.path)] = item
+                else:
+                    inflight[self._parse_pool().submit(item.path)] = item
+            if not inflight and not ready:
+                return
+            done = [f for f in inflight if f.done()]
+            if not done and not ready:
+                done = list(wait(inflight, return_when=FIRST_COMPLETED).done)
+            for future in done:
+                task = inflight.pop(future)
+                outcome = self._parsed(task, future)
+                if isinstance(outcome, FileResult):
+                    yield task.path, outcome
+                elif outcome is None:  # changed while being read: read it again
+                    inflight[self._parse_pool().submit(task.path)] = task
+                else:
+                    ready.append((task, outcome))
+            if ready:
+                batch: list[tuple[_Task, ParsedChunks]] = []
+                budget = EMBED_BATCH_CHUNKS
+                while ready and (not batch or len(ready[0][1].chunks) <= budget):
+                    budget -= len(ready[0][1].chunks)
+                    batch.append(ready.pop(0))
+                yield from self._embed_and_write(batch)
+            self._delete_stale(wait=False)
+
+    def _plan(self, path: Path, *, dry_run: bool, retry_failed: bool) -> FileResult | _Task:
         key = str(path)
         try:
             st = path.stat()
@@ -143,7 +251,8 @@ class IngestPipeline:
         # Processed with other settings (chunk size, parser, groups, embedding model): do it again.
         current = old is not None and (old.config == self.config or old.status != "ok")
         if old and done and same_stat and current and not (retry_failed and old.status in ("failed", "skipped")):
-            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes)
+            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
+                              pages=old.pages)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
                                         old, dry_run)
@@ -157,68 +266,193 @@ class IngestPipeline:
         if old and old.sha256 == sha and old.status == "ok" and old.config == self.config:
             if not dry_run:
                 self._manifest.touch(key, st.st_size, st.st_mtime_ns)
-            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), notes=old.notes)
+            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), notes=old.notes, pages=old.pages)
         status = "updated" if old and old.status == "ok" else "added"
         if dry_run:
             return FileResult(key, status)
+        donor = self._manifest.with_content(sha, self.config)
+        return _Task(path, key, st, sha, old, status, donor=donor if donor and donor.path != key else None)
+
+    def _parsed(self, task: _Task, future: Future[ParsedChunks]) -> ParsedChunks | FileResult | None:
+        """A parse result checked against the file as it is now; None: read it again."""
         try:
-            parsed = parse_file(path, pdf_parser=self._settings.pdf_parser, ocr=self._settings.ocr)
-        except ParseError as exc:
-            return self._record_problem(key, st, "failed", str(exc), old, dry_run, sha=sha)
-        except Exception as exc:  # a parser bug on one file must never stop the run
-            return self._record_problem(key, st, "failed", f"{type(exc).__name__}: {exc}"[:300], old, dry_run, sha=sha)
-        acl = list(self._settings.default_groups)
+            parsed = future.result()
+        except Exception as exc:  # a parser failure, crash or timeout on one file never stops the run
+            reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb)
+            return self._record_problem(task.key, task.st, "failed", reason, task.old, False, sha=task.sha)
         try:
-            chunks = self._chunker.chunk(parsed.elements)
-            if not chunks:
-                return self._record_problem(key, st, "failed", "no text found", old, dry_run, sha=sha)
-            points = self._points(path, sha, chunks, acl, parsed.parser)
-        except Exception as exc:  # chunking or embedding one file must not stop the run either
-            return self._record_problem(key, st, "failed", f"{type(exc).__name__}: {exc}"[:300], old, dry_run, sha=sha)
+            now = task.path.stat()
+        except OSError:
+            return FileResult(task.key, "failed", error="deleted while being read (its old version, if any, is kept "
+                                                        "until --prune)")
+        if (now.st_size, now.st_mtime_ns) == (task.st.st_size, task.st.st_mtime_ns):
+            return parsed
+        if task.tries >= CHANGE_RETRIES:
+            return FileResult(task.key, "failed", error=f"kept changing while being read ({task.tries + 1} reads); "
+                                                        "the next run tries again")
+        try:
+            task.st, task.sha, task.tries = now, _sha256(task.path), task.tries + 1
+        except OSError:
+            return FileResult(task.key, "failed", error="deleted while being read")
+        return None
+
+    def _embed_and_write(self, batch: list[tuple[_Task, ParsedChunks]]) -> Iterator[tuple[Path, FileResult]]:
+        texts = [embed_input(c) for _, parsed in batch for c in parsed.chunks]
+        try:
+            vectors = self._embed(texts)
+        except Exception as exc:  # one batch the model cannot take: each file alone tells which
+            if len(batch) == 1:
+                task = batch[0][0]
+                yield task.path, self._record_problem(task.key, task.st, "failed", f"embedding: {exc}"[:300],
+                                                      task.old, False, sha=task.sha)
+                return
+            for one in batch:
+                yield from self._embed_and_write([one])
+            return
+        at = 0
+        for task, parsed in batch:
+            mine = vectors[at: at + len(parsed.chunks)]
+            at += len(parsed.chunks)
+            points = self._points(task, parsed.chunks, mine, parsed.parser)
+            self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
+            yield task.path, FileResult(task.key, task.status, chunks=len(points), pages=parsed.pages,
+                                        notes=parsed.notes)
+
+    def _embed(self, texts: list[str]) -> list[Any]:
+        """Embed, taking repeated texts (boilerplate, copies of a file) from the run's cache."""
+        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self._vectors}.items())
+        if missing:
+            fresh = self._embedding.embed([t for _, t in missing])
+            if len(self._vectors) + len(missing) > VECTOR_CACHE:
+                self._vectors.clear()
+            for (k, _), vector in zip(missing, fresh, strict=True):
+                self._vectors[k] = vector
+        return [self._vectors[k] for k in keys]
+
+    def _write(self, task: _Task, points: list[StorePoint], parser: str | None, pages: int | None,
+               notes: list[str]) -> None:
         ids = [p.id for p in points]
+        old = task.old
+        published = set(old.chunk_ids) if old and old.status == "ok" else set()
+        self._manifest.hide_new(task.key, [i for i in ids if i not in published])
+        for start in range(0, len(points), UPSERT_BATCH):
+            self._store.upsert(points[start: start + UPSERT_BATCH])
         new = set(ids)
         stale = [i for i in (old.chunk_ids if old else []) if i not in new]
-        self._manifest.put(FileRecord(
-            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="pending", parser=parsed.parser,
-            chunk_ids=stale + ids, acl=acl, ingested_at=time.time(),
-        ))
-        for start in range(0, len(points), UPSERT_BATCH):
-            self._store.upsert(points[start : start + UPSERT_BATCH])
-        self._store.delete(stale)
-        self._manifest.put(FileRecord(
-            path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha, status="ok", parser=parsed.parser,
-            pages=parsed.pages, chunk_ids=ids, acl=acl, notes=parsed.notes, ingested_at=time.time(),
-            config=self.config,
-        ))
-        return FileResult(key, status, chunks=len(ids), pages=parsed.pages, notes=parsed.notes)
+        self._manifest.publish(FileRecord(
+            path=task.key, size=task.st.st_size, mtime_ns=task.st.st_mtime_ns, sha256=task.sha, status="ok",
+            parser=parser, pages=pages, chunk_ids=ids, acl=list(self._settings.default_groups), notes=notes,
+            ingested_at=time.time(), config=self.config,
+        ), stale)
+        if stale:
+            self._stale.append((time.monotonic(), stale))
+
+    def _copy_from_donor(self, task: _Task) -> FileResult | None:
+        """The same content is published under another path: copy its chunks, embedded once."""
+        donor = task.donor
+        assert donor is not None
+        found = {p.id: p for p in self._store.retrieve(donor.chunk_ids)}
+        if len(found) != len(donor.chunk_ids):
+            return None
+        points = []
+        doc_id = doc_id_of(task.key)
+        now = time.time()
+        acl = list(self._settings.default_groups)
+        for i, old_id in enumerate(donor.chunk_ids):
+            p = found[old_id]
+            payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
+                       "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
+            points.append(_point(point_id(task.key, task.sha, self.config, i), p.vector, p.text, payload))
+        self._write(task, points, donor.parser, donor.pages, donor.notes)
+        return FileResult(task.key, task.status, chunks=len(points), pages=donor.pages, notes=donor.notes)
 
     def _record_problem(self, key: str, st: os.stat_result, status: str, reason: str, old: FileRecord | None,
                         dry_run: bool, sha: str | None = None) -> FileResult:
         if not dry_run:
-            if old and old.chunk_ids:  # the file changed into something unreadable: drop its old chunks
-                self._store.delete(old.chunk_ids)
-            self._manifest.put(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                                          status="failed" if status == "failed" else "skipped", error=reason))
+            # The file changed into something unreadable: its old chunks go, through the same
+            # publish-then-delete order as an update.
+            self._manifest.publish(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                                              status="failed" if status == "failed" else "skipped", error=reason),
+                                   list(old.chunk_ids) if old else [])
+            if old and old.chunk_ids:
+                self._stale.append((time.monotonic(), list(old.chunk_ids)))
         return FileResult(key, status, error=reason)
 
-    def _points(self, path: Path, sha: str, chunks: list[Chunk], acl: list[str], parser: str) -> list[StorePoint]:
-        from appliance.backends.store import StorePoint
+    def _prune(self, found: Any, report: IngestReport, dry_run: bool) -> bool:
+        present = {str(p) for p in found.files}
+        removed = False
+        # A root that disappeared entirely is pruned too: everything under it is gone.
+        for root in [*found.roots, *(p for p, reason in found.problems if reason == "no such file or folder")]:
+            for rec in self._manifest.under(str(root)):
+                if rec.path not in present and not Path(rec.path).exists():
+                    if not dry_run:
+                        self._store.delete(rec.chunk_ids)
+                        self._manifest.remove(rec.path)
+                    removed = True
+                    report.files.append(FileResult(rec.path, "removed", chunks=len(rec.chunk_ids)))
+        return removed and not dry_run
 
-        doc_id = doc_id_of(str(path))
+    def _recover(self) -> None:
+        """Delete what a killed run left hidden: chunks written but never published, or superseded."""
+        ids = self._manifest.hidden_ids()
+        if ids:
+            self._store.delete(ids)
+            self._store.flush()
+            self._manifest.unhide(ids)
+
+    def _delete_stale(self, *, wait: bool) -> None:
+        while self._stale:
+            published, ids = self._stale[0]
+            left = published + STALE_GRACE_S - time.monotonic()
+            if left > 0:
+                if not wait:
+                    return
+                time.sleep(left)
+            self._store.delete(ids)
+            self._manifest.unhide(ids)
+            self._stale.pop(0)
+
+    def _parse_pool(self) -> ParsePool:
+        if self._pool is None:
+            s = self._settings
+            config = WorkerConfig(
+                chunk_tokens=s.chunk_tokens, overlap_tokens=s.chunk_overlap_tokens, pdf_parser=s.pdf_parser,
+                ocr=s.ocr, memory_mb=s.file_memory_mb, max_unpacked_mb=s.max_unpacked_mb,
+                max_chunks=s.max_chunks_per_file)
+            self._pool = ParsePool(s.workers, config, s.file_timeout_s)
+        return self._pool
+
+    def _shutdown_pool(self, *, cancel: bool) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.close(cancel=cancel)
+
+    def _points(self, task: _Task, chunks: list[Chunk], vectors: list[Any], parser: str) -> list[StorePoint]:
+        doc_id = doc_id_of(task.key)
         now = time.time()
-        # The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens.
-        embed_inputs = [(" > ".join(c.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + c.text) if c.section else c.text
-                        for c in chunks]
-        vectors = self._embedding.embed(embed_inputs)
-        points = []
-        for chunk, vector in zip(chunks, vectors, strict=True):
-            points.append(StorePoint(
-                id=str(uuid.uuid5(POINT_NAMESPACE, f"{path}\x00{sha}\x00{chunk.index}")),
-                vector=[float(x) for x in vector],
-                text=chunk.text,
-                payload=chunk_payload(path, doc_id, sha, chunk, acl, parser, now),
-            ))
-        return points
+        acl = list(self._settings.default_groups)
+        return [
+            _point(point_id(task.key, task.sha, self.config, chunk.index), [float(x) for x in vector], chunk.text,
+                   chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
+            for chunk, vector in zip(chunks, vectors, strict=True)
+        ]
+
+
+def embed_input(chunk: Chunk) -> str:
+    """The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens."""
+    return (" > ".join(chunk.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + chunk.text) if chunk.section else chunk.text
+
+
+def point_id(path: str, sha: str, config: str, index: int) -> str:
+    """Deterministic: a redone file overwrites its own chunks; another version gets other ids."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}\x00{sha}\x00{config}\x00{index}"))
+
+
+def _point(pid: str, vector: list[float], text: str, payload: dict[str, Any]) -> StorePoint:
+    from appliance.backends.store import StorePoint
+
+    return StorePoint(id=pid, vector=vector, text=text, payload=payload)
 
 
 def processing_config(settings: IngestSettings, embedding_model: str) -> str:

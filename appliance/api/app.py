@@ -167,7 +167,46 @@ def serve(services: Services) -> None:
     app.state.appliance.admin_token = running.token
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally then, so the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    stop_watching = _watch(services)
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     finally:
+        if stop_watching is not None:
+            stop_watching.set()
         withdraw(services.settings.data_dir, running)
+
+
+def _watch(services: Services) -> Any:
+    """ingest.watch: sync the folders once, then keep them in sync; returns the event that stops it."""
+    folders = services.settings.ingest.watch
+    if not folders:
+        return None
+    import threading
+    from pathlib import Path
+
+    from appliance.backends.common import BackendUnavailable
+    from ingest.watch import watch_folders
+
+    missing = [str(f) for f in folders if not f.is_dir()]
+    if missing:
+        raise BackendUnavailable(f"ingest.watch: no such folder: {', '.join(missing)}")
+    stop = threading.Event()
+
+    def job(paths: list[Path]) -> None:
+        with services.write_lock:
+            report = services.ingest_pipeline.run(paths, prune=True)
+        changed = {s: report.count(s) for s in ("added", "updated", "removed", "failed") if report.count(s)}
+        if changed:
+            log.info("watch: %s", ", ".join(f"{n} {s}" for s, n in changed.items()))
+
+    def run() -> None:
+        try:
+            job(list(folders))  # what changed while the server was down
+        except Exception:
+            log.exception("watch: the first sync of %s failed; watching goes on", folders)
+        watch_folders(list(folders), job, debounce_ms=services.settings.ingest.watch_debounce_ms, stop=stop,
+                      exclude=(services.settings.data_dir,))
+
+    threading.Thread(target=run, name="ingest-watch", daemon=True).start()
+    print(f"Watching for changes: {', '.join(str(f) for f in folders)}", flush=True)
+    return stop

@@ -172,7 +172,7 @@ def document_chunks(doc_id: str, state: State,
                     ) -> ChunkList:
     """The document's chunks as stored, in reading order."""
     _find(state, doc_id)
-    hits = state.services.store.chunks_of(doc_id, limit)
+    hits = state.services.store.chunks_of(doc_id, limit, exclude=state.services.manifest.hidden_ids())
     chunks = [Chunk(index=h.payload.get("chunk_index"), page=h.payload.get("page"),
                     page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],
                     text=h.payload.get("text", "")) for h in hits]

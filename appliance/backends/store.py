@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -67,8 +67,10 @@ class ChunkStore(Protocol):
     def upsert(self, points: list[StorePoint]) -> None: ...
     def delete(self, ids: list[str]) -> None: ...
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]: ...
-    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]: ...
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec(),
+               exclude: Collection[str] = ()) -> list[Hit]: ...
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]: ...
+    def retrieve(self, ids: list[str]) -> list[StorePoint]: ...
     def count(self) -> int: ...
     def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]: ...
     def flush(self) -> None: ...
@@ -156,16 +158,22 @@ class EdgeStore:
             with self._lock:
                 self._shard.update(self._qe.UpdateOperation.delete_points(list(ids)))
 
-    def _filter(self, groups: list[str] | None) -> Any:
-        if groups is None:
-            return None
+    def _filter(self, groups: list[str] | None, exclude: Collection[str] = (), doc_id: str | None = None) -> Any:
+        """The reader's groups, the document, and the chunks not published (ingest.manifest's hidden)."""
         qe = self._qe
-        return qe.Filter(must=[qe.FieldCondition(key="acl_groups", match=qe.MatchAny(any=list(groups)))])
+        must: list[Any] = []
+        if groups is not None:
+            must.append(qe.FieldCondition(key="acl_groups", match=qe.MatchAny(any=list(groups))))
+        if doc_id is not None:
+            must.append(qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id)))
+        must_not = [qe.HasIdCondition(set(exclude))] if exclude else None
+        return qe.Filter(must=must or None, must_not=must_not) if must or must_not else None
 
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]:
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec(),
+               exclude: Collection[str] = ()) -> list[Hit]:
         qe = self._qe
-        flt = self._filter(groups)
+        flt = self._filter(groups, exclude)
         sparse = self._bm25.embed_query(text)
         dense_q = qe.Query.Nearest(dense, using=DENSE)
         sparse_q = qe.Query.Nearest(sparse, using=SPARSE)
@@ -193,13 +201,21 @@ class EdgeStore:
             {str(p.id): p.score for p in sparse_hits},
         )
 
-    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]:
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]:
         """A document's chunks in reading order (at most `limit`)."""
         qe = self._qe
-        flt = qe.Filter(must=[qe.FieldCondition(key="doc_id", match=qe.MatchValue(doc_id))])
+        flt = self._filter(None, exclude, doc_id)
         with self._lock:
             records, _next = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=flt, with_payload=True))
         return _reading_order(records)
+
+    def retrieve(self, ids: list[str]) -> list[StorePoint]:
+        """Points by id, with vector and text (the ones not found are left out)."""
+        if not ids:
+            return []
+        with self._lock:
+            records = self._shard.retrieve(list(ids), with_payload=True, with_vector=[DENSE])
+        return [_as_point(r) for r in records]
 
     def count(self) -> int:
         with self._lock:
@@ -317,12 +333,21 @@ class QdrantServerStore:
         if ids:
             self._client.delete(self._collection, self._m.PointIdsList(points=list(ids)), wait=True)
 
-    def search(self, dense: list[float], text: str, limit: int, candidates: int,
-               groups: list[str] | None = None, spec: SearchSpec = SearchSpec()) -> list[Hit]:
+    def _filter(self, groups: list[str] | None, exclude: Collection[str] = (), doc_id: str | None = None) -> Any:
         m = self._m
-        flt = None
+        must: list[Any] = []
         if groups is not None:
-            flt = m.Filter(must=[m.FieldCondition(key="acl_groups", match=m.MatchAny(any=list(groups)))])
+            must.append(m.FieldCondition(key="acl_groups", match=m.MatchAny(any=list(groups))))
+        if doc_id is not None:
+            must.append(m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id)))
+        must_not: list[Any] | None = [m.HasIdCondition(has_id=list(exclude))] if exclude else None
+        return m.Filter(must=must or None, must_not=must_not) if must or must_not else None
+
+    def search(self, dense: list[float], text: str, limit: int, candidates: int,
+               groups: list[str] | None = None, spec: SearchSpec = SearchSpec(),
+               exclude: Collection[str] = ()) -> list[Hit]:
+        m = self._m
+        flt = self._filter(groups, exclude)
         sq = self._bm25.embed_query(text)
         sparse = m.SparseVector(indices=sq.indices, values=sq.values)
         requests = [
@@ -350,12 +375,18 @@ class QdrantServerStore:
             {str(p.id): p.score for p in sparse_r.points},
         )
 
-    def chunks_of(self, doc_id: str, limit: int) -> list[Hit]:
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]:
         """A document's chunks in reading order (at most `limit`)."""
-        m = self._m
-        flt = m.Filter(must=[m.FieldCondition(key="doc_id", match=m.MatchValue(value=doc_id))])
+        flt = self._filter(None, exclude, doc_id)
         records, _next = self._client.scroll(self._collection, scroll_filter=flt, limit=limit, with_payload=True)
         return _reading_order(records)
+
+    def retrieve(self, ids: list[str]) -> list[StorePoint]:
+        """Points by id, with vector and text (the ones not found are left out)."""
+        if not ids:
+            return []
+        records = self._client.retrieve(self._collection, list(ids), with_payload=True, with_vectors=[DENSE])
+        return [_as_point(r) for r in records]
 
     def count(self) -> int:
         return int(self._client.count(self._collection, exact=True).count)

@@ -7,7 +7,7 @@ with hybrid search (dense + BM25 fused in the engine) and the ACL filter inside 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llama_index.core.schema import BaseNode, TextNode
@@ -31,11 +31,15 @@ class ApplianceVectorStore(BasePydanticVectorStore):
     candidates: int = 30
     _store: ChunkStore = PrivateAttr()
     _spec: SearchSpec = PrivateAttr()
+    _hidden: Callable[[], list[str]] = PrivateAttr()
 
-    def __init__(self, store: ChunkStore, candidates: int = 30, spec: SearchSpec | None = None) -> None:
+    def __init__(self, store: ChunkStore, candidates: int = 30, spec: SearchSpec | None = None,
+                 hidden: Callable[[], list[str]] = list) -> None:
+        """hidden: the ids of chunks no search may return now (being written, or superseded)."""
         super().__init__(stores_text=True, candidates=candidates)
         self._store = store
         self._spec = spec or SearchSpec()
+        self._hidden = hidden
 
     @classmethod
     def class_name(cls) -> str:
@@ -67,6 +71,7 @@ class ApplianceVectorStore(BasePydanticVectorStore):
             candidates=max(self.candidates, query.similarity_top_k),
             groups=acl_groups(query.filters),
             spec=self._spec,
+            exclude=self._hidden(),
         )
         nodes: list[TextNode] = []
         for hit in hits:

@@ -107,20 +107,29 @@ def test_a_run_killed_mid_file_leaves_no_orphan_chunks(services: Any, folder: Pa
     _bump(folder / "leave.txt", "Employees accrue 30 days of paid annual leave per year.")
     pipeline = services.ingest_pipeline
     dying = IngestPipeline(services.settings.ingest, services.manifest, _DiesAfterUpsert(services.store),
-                           services.embedding, pipeline._chunker)
-    with pytest.raises(KeyboardInterrupt):
-        dying.run([folder / "leave.txt"])
-    # Killed between writing the new chunks and deleting the old: both versions are in the store now,
-    # and the manifest row is pending with every one of their ids.
+                           services.embedding)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            dying.run([folder / "leave.txt"])
+    finally:
+        dying.close()
+    # Killed between writing the new chunks and publishing them: both versions are in the store,
+    # the row still names the old one, and the new chunks are hidden from every search.
     record = services.manifest.get(str(folder / "leave.txt"))
-    assert record.status == "pending"
+    assert record.status == "ok"
+    assert services.store.count() > clean_count
+    assert services.manifest.hidden_ids()
+    texts = _texts(services, "how many days of annual leave?")
+    assert any("25 days" in t for t in texts)
+    assert not any("30 days" in t for t in texts)
     _bump(folder / "leave.txt", "Employees accrue 35 days of paid annual leave per year.")  # changed again
     report = pipeline.run([folder])
-    assert {Path(f.path).name: f.status for f in report.files}["leave.txt"] == "added"
+    assert {Path(f.path).name: f.status for f in report.files}["leave.txt"] == "updated"
     texts = _texts(services, "how many days of annual leave?")
     assert any("35 days" in t for t in texts)
     assert not any("30 days" in t or "25 days" in t for t in texts)
     assert services.store.count() == clean_count  # nothing orphaned, nothing duplicated
+    assert services.manifest.hidden_ids() == []
 
 
 def test_a_folder_holding_the_data_directory_does_not_ingest_the_store(folder: Path) -> None:
