@@ -278,7 +278,8 @@ class IngestPipeline:
         try:
             parsed = future.result()
         except Exception as exc:  # a parser failure, crash or timeout on one file never stops the run
-            reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb)
+            reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb,
+                                    self._parse_pool().killed_for_memory)
             return self._record_problem(task.key, task.st, "failed", reason, task.old, False, sha=task.sha)
         try:
             now = task.path.stat()

@@ -2,15 +2,17 @@
 
 A parser that loops or blows up on one file must not hang the run or take the machine's
 memory: each file is parsed by a pebble ProcessPool worker (pebble kills a worker whose task
-runs past its timeout and starts a fresh one), and every worker caps its own address space
-with RLIMIT_AS, so an allocation beyond the limit fails inside that worker only. Workers
-are started by forkserver, never forked from a process that runs threads (the server does).
+runs past its timeout and starts a fresh one), and a watchdog thread kills any worker whose
+resident memory passes the limit (an address-space rlimit was tried first: spaCy's BLIS
+reserves more address space than a useful limit allows, and normal files failed). Workers are
+started by forkserver, never forked from a process that runs threads (the server does).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import resource
+import signal
+import threading
 import zipfile
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ if TYPE_CHECKING:
     from ingest.chunk import Chunk, Chunker
 
 MB = 1024 * 1024
-TASKS_PER_WORKER = 500  # a fresh process now and then: parsers that leak cannot grow without bound
+_SIGNALS = {int(s) for s in signal.Signals}
+TASKS_PER_WORKER = 2000  # a fresh process now and then: parsers that leak cannot grow without bound
 
 
 @dataclass(frozen=True)
@@ -60,17 +63,22 @@ def _init_worker(config: WorkerConfig) -> None:
     from ingest.chunk import Chunker
 
     enforce_offline()
-    import pypdfium2  # noqa: F401  (loaded before the limit is measured: its library is mapped once)
-
+    _warm_up()
     counter = build_token_counter()
     _Worker.config = config
     _Worker.chunker = Chunker(counter.count, counter.tokens, config.chunk_tokens, config.overlap_tokens)
-    # The limit is on top of what the worker already maps (interpreter, libraries, tokenizer).
-    with open("/proc/self/statm") as fh:
-        mapped = int(fh.read().split()[0]) * resource.getpagesize()
-    limit = mapped + config.memory_mb * MB
-    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    resource.setrlimit(resource.RLIMIT_AS, (limit if hard == resource.RLIM_INFINITY else min(limit, hard), hard))
+
+
+def _warm_up() -> None:
+    """Import the parsers and load spaCy now (about 3 s), so that no file's time limit pays for them."""
+    import importlib
+
+    import pypdfium2  # noqa: F401
+    from unstructured.nlp.tokenize import sent_tokenize
+
+    for kind in ("auto", "docx", "pptx", "xlsx", "html", "md", "email", "text"):
+        importlib.import_module(f"unstructured.partition.{kind}")
+    sent_tokenize("Warm up. Ready.")
 
 
 def parse_and_chunk(path: str) -> ParsedChunks:
@@ -81,11 +89,8 @@ def parse_and_chunk(path: str) -> ParsedChunks:
     if config is None or chunker is None:
         raise RuntimeError("parse_and_chunk runs in a pool worker")
     check_archive(Path(path), config.max_unpacked_mb)
-    try:
-        parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr)
-        chunks = chunker.chunk(parsed.elements)
-    except MemoryError:
-        raise ParseError(f"needed more than {config.memory_mb} MB of memory (ingest.file_memory_mb)") from None
+    parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr)
+    chunks = chunker.chunk(parsed.elements)
     if not chunks:
         raise ParseError("no text found")
     if len(chunks) > config.max_chunks:
@@ -121,8 +126,13 @@ class ParsePool:
         from pebble import ProcessPool
 
         self._timeout = timeout_s
+        self._limit = config.memory_mb * MB
         self._pool: Any = ProcessPool(max_workers=workers, max_tasks=TASKS_PER_WORKER, initializer=_init_worker,
-                                 initargs=(config,), context=multiprocessing.get_context("forkserver"))
+                                      initargs=(config,), context=multiprocessing.get_context("forkserver"))
+        self.killed_for_memory: set[int] = set()
+        self._stop = threading.Event()
+        self._watchdog = threading.Thread(target=self._watch_memory, name="parse-memory-watchdog", daemon=True)
+        self._watchdog.start()
 
     def submit(self, path: Path) -> Future[ParsedChunks]:
         future: Future[ParsedChunks] = self._pool.schedule(parse_and_chunk, args=(str(path),),
@@ -130,14 +140,34 @@ class ParsePool:
         return future
 
     def close(self, *, cancel: bool = False) -> None:
+        self._stop.set()
         if cancel:
             self._pool.stop()
         else:
             self._pool.close()
         self._pool.join()
 
+    def _watch_memory(self) -> None:
+        """Every 0.1 s: a worker past the limit is killed (pebble then fails its task with ProcessExpired)."""
+        import psutil
 
-def failure_reason(exc: BaseException, timeout_s: float, memory_mb: int) -> str:
+        me = psutil.Process()
+        while not self._stop.wait(0.1):
+            try:
+                # Workers are the forkserver's children: our grandchildren.
+                workers = [p for p in me.children(recursive=True) if p.ppid() != me.pid]
+            except psutil.Error:
+                continue
+            for worker in workers:
+                try:
+                    if worker.memory_info().rss > self._limit:
+                        self.killed_for_memory.add(worker.pid)
+                        worker.kill()
+                except psutil.Error:
+                    continue
+
+
+def failure_reason(exc: BaseException, timeout_s: float, memory_mb: int, killed_for_memory: set[int]) -> str:
     """One line for the report, from what a worker's future raised."""
     from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -148,9 +178,11 @@ def failure_reason(exc: BaseException, timeout_s: float, memory_mb: int) -> str:
     if isinstance(exc, FutureTimeout | TimeoutError):
         return f"parsing took longer than ingest.file_timeout_s ({timeout_s:g} s): stopped"
     if isinstance(exc, ProcessExpired):
-        return (f"the parser crashed (exit code {exc.exitcode}); "
-                f"it may have needed more than ingest.file_memory_mb ({memory_mb} MB)")
+        if exc.pid in killed_for_memory:
+            return f"parsing needed more than ingest.file_memory_mb ({memory_mb} MB): stopped"
+        code = exc.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in _SIGNALS else f"exit code {code}"
+        return f"the parser crashed ({how})"
     if isinstance(exc, MemoryError):
-        return f"needed more than {memory_mb} MB of memory (ingest.file_memory_mb)"
+        return f"parsing needed more than ingest.file_memory_mb ({memory_mb} MB): stopped"
     return f"{type(exc).__name__}: {exc}"[:300]
-
