@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,95 @@ def test_a_manifest_without_the_config_column_is_upgraded_in_place(tmp_path: Pat
         assert rec.config is None
     finally:
         manifest.close()
+
+
+class _CountingEmbedding:
+    """The real embedding model, counting the texts it is asked to embed."""
+
+    def __init__(self, embedding: Any) -> None:
+        self.embedding = embedding
+        self.texts = 0
+
+    def embed(self, texts: list[str]) -> Any:
+        self.texts += len(texts)
+        return self.embedding.embed(texts)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.embedding, name)
+
+
+def test_moved_and_copied_files_are_stored_per_path_but_embedded_once(services: Any, folder: Path) -> None:
+    from ingest.pipeline import IngestPipeline
+
+    counting = _CountingEmbedding(services.embedding)
+    pipeline = IngestPipeline(services.settings.ingest, services.manifest, services.store, counting)
+    try:
+        pipeline.run([folder])
+        embedded = counting.texts
+        assert embedded >= 2
+        (folder / "copy").mkdir()
+        shutil.copy2(folder / "vpn.md", folder / "copy" / "vpn-copy.md")
+        (folder / "leave.txt").rename(folder / "leave-policy.txt")  # a move
+        report = pipeline.run([folder], prune=True)
+        statuses = sorted((Path(f.path).name, f.status) for f in report.files)
+        assert statuses == [("leave-policy.txt", "added"), ("leave.txt", "removed"), ("vpn-copy.md", "added"),
+                            ("vpn.md", "unchanged")]
+        assert counting.texts == embedded  # both new paths took the published vectors: nothing embedded again
+        rows = {Path(r.path).name: r for r in services.manifest.all()}
+        assert sorted(rows) == ["leave-policy.txt", "vpn-copy.md", "vpn.md"]
+        assert set(rows["vpn.md"].chunk_ids).isdisjoint(rows["vpn-copy.md"].chunk_ids)
+        found = services.rag.retrieve("how many days of annual leave?")
+        assert found[0].path == str(folder / "leave-policy.txt")  # re-pathed: cited under its new name
+        vpn_paths = {s.path for s in services.rag.retrieve("reset the VPN token")}
+        assert {str(folder / "vpn.md"), str(folder / "copy" / "vpn-copy.md")} <= vpn_paths
+    finally:
+        pipeline.close()
+
+
+class _ChecksReadersDuringWrites:
+    """The real store; at each write of the updated file, asks what a reader sees of it."""
+
+    def __init__(self, services: Any) -> None:
+        self.store = services.store
+        self.services = services
+        self.seen: list[tuple[str, list[str]]] = []
+
+    def _look(self, when: str) -> None:
+        texts = [s.text for s in self.services.rag.retrieve("how many days of annual leave?")
+                 if s.path.endswith("leave.txt")]
+        self.seen.append((when, texts))
+
+    def upsert(self, points: list[Any]) -> None:
+        self.store.upsert(points)
+        self._look("new chunks written, not published")
+
+    def delete(self, ids: list[str]) -> None:
+        if ids:
+            self._look("published, old chunks not yet deleted")
+        self.store.delete(ids)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_reader_sees_the_old_or_the_new_version_never_both_or_neither(services: Any, folder: Path) -> None:
+    from ingest.pipeline import IngestPipeline
+
+    long_old = "\n\n".join(f"Rule {i}: employees accrue 25 days of paid annual leave per year." for i in range(80))
+    long_new = "\n\n".join(f"Rule {i}: employees accrue 30 days of paid annual leave per year." for i in range(80))
+    _bump(folder / "leave.txt", long_old)
+    services.ingest_pipeline.run([folder])
+    _bump(folder / "leave.txt", long_new)
+    watching = _ChecksReadersDuringWrites(services)
+    pipeline = IngestPipeline(services.settings.ingest, services.manifest, watching, services.embedding)
+    try:
+        report = pipeline.run([folder / "leave.txt"])
+    finally:
+        pipeline.close()
+    assert report.files[0].status == "updated"
+    assert {when for when, _ in watching.seen} == {"new chunks written, not published",
+                                                   "published, old chunks not yet deleted"}
+    for when, texts in watching.seen:
+        assert texts, f"{when}: the file vanished from the results"
+        versions = {"old" if "25 days" in t else "new" if "30 days" in t else "?" for t in texts}
+        assert versions == ({"old"} if when.startswith("new chunks") else {"new"}), (when, texts)
