@@ -16,6 +16,7 @@ from appliance.offline import enforce_offline
 
 if TYPE_CHECKING:
     from appliance.services import Services
+    from ingest.watch import Watcher
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -121,6 +122,7 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
                       "retry_failed": retry_failed}
             return _hand_over(server, handed, bar if show else None)
 
+    watcher = _start_watching(services, list(paths)) if watch else None  # before the first run: nothing is missed
     try:
         try:
             data = _fail_cleanly(lambda: job(list(paths), prune))
@@ -128,10 +130,12 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
             click.echo("stopped: what was stored is kept; run the same command again to resume.", err=True)
             sys.exit(130)
         _print_ingest_report(data, as_json, dry_run)
-        if watch:
-            _watch_and_ingest(services, list(paths), lambda changed: job(changed, True, quiet=True), as_json)
+        if watcher is not None:
+            _ingest_changes(watcher, list(paths), lambda changed: job(changed, True, quiet=True), as_json)
             return
     finally:
+        if watcher is not None:
+            watcher.stop()
         services.close()
     sys.exit(1 if data["failed"] else 0)
 
@@ -139,6 +143,7 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
 def _print_ingest_report(data: dict[str, Any], as_json: bool, dry_run: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, ensure_ascii=False))
+        sys.stdout.flush()
         return
     for f in data["files"]:
         if f["status"] in ("failed", "skipped"):
@@ -147,31 +152,31 @@ def _print_ingest_report(data: dict[str, Any], as_json: bool, dry_run: bool) -> 
             click.echo(f"note     {f['path']}: {note}")
     counts = ", ".join(f"{data[s]} {s}" for s in ("added", "updated", "unchanged", "removed", "failed", "skipped"))
     click.echo(f"{counts} ({data['chunks']} chunks, {data['seconds']:.1f}s)" + (" [dry run]" if dry_run else ""))
+    sys.stdout.flush()  # --watch prints one report per batch, and someone may be reading them through a pipe
 
 
-def _watch_and_ingest(services: Services, roots: list[Path], job: Callable[[list[Path]], dict[str, Any]],
-                      as_json: bool) -> None:
-    """`ingest --watch`: one job per debounced batch of changes, each with its own summary, until Ctrl-C."""
-    import threading
+def _start_watching(services: Services, roots: list[Path]) -> Watcher:
+    from ingest.watch import Watcher
 
-    from ingest.watch import batches
-
-    folders = [r for r in roots if r.exists()]  # a file is watched on its own
-    if not folders:
+    existing = [r for r in roots if r.exists()]  # a file is watched on its own
+    if not existing:
         raise click.ClickException("nothing to watch: none of the given paths exists")
-    click.echo(f"watching {', '.join(str(f) for f in folders)} for changes (Ctrl-C to stop)", err=True)
-    stop = threading.Event()
     settings = services.settings
+    return Watcher(existing, debounce_ms=settings.ingest.watch_debounce_ms, exclude=(settings.data_dir,))
+
+
+def _ingest_changes(watcher: Watcher, roots: list[Path], job: Callable[[list[Path]], dict[str, Any]],
+                    as_json: bool) -> None:
+    """`ingest --watch`: one job per debounced batch of changes, each with its own summary, until Ctrl-C."""
+    click.echo(f"watching {', '.join(str(r) for r in roots)} for changes (Ctrl-C to stop)", err=True)
     try:
-        for changed in batches(folders, debounce_ms=settings.ingest.watch_debounce_ms, stop=stop,
-                               exclude=(settings.data_dir,)):
+        for changed in watcher:
             try:
                 data = _fail_cleanly(lambda changed=changed: job(changed))  # type: ignore[misc]
             except click.ClickException as exc:
                 click.echo(f"error: {exc.message} (watching goes on)", err=True)
                 continue
             _print_ingest_report(data, as_json, False)
-            sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     click.echo("stopped watching.", err=True)

@@ -10,8 +10,10 @@ content is already published under the old path when the new one is processed).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -44,12 +46,44 @@ def batches(roots: list[Path], *, debounce_ms: int, stop: threading.Event,
             yield paths
 
 
-def watch_folders(roots: list[Path], job: Job, *, debounce_ms: int, stop: threading.Event,
-                  exclude: tuple[Path, ...] = ()) -> None:
+class Watcher:
+    """Watches from the moment it is made (before the first sync, so no change falls between the two);
+    iterating it yields the batches until `stop()`."""
+
+    SETTLE_S = 0.3  # the inotify watches are set up within milliseconds of the thread's start
+
+    def __init__(self, roots: list[Path], *, debounce_ms: int, exclude: tuple[Path, ...] = ()) -> None:
+        self._batches: queue.Queue[list[Path]] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(roots, debounce_ms, exclude), name="ingest-watch",
+                                        daemon=True)
+        self._thread.start()
+        time.sleep(self.SETTLE_S)
+
+    def _run(self, roots: list[Path], debounce_ms: int, exclude: tuple[Path, ...]) -> None:
+        try:
+            for paths in batches(roots, debounce_ms=debounce_ms, stop=self._stop, exclude=exclude):
+                self._batches.put(paths)
+        except Exception:
+            log.exception("watching %s stopped", roots)
+            self._stop.set()
+
+    def __iter__(self) -> Iterator[list[Path]]:
+        while not self._stop.is_set():
+            try:
+                yield self._batches.get(timeout=0.25)
+            except queue.Empty:
+                continue
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def watch_folders(watcher: Watcher, job: Job) -> None:
     """Run `job` for every batch of changes; a failing job is logged and watching goes on."""
-    for paths in batches(roots, debounce_ms=debounce_ms, stop=stop, exclude=exclude):
+    for paths in watcher:
         try:
             job(paths)
         except Exception:
             log.exception("ingesting %d changed paths failed; watching goes on", len(paths))
-

@@ -167,17 +167,17 @@ def serve(services: Services) -> None:
     app.state.appliance.admin_token = running.token
     # uvicorn re-raises SIGTERM after its graceful shutdown; exit normally then, so the cleanup below runs.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
-    stop_watching = _watch(services)
+    watcher = _watch(services)
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
     finally:
-        if stop_watching is not None:
-            stop_watching.set()
+        if watcher is not None:
+            watcher.stop()
         withdraw(services.settings.data_dir, running)
 
 
 def _watch(services: Services) -> Any:
-    """ingest.watch: sync the folders once, then keep them in sync; returns the event that stops it."""
+    """ingest.watch: watch the folders, sync them once, then keep them in sync; returns the Watcher."""
     folders = services.settings.ingest.watch
     if not folders:
         return None
@@ -185,12 +185,11 @@ def _watch(services: Services) -> Any:
     from pathlib import Path
 
     from appliance.backends.common import BackendUnavailable
-    from ingest.watch import watch_folders
+    from ingest.watch import Watcher, watch_folders
 
     missing = [str(f) for f in folders if not f.is_dir()]
     if missing:
         raise BackendUnavailable(f"ingest.watch: no such folder: {', '.join(missing)}")
-    stop = threading.Event()
 
     def job(paths: list[Path]) -> None:
         with services.write_lock:
@@ -199,14 +198,16 @@ def _watch(services: Services) -> Any:
         if changed:
             log.info("watch: %s", ", ".join(f"{n} {s}" for s, n in changed.items()))
 
+    watcher = Watcher(list(folders), debounce_ms=services.settings.ingest.watch_debounce_ms,
+                      exclude=(services.settings.data_dir,))
+
     def run() -> None:
         try:
             job(list(folders))  # what changed while the server was down
         except Exception:
             log.exception("watch: the first sync of %s failed; watching goes on", folders)
-        watch_folders(list(folders), job, debounce_ms=services.settings.ingest.watch_debounce_ms, stop=stop,
-                      exclude=(services.settings.data_dir,))
+        watch_folders(watcher, job)
 
-    threading.Thread(target=run, name="ingest-watch", daemon=True).start()
+    threading.Thread(target=run, name="ingest-watch-jobs", daemon=True).start()
     print(f"Watching for changes: {', '.join(str(f) for f in folders)}", flush=True)
-    return stop
+    return watcher

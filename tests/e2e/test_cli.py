@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
+import queue
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -142,3 +148,77 @@ def test_docs_rm_removes_files_and_folders_from_the_index(tmp_path: Path) -> Non
     assert [Path(d["path"]).name for d in listed] == ["vpn.txt"]
     ask = json.loads(_cli("ask", "How many days of annual leave?", "--json", "--data-dir", str(data)).stdout)
     assert all(Path(s["path"]).name == "vpn.txt" for s in ask["sources"])  # the chunks are gone too
+
+
+def _lines(stream: Any) -> queue.Queue[str]:
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in iter(stream.readline, "")], daemon=True).start()
+    return lines
+
+
+def _next_report(lines: queue.Queue[str], timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=1)
+        except queue.Empty:
+            continue
+        if line.startswith("{"):
+            report: dict[str, Any] = json.loads(line)
+            return report
+    raise AssertionError("no report in time")
+
+
+def test_ingest_watch_syncs_changes_until_ctrl_c(tmp_path: Path) -> None:
+    docs = tmp_path / "share"
+    docs.mkdir()
+    shutil.copy(SAMPLES / "fake-memo.pdf", docs)
+    proc = subprocess.Popen([sys.executable, "-m", "appliance.cli", "ingest", str(docs), "--watch", "--json",
+                             "--data-dir", str(tmp_path / "data")], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "APPLIANCE_INGEST__WATCH_DEBOUNCE_MS": "300"})
+    try:
+        out, err = _lines(proc.stdout), _lines(proc.stderr)
+        assert _next_report(out)["added"] == 1  # the first run
+        while "watching" not in err.get(timeout=60):
+            pass
+        (docs / "family-day.eml").write_bytes((SAMPLES / "family-day.eml").read_bytes())
+        report = _next_report(out)
+        assert (report["added"], report["failed"]) == (1, 0)
+        (docs / "fake-memo.pdf").unlink()
+        report = _next_report(out)
+        assert (report["removed"], report["failed"]) == (1, 0)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    listed = _cli("docs", "list", "--data-dir", str(tmp_path / "data"))
+    assert "family-day.eml" in listed.stdout
+    assert "fake-memo.pdf" not in listed.stdout
+
+
+def test_serve_keeps_its_watched_folders_in_sync(tmp_path: Path) -> None:
+    from tests.support.servers import appliance_server
+
+    docs = tmp_path / "share"
+    docs.mkdir()
+    shutil.copy(SAMPLES / "fake-memo.pdf", docs)  # there before the server starts: synced at start-up
+    env = {"APPLIANCE_INGEST__WATCH": json.dumps([str(docs)]), "APPLIANCE_INGEST__WATCH_DEBOUNCE_MS": "300"}
+    with appliance_server(tmp_path / "data", tmp_path / "server.log", env) as (url, _pid):
+
+        def names() -> set[str]:
+            with urllib.request.urlopen(url + "/v1/documents", timeout=30) as response:
+                return {d["name"] for d in json.load(response)["documents"]}
+
+        def eventually(expected: set[str]) -> None:
+            deadline = time.monotonic() + 60
+            while names() != expected:
+                assert time.monotonic() < deadline, f"documents are {names()}, not {expected}"
+                time.sleep(0.3)
+
+        eventually({"fake-memo.pdf"})
+        (docs / "family-day.eml").write_bytes((SAMPLES / "family-day.eml").read_bytes())
+        eventually({"fake-memo.pdf", "family-day.eml"})
+        (docs / "fake-memo.pdf").rename(docs / "memo.pdf")
+        eventually({"memo.pdf", "family-day.eml"})
