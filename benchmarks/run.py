@@ -1,6 +1,7 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api] [--points 100000]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale]
+                                       [--points 100000] [--share-files 10000]
 
 Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
@@ -320,9 +321,11 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
+    parser.add_argument("--share-files", type=int, default=10_000, help="files in the synthetic share (scale)")
+    parser.add_argument("--no-baseline", action="store_true", help="scale: skip the corpus and baseline runs")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api"}
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
@@ -344,6 +347,12 @@ def main() -> None:
         from benchmarks.api import bench_api
 
         rows += bench_api()
+    if "scale" in only:
+        from benchmarks.scale import bench_corpus_vs_baseline, bench_share
+
+        if not args.no_baseline:
+            rows += bench_corpus_vs_baseline()
+        rows += bench_share(args.share_files)
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ EMBED_BATCH_CHUNKS = 512  # parsed files are embedded together up to this many c
 CHUNKING_VERSION = 2
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
 STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
+STAGES = ("plan", "parse", "waiting", "embed", "write", "index")
 STALE_GRACE_S = 1.0  # superseded chunks outlive their replacement's publication by this long
 CHANGE_RETRIES = 2  # a file that changes while it is read is read again this many times
 VECTOR_CACHE = 20_000  # embeddings of recent chunk texts kept in a run: repeated text is embedded once
@@ -62,6 +64,9 @@ class IngestReport:
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    # Where the time went: parse (summed over the workers, so it may exceed the wall time), and
+    # embed, write and index in this process; "waiting" is this process idle for a parse result.
+    stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -81,6 +86,7 @@ class IngestReport:
         out["pages"] = self.pages
         out["seconds"] = round(self.seconds, 2)
         out["interrupted"] = self.interrupted
+        out["stage_seconds"] = {k: round(v, 2) for k, v in self.stages.items()}
         out["files"] = [
             {"path": f.path, "status": f.status, "chunks": f.chunks, "error": f.error, "notes": f.notes}
             for f in self.files
@@ -138,11 +144,13 @@ class IngestPipeline:
         self._pool: ParsePool | None = None  # started on the first file to parse, kept for later runs
         self._stale: list[tuple[float, list[str]]] = []  # (published at, superseded ids), oldest first
         self._vectors: dict[str, Any] = {}
+        self._stages: dict[str, float] = {}  # the current run's IngestReport.stages
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
         started = time.monotonic()
         report = IngestReport()
+        self._stages = report.stages
         if not dry_run:
             self._recover()
         found = discover(paths, self._exclude)
@@ -172,8 +180,9 @@ class IngestPipeline:
         if not dry_run and changed:
             # Qdrant Edge builds its HNSW index only when asked: 48 s for 100k chunks, and queries
             # drop from 44 ms (full scan) to 7 ms (docs/benchmarks.md).
-            self._store.optimize()
-            self._store.flush()
+            with self._timed("index"):
+                self._store.optimize()
+                self._store.flush()
         report.seconds = time.monotonic() - started
         return report
 
@@ -203,7 +212,8 @@ class IngestPipeline:
         exhausted = False
         while True:
             while not exhausted and len(inflight) + len(ready) < window:
-                item = next(planned, None)
+                with self._timed("plan"):
+                    item = next(planned, None)
                 if item is None:
                     exhausted = True
                 elif isinstance(item, FileResult):
@@ -220,7 +230,8 @@ class IngestPipeline:
                 return
             done = [f for f in inflight if f.done()]
             if not done and not ready:
-                done = list(wait(inflight, return_when=FIRST_COMPLETED).done)
+                with self._timed("waiting"):
+                    done = list(wait(inflight, return_when=FIRST_COMPLETED).done)
             for future in done:
                 task = inflight.pop(future)
                 outcome = self._parsed(task, future)
@@ -229,6 +240,7 @@ class IngestPipeline:
                 elif outcome is None:  # changed while being read: read it again
                     inflight[self._parse_pool().submit(task.path)] = task
                 else:
+                    self._stages["parse"] += outcome.seconds
                     ready.append((task, outcome))
             if ready:
                 batch: list[tuple[_Task, ParsedChunks]] = []
@@ -300,7 +312,8 @@ class IngestPipeline:
     def _embed_and_write(self, batch: list[tuple[_Task, ParsedChunks]]) -> Iterator[tuple[Path, FileResult]]:
         texts = [embed_input(c) for _, parsed in batch for c in parsed.chunks]
         try:
-            vectors = self._embed(texts)
+            with self._timed("embed"):
+                vectors = self._embed(texts)
         except Exception as exc:  # one batch the model cannot take: each file alone tells which
             if len(batch) == 1:
                 task = batch[0][0]
@@ -315,7 +328,8 @@ class IngestPipeline:
             mine = vectors[at: at + len(parsed.chunks)]
             at += len(parsed.chunks)
             points = self._points(task, parsed.chunks, mine, parsed.parser)
-            self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
+            with self._timed("write"):
+                self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
             yield task.path, FileResult(task.key, task.status, chunks=len(points), pages=parsed.pages,
                                         notes=parsed.notes)
 
@@ -365,7 +379,8 @@ class IngestPipeline:
             payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
                        "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
             points.append(_point(point_id(task.key, task.sha, self.config, i), p.vector, p.text, payload))
-        self._write(task, points, donor.parser, donor.pages, donor.notes)
+        with self._timed("write"):
+            self._write(task, points, donor.parser, donor.pages, donor.notes)
         return FileResult(task.key, task.status, chunks=len(points), pages=donor.pages, notes=donor.notes)
 
     def _record_problem(self, key: str, st: os.stat_result, status: str, reason: str, old: FileRecord | None,
@@ -413,6 +428,14 @@ class IngestPipeline:
             self._store.delete(ids)
             self._manifest.unhide(ids)
             self._stale.pop(0)
+
+    @contextmanager
+    def _timed(self, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._stages[stage] = self._stages.get(stage, 0.0) + time.perf_counter() - started
 
     def _parse_pool(self) -> ParsePool:
         if self._pool is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import threading
+import time
 import zipfile
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ class ParsedChunks:
     pages: int | None
     notes: list[str]
     parser: str
+    seconds: float = 0.0  # parsing and chunking, in the worker
 
 
 class _Worker:
@@ -89,13 +91,14 @@ def parse_and_chunk(path: str) -> ParsedChunks:
     if config is None or chunker is None:
         raise RuntimeError("parse_and_chunk runs in a pool worker")
     check_archive(Path(path), config.max_unpacked_mb)
+    started = time.perf_counter()
     parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr)
     chunks = chunker.chunk(parsed.elements)
     if not chunks:
         raise ParseError("no text found")
     if len(chunks) > config.max_chunks:
         raise ParseError(f"{len(chunks)} chunks, more than ingest.max_chunks_per_file ({config.max_chunks})")
-    return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser)
+    return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser, time.perf_counter() - started)
 
 
 def check_archive(path: Path, max_unpacked_mb: int) -> None:
