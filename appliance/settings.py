@@ -278,8 +278,9 @@ class IngestSettings(Section):
     file_timeout_s: float = Field(
         300.0, gt=0, description="A file whose parsing takes longer is stopped and reported as failed.")
     file_memory_mb: int = Field(
-        2048, ge=128,
-        description="Resident memory a parse worker may hold; a worker past it is stopped and its file fails.")
+        2048, ge=512,
+        description="Resident memory a parse worker may hold (its parsers take ~300 MB); a worker past it is "
+        "stopped and its file fails.")
     max_unpacked_mb: int = Field(
         1024, ge=1, description="Zip-based files (DOCX, XLSX, PPTX, ODT, EPUB) unpacking beyond this are refused.")
     max_chunks_per_file: int = Field(

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -290,6 +291,8 @@ class IngestPipeline:
         try:
             parsed = future.result()
         except Exception as exc:  # a parser failure, crash or timeout on one file never stops the run
+            if isinstance(exc, BrokenProcessPool):
+                self._shutdown_pool(cancel=True)  # the next file gets a fresh pool
             reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb,
                                     self._parse_pool().killed_for_memory)
             return self._record_problem(task.key, task.st, "failed", reason, task.old, False, sha=task.sha)

@@ -157,8 +157,9 @@ class ParsePool:
         me = psutil.Process()
         while not self._stop.wait(0.1):
             try:
-                # Workers are the forkserver's children: our grandchildren.
-                workers = [p for p in me.children(recursive=True) if p.ppid() != me.pid]
+                # Workers are the children of our forkserver (not of any other process we started).
+                servers = [c for c in me.children() if "multiprocessing.forkserver" in " ".join(c.cmdline())]
+                workers = [w for server in servers for w in server.children()]
             except psutil.Error:
                 continue
             for worker in workers:
@@ -173,11 +174,15 @@ class ParsePool:
 def failure_reason(exc: BaseException, timeout_s: float, memory_mb: int, killed_for_memory: set[int]) -> str:
     """One line for the report, from what a worker's future raised."""
     from concurrent.futures import TimeoutError as FutureTimeout
+    from concurrent.futures.process import BrokenProcessPool
 
     from pebble import ProcessExpired
 
     if isinstance(exc, ParseError):
         return str(exc)
+    if isinstance(exc, BrokenProcessPool):
+        return (f"the parse workers could not start or all died (a worker needs about 300 MB; "
+                f"ingest.file_memory_mb is {memory_mb})")
     if isinstance(exc, FutureTimeout | TimeoutError):
         return f"parsing took longer than ingest.file_timeout_s ({timeout_s:g} s): stopped"
     if isinstance(exc, ProcessExpired):
