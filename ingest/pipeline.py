@@ -110,6 +110,7 @@ class _Task:
     status: str  # added | updated
     donor: FileRecord | None = None  # a published file with the same content: its vectors are copied
     tries: int = 0
+    pool: ParsePool | None = None  # the pool parsing it
 
 
 class _Meter:
@@ -224,9 +225,9 @@ class IngestPipeline:
                     if copied is not None:
                         yield item.path, copied
                     else:  # the donor's chunks are not all there: parse after all
-                        inflight[self._parse_pool().submit(item.path)] = item
+                        inflight[self._submit(item)] = item
                 else:
-                    inflight[self._parse_pool().submit(item.path)] = item
+                    inflight[self._submit(item)] = item
             if not inflight and not ready:
                 return
             done = [f for f in inflight if f.done()]
@@ -239,7 +240,7 @@ class IngestPipeline:
                 if isinstance(outcome, FileResult):
                     yield task.path, outcome
                 elif outcome is None:  # changed while being read: read it again
-                    inflight[self._parse_pool().submit(task.path)] = task
+                    inflight[self._submit(task)] = task
                 else:
                     self._stages["parse"] += outcome.seconds
                     ready.append((task, outcome))
@@ -291,7 +292,7 @@ class IngestPipeline:
         try:
             parsed = future.result()
         except Exception as exc:  # a parser failure, crash or timeout on one file never stops the run
-            if isinstance(exc, BrokenProcessPool):
+            if isinstance(exc, BrokenProcessPool) and task.pool is self._pool:
                 self._shutdown_pool(cancel=True)  # the next file gets a fresh pool
             reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb,
                                     self._parse_pool().killed_for_memory)
@@ -439,6 +440,10 @@ class IngestPipeline:
             yield
         finally:
             self._stages[stage] = self._stages.get(stage, 0.0) + time.perf_counter() - started
+
+    def _submit(self, task: _Task) -> Future[ParsedChunks]:
+        task.pool = self._parse_pool()
+        return task.pool.submit(task.path)
 
     def _parse_pool(self) -> ParsePool:
         if self._pool is None:

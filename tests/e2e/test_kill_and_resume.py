@@ -110,3 +110,26 @@ def test_runs_killed_at_several_points_converge_to_the_uninterrupted_state(tmp_p
     assert len(ids) == len(set(ids)), "duplicate chunk ids"
     assert got["rows"] == expected["rows"]
     assert got["points"] == expected["points"]
+
+
+def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
+    docs = _docs(tmp_path)
+    data = tmp_path / "data"
+    proc = _ingest(docs, data)
+    deadline = time.monotonic() + 300
+    while _query(data, "SELECT count(*) FROM files") < 2 and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends the whole foreground group on Ctrl-C
+    _, err = proc.communicate(timeout=120)
+    text = err.decode()
+    assert proc.returncode == 130, text
+    assert "stopped: what was stored is kept; run the same command again to resume." in text
+    assert "Traceback" not in text
+    stopped_at = _query(data, "SELECT count(*) FROM files")
+    assert stopped_at < len(FILES) + 1
+    again = _ingest(docs, data)
+    assert again.wait(timeout=600) == 0
+    state = _state(data)
+    assert len(state["rows"]) == len(FILES) + 1
+    assert state["hidden"] == []
