@@ -93,8 +93,9 @@ def bench_corpus_vs_baseline() -> list[Row]:
     with tempfile.TemporaryDirectory() as tmp:
         seconds, peak, report = _ours(CORPUS, Path(tmp) / "ours")
         stages = ", ".join(f"{k} {v:.0f}s" for k, v in report["stage_seconds"].items())
-        rows.append(("ingest ../shared/corpus (ours)", f"{pages / seconds:.2f} pages/s",
-                     f"{report['added']} files, {report['chunks']} chunks ({report['chunks'] / seconds:.1f}/s), "
+        files = len(report["files"])
+        rows.append(("ingest ../shared/corpus (ours)", f"{pages / seconds:.2f} pages/s, {files / seconds:.2f} files/s",
+                     f"{report['added']} files added, {report['chunks']} chunks ({report['chunks'] / seconds:.1f}/s), "
                      f"{report['failed']} failed, {report['skipped']} skipped, {seconds:.0f}s wall, "
                      f"peak {peak:,.0f} MB; stages: {stages}"))
         ours = pages / seconds
@@ -112,7 +113,8 @@ def bench_corpus_vs_baseline() -> list[Row]:
                       f"pages, {base['pages_per_s']} pages/s over its ingest stage ({base['ingest_s']:.0f}s)")
         except (ValueError, IndexError, KeyError):
             detail = "its report could not be read"
-        rows.append(("ingest ../shared/corpus (baseline)", f"{pages / b_seconds:.2f} pages/s",
+        rows.append(("ingest ../shared/corpus (baseline)", f"{pages / b_seconds:.2f} pages/s, "
+                     f"{files / b_seconds:.2f} files/s",
                      f"{detail}, {b_seconds:.0f}s wall, peak {b_peak:,.0f} MB"))
         rows.append(("  ratio ours / baseline", f"{ours / (pages / b_seconds):.1f}x",
                      f"{pages} pages by the baseline's convention, wall times of whole runs"))
