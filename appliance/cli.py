@@ -210,8 +210,13 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
     except KeyboardInterrupt:
-        raise click.ClickException(f"stopped watching; the server (pid {server.pid}) finishes the job: "
-                                   "`appliance docs list` shows the result") from None
+        import contextlib
+
+        with contextlib.suppress(httpx.HTTPError):  # the job stops in the server too, between files
+            httpx.post(server.url + "/v1/admin/ingest/cancel", timeout=10,
+                       headers={"Authorization": f"Bearer {server.token}"})
+        raise
+
     finally:
         if progress is not None:
             progress.close()

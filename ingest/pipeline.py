@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -149,7 +150,9 @@ class IngestPipeline:
         self._stages: dict[str, float] = {}  # the current run's IngestReport.stages
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
-            retry_failed: bool = False, progress: ProgressFactory | None = None) -> IngestReport:
+            retry_failed: bool = False, progress: ProgressFactory | None = None,
+            cancel: threading.Event | None = None) -> IngestReport:
+        """cancel: once set, the run stops between files as Ctrl-C would (report.interrupted)."""
         started = time.monotonic()
         report = IngestReport()
         self._stages = report.stages
@@ -169,6 +172,10 @@ class IngestPipeline:
                 report.files.append(result)
                 meter.done(sizes.get(task, 0), result)
                 changed = changed or result.status in ("added", "updated")
+                if cancel is not None and cancel.is_set():
+                    report.interrupted = True
+                    self._shutdown_pool(cancel=True)  # what is parsing now is dropped; the next run redoes it
+                    break
         except KeyboardInterrupt:
             report.interrupted = True  # what was published stays; the next run resumes with the rest
             self._shutdown_pool(cancel=True)
@@ -177,7 +184,7 @@ class IngestPipeline:
             self._delete_stale(wait=True)
             if bar is not None:
                 bar.close()
-        if prune:
+        if prune and not report.interrupted:
             changed = self._prune(found, report, dry_run) or changed
         if not dry_run and changed:
             # Qdrant Edge builds its HNSW index only when asked: 48 s for 100k chunks, and queries

@@ -30,9 +30,7 @@ class IngestJob(BaseModel):
     retry_failed: bool = False
 
 
-@router.post("/v1/admin/ingest", responses={**ERRORS, 200: {
-    "description": "NDJSON events: start {total bytes}, progress {advance, file}, then done {report} or error."}})
-async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
+def _authorise(request: Request) -> AppState:
     state: AppState = request.app.state.appliance
     if not local_request(request):
         # The token never leaves the machine; refusing other hosts keeps it that way even if it did.
@@ -40,6 +38,23 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
     header = request.headers.get("authorization", "").encode()
     if state.admin_token is None or not secrets.compare_digest(header, f"Bearer {state.admin_token}".encode()):
         raise ApiError(401, "this endpoint takes the token of <data_dir>/server.json (used by `appliance ingest`)")
+    return state
+
+
+@router.post("/v1/admin/ingest/cancel", responses=ERRORS)
+def cancel(request: Request) -> dict[str, bool]:
+    """Stop the handed-over ingest job between files (Ctrl-C in `appliance ingest`); the next job resumes."""
+    state = _authorise(request)
+    running = state.ingest_running
+    if running:
+        state.ingest_cancel.set()
+    return {"cancelled": running}
+
+
+@router.post("/v1/admin/ingest", responses={**ERRORS, 200: {
+    "description": "NDJSON events: start {total bytes}, progress {advance, file}, then done {report} or error."}})
+async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
+    state = _authorise(request)
     paths = [Path(p) for p in job.paths]
     if not all(p.is_absolute() for p in paths):
         raise ApiError(400, "paths must be absolute")
@@ -71,8 +86,14 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
 
     def run() -> dict[str, Any]:
         with state.services.write_lock:
-            report = state.services.ingest_pipeline.run(paths, prune=job.prune, dry_run=job.dry_run,
-                                                        retry_failed=job.retry_failed, progress=Bar)
+            state.ingest_cancel.clear()
+            state.ingest_running = True
+            try:
+                report = state.services.ingest_pipeline.run(paths, prune=job.prune, dry_run=job.dry_run,
+                                                            retry_failed=job.retry_failed, progress=Bar,
+                                                            cancel=state.ingest_cancel)
+            finally:
+                state.ingest_running = False
         for f in report.files:
             state.metrics.ingest_files.labels(f.status).inc()
         return report.to_dict()

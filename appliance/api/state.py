@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -35,6 +36,8 @@ class AppState:
         self._writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
         self.model_check: tuple[float, str | Exception] | None = None  # /readyz's last ask of a remote model
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
+        self.ingest_cancel = threading.Event()  # set to stop the handed-over job that is running
+        self.ingest_running = False
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)

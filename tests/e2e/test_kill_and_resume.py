@@ -133,3 +133,28 @@ def test_ctrl_c_stops_cleanly_and_the_next_run_resumes(tmp_path: Path) -> None:
     state = _state(data)
     assert len(state["rows"]) == len(FILES) + 1
     assert state["hidden"] == []
+
+
+def test_ctrl_c_on_a_handed_over_job_stops_it_in_the_server(tmp_path: Path) -> None:
+    from tests.support.servers import appliance_server
+
+    docs = _docs(tmp_path)
+    data = tmp_path / "data"
+    with appliance_server(data, tmp_path / "server.log"):
+        proc = _ingest(docs, data)
+        deadline = time.monotonic() + 300
+        while _query(data, "SELECT count(*) FROM files") < 2 and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, err.decode()
+        assert "holds the store: the job runs there" in err.decode()
+        time.sleep(3)  # the server stops between files
+        stopped_at = _query(data, "SELECT count(*) FROM files")
+        time.sleep(3)
+        assert _query(data, "SELECT count(*) FROM files") == stopped_at < len(FILES) + 1
+        again = _ingest(docs, data)
+        assert again.wait(timeout=600) == 0
+        assert _query(data, "SELECT count(*) FROM files WHERE status = 'ok'") == len(FILES) + 1
+        assert _query(data, "SELECT count(*) FROM hidden") == 0
