@@ -302,7 +302,7 @@ class IngestPipeline:
             if isinstance(exc, BrokenProcessPool) and task.pool is self._pool:
                 self._shutdown_pool(cancel=True)  # the next file gets a fresh pool
             reason = failure_reason(exc, self._settings.file_timeout_s, self._settings.file_memory_mb,
-                                    self._parse_pool().killed_for_memory)
+                                    task.pool.killed_for_memory if task.pool else set())
             return self._record_problem(task.key, task.st, "failed", reason, task.old, False, sha=task.sha)
         try:
             now = task.path.stat()
