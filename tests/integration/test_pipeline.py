@@ -290,3 +290,25 @@ def test_a_reader_sees_the_old_or_the_new_version_never_both_or_neither(services
         assert texts, f"{when}: the file vanished from the results"
         versions = {"old" if "25 days" in t else "new" if "30 days" in t else "?" for t in texts}
         assert versions == ({"old"} if when.startswith("new chunks") else {"new"}), (when, texts)
+
+
+def test_a_file_that_changes_while_it_is_read_is_read_again(services: Any, folder: Path) -> None:
+    from concurrent.futures import Future
+
+    from ingest.pipeline import CHANGE_RETRIES, _Task
+    from ingest.workers import ParsedChunks
+
+    path = folder / "leave.txt"
+    pipeline = services.ingest_pipeline
+    task = _Task(path, str(path), path.stat(), "sha-before", None, "added")
+    for attempt in range(CHANGE_RETRIES + 1):
+        _bump(path, f"Employees accrue {26 + attempt} days of paid annual leave per year.")  # written meanwhile
+        parsed: Future[ParsedChunks] = Future()
+        parsed.set_result(ParsedChunks(chunks=[], pages=None, notes=[], parser="text"))
+        outcome = pipeline._parsed(task, parsed)
+        if attempt < CHANGE_RETRIES:
+            assert outcome is None  # read again, with the new size, mtime and hash
+            assert task.tries == attempt + 1
+            assert task.sha != "sha-before"
+    assert outcome.status == "failed"
+    assert "kept changing while being read" in outcome.error
