@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -210,8 +211,6 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
     except httpx.HTTPError as exc:
         raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
     except KeyboardInterrupt:
-        import contextlib
-
         with contextlib.suppress(httpx.HTTPError):  # the job stops in the server too, between files
             httpx.post(server.url + "/v1/admin/ingest/cancel", timeout=10,
                        headers={"Authorization": f"Bearer {server.token}"})

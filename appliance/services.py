@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
     from appliance.apikeys import ApiKeys
-    from appliance.backends.embeddings import Embedding, TokenCounter
+    from appliance.backends.embeddings import Embedding
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
@@ -39,12 +39,6 @@ class Services:
         from appliance.backends.embeddings import build_embedding
 
         return build_embedding(self.settings.embeddings)
-
-    @cached_property
-    def token_counter(self) -> TokenCounter:
-        from appliance.backends.embeddings import build_token_counter
-
-        return build_token_counter()
 
     @cached_property
     def store(self) -> ChunkStore:

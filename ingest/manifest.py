@@ -119,10 +119,6 @@ class Manifest:
         with self._lock:
             return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden")]
 
-    def hidden_by_kind(self, kind: str) -> list[str]:
-        with self._lock:
-            return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden WHERE kind = ?", (kind,))]
-
     def unhide(self, ids: list[str]) -> None:
         """After the chunks are deleted from the store."""
         with self._lock, self._db:

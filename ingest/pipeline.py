@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.chunk import Chunk
-from ingest.discover import discover
+from ingest.discover import Discovery, discover
 from ingest.manifest import FileRecord, Manifest
 from ingest.parse import SUPPORTED_SUFFIXES
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
@@ -406,7 +406,7 @@ class IngestPipeline:
                 self._stale.append((time.monotonic(), list(old.chunk_ids)))
         return FileResult(key, status, error=reason)
 
-    def _prune(self, found: Any, report: IngestReport, dry_run: bool) -> bool:
+    def _prune(self, found: Discovery, report: IngestReport, dry_run: bool) -> bool:
         present = {str(p) for p in found.files}
         removed = False
         # A root that disappeared entirely is pruned too: everything under it is gone.
