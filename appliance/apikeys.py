@@ -21,7 +21,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     sha256 TEXT NOT NULL UNIQUE,
     hint TEXT NOT NULL,          -- the first characters, to tell keys apart in a list
     created_at REAL NOT NULL,
-    last_used_at REAL
+    last_used_at REAL,
+    user TEXT,                   -- the key acts as this user (their groups); NULL: a service key
+    admin INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -36,6 +38,8 @@ class ApiKeyInfo:
     hint: str
     created_at: float
     last_used_at: float | None
+    user: str | None = None
+    admin: bool = False
 
 
 def _digest(token: str) -> str:
@@ -50,40 +54,48 @@ class ApiKeys:
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
+            if "user" not in columns:  # keys made before users existed: service keys, not admins
+                self._db.execute("ALTER TABLE api_keys ADD COLUMN user TEXT")
+                self._db.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
             self._db.commit()
 
-    def create(self, name: str) -> str:
-        """A new key under `name`; the returned token is the only copy of it."""
+    def create(self, name: str, user: str | None = None, admin: bool = False) -> str:
+        """A new key under `name`; the returned token is the only copy of it. A key for a user reads what
+        that user may read; a service key (no user) reads what everyone may, and manages documents if admin."""
         name = name.strip()
         if not name or len(name) > 64 or not name.isprintable():
             raise ApiKeyError("a key name is 1 to 64 printable characters")
         token = PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             try:
-                self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL)",
-                                 (name, _digest(token), token[:10], time.time()))
+                self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?)",
+                                 (name, _digest(token), token[:10], time.time(), user, int(admin)))
                 self._db.commit()
             except sqlite3.IntegrityError:
                 raise ApiKeyError(f"a key named {name!r} exists: revoke it first or choose another name") from None
         return token
 
-    def verify(self, token: str) -> str | None:
-        """The name of the key, or None when the token is not a live key."""
+    def verify(self, token: str) -> ApiKeyInfo | None:
+        """The key, or None when the token is not a live key."""
         if not token.startswith(PREFIX):
             return None
         with self._lock:
-            row = self._db.execute("SELECT name FROM api_keys WHERE sha256 = ?", (_digest(token),)).fetchone()
+            row = self._db.execute("SELECT name, hint, created_at, last_used_at, user, admin FROM api_keys "
+                                   "WHERE sha256 = ?", (_digest(token),)).fetchone()
             if row is None:
                 return None
-            self._db.execute("UPDATE api_keys SET last_used_at = ? WHERE name = ?", (time.time(), row[0]))
-            self._db.commit()
-        return str(row[0])
+            now = time.time()
+            if row[3] is None or now - row[3] > 30:  # not a write per request
+                self._db.execute("UPDATE api_keys SET last_used_at = ? WHERE name = ?", (now, row[0]))
+                self._db.commit()
+        return _info(row)
 
     def list(self) -> list[ApiKeyInfo]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, hint, created_at, last_used_at FROM api_keys ORDER BY name").fetchall()
-        return [ApiKeyInfo(str(n), str(h), float(c), None if u is None else float(u)) for n, h, c, u in rows]
+                "SELECT name, hint, created_at, last_used_at, user, admin FROM api_keys ORDER BY name").fetchall()
+        return [_info(r) for r in rows]
 
     def revoke(self, name: str) -> None:
         with self._lock:
@@ -95,3 +107,9 @@ class ApiKeys:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _info(row: tuple[object, ...]) -> ApiKeyInfo:
+    name, hint, created, used, user, admin = row
+    return ApiKeyInfo(str(name), str(hint), float(created), None if used is None else float(used),  # type: ignore[arg-type]
+                      None if user is None else str(user), bool(admin))

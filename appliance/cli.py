@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -43,8 +44,9 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
     merged: dict[str, Any] = dict(overrides or {})
     if data_dir is not None:
         merged["data_dir"] = data_dir
+    path = config_file or (Path(os.environ["APPLIANCE_CONFIG"]) if os.environ.get("APPLIANCE_CONFIG") else None)
     try:
-        return build_services(load_settings(config_file, merged))
+        return build_services(load_settings(path, merged), path)
     except (SettingsError, BackendUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. a data directory that cannot be created
@@ -54,9 +56,12 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
 def _fail_cleanly(func: Callable[[], Any]) -> Any:
     from appliance.backends.common import BackendUnavailable
     from appliance.backends.store import StoreLocked
+    from appliance.settings import SettingsError
 
     try:
         return func()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
     except StoreLocked as exc:
         raise click.ClickException(
             f"{exc}\nStop `appliance serve` first, or point this command at another --data-dir."
@@ -112,6 +117,11 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
             report: dict[str, Any] = services.ingest_pipeline.run(
                 targets, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
                 progress=bar if show else None).to_dict()
+            if not dry_run:
+                from appliance.cli_access import actor
+
+                services.audit.record("ingest", actor(), paths=[str(p.absolute()) for p in targets],
+                                      **{s: report[s] for s in ("added", "updated", "removed", "failed")})
             return report
         except StoreLocked:
             server = find(services.settings.data_dir)
@@ -518,14 +528,22 @@ def _api_keys(config_file: Path | None, data_dir: Path | None) -> Any:
 
 @keys_group.command("create")
 @click.argument("name")
+@click.option("--user", default=None, help="The key acts as this user: reads what they may read.")
+@click.option("--admin", is_flag=True, help="The key may manage documents and read the audit trail.")
 @settings_options
-def keys_create(name: str, config_file: Path | None, data_dir: Path | None) -> None:
-    """Create a key called NAME and print it (the only time it is shown)."""
+def keys_create(name: str, user: str | None, admin: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Create a key called NAME and print it (the only time it is shown).
+
+    Without --user it is a service key: it reads the documents that everyone may read."""
     from appliance.apikeys import ApiKeyError
+    from appliance.cli_access import actor
 
     services, keys = _api_keys(config_file, data_dir)
     try:
-        token = keys.create(name)
+        if user is not None and services.users.get(user.strip().lower()) is None:
+            raise click.ClickException(f"no user named {user!r} (`appliance users list`)")
+        token = keys.create(name, user.strip().lower() if user else None, admin)
+        services.audit.record("api_key", actor(), action="create", key=name, user=user, admin=admin)
     except ApiKeyError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -555,7 +573,9 @@ def keys_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "never"
 
     for k in found:
-        click.echo(f"{k.name:24} {k.hint}...  created {when(k.created_at)}  last used {when(k.last_used_at)}")
+        who = f"as {k.user}" if k.user else "service key"
+        click.echo(f"{k.name:24} {k.hint}...  {who}{' admin' if k.admin else ''}  created {when(k.created_at)}  "
+                   f"last used {when(k.last_used_at)}")
 
 
 @keys_group.command("revoke")
@@ -564,15 +584,27 @@ def keys_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
 def keys_revoke(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Revoke the key called NAME: requests with it fail from now on."""
     from appliance.apikeys import ApiKeyError
+    from appliance.cli_access import actor
 
     services, keys = _api_keys(config_file, data_dir)
     try:
         keys.revoke(name)
+        services.audit.record("api_key", actor(), action="revoke", key=name)
     except ApiKeyError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         services.close()
     click.echo(f"Key {name!r} revoked.")
+
+
+def _register() -> None:
+    from appliance.cli_access import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register()
 
 
 def ingest_main() -> None:

@@ -90,7 +90,7 @@ class RagEngine:
                  llm: Callable[[], LLM], count_tokens: Callable[[], Callable[[str], int]],
                  settings: RetrievalSettings, llm_settings: ChatModelSettings,
                  reranker: Reranker | None = None, rerank_top_n: int = 30,
-                 document_chunks: Callable[[str, int], list[Source]] | None = None) -> None:
+                 document_chunks: Callable[[str, int, list[str] | None], list[Source]] | None = None) -> None:
         # The LLM is resolved lazily: retrieval (search, eval) never loads the chat model.
         self._retriever_factory = retriever_factory
         self._llm = llm
@@ -188,7 +188,7 @@ class RagEngine:
             yield Answer(question, NOT_FOUND, closest, grounded=False, query=query)
             return
         budget = self._budget(question)
-        offer = self._whole_document(relevant[0], budget)
+        offer = self._whole_document(relevant[0], budget, groups)
         if whole_document and offer is not None:
             packed = self._pack(offer, budget)
         else:
@@ -235,12 +235,12 @@ class RagEngine:
             budget = min(budget, self._context_budget)
         return budget
 
-    def _whole_document(self, best: Source, budget: int) -> list[Source] | None:
+    def _whole_document(self, best: Source, budget: int, groups: list[str] | None) -> list[Source] | None:
         """The best source's whole document, as passages in reading order, if it fits the budget."""
         if self._document_chunks is None or not best.doc_id:
             return None
         most = budget // 8 + 1  # no chunk is shorter than a few tokens: more than this cannot fit
-        chunks = self._document_chunks(best.doc_id, most + 1)
+        chunks = self._document_chunks(best.doc_id, most + 1, groups)  # the reader's chunks only
         if len(chunks) <= 1 or len(chunks) > most:
             return None  # one chunk: the passage already is the whole document; too many: too long
         count = self._count_tokens()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.offline import enforce_offline
@@ -17,20 +18,25 @@ from appliance.settings import Settings
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
+    from appliance.acl import AccessRules
     from appliance.apikeys import ApiKeys
+    from appliance.audit import AuditLog
+    from appliance.auth import Users
     from appliance.backends.embeddings import Embedding
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
+    from appliance.conversations import Conversations
     from appliance.rag import RagEngine, Source
     from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
 
 
 class Services:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
         self.settings = settings
+        self.config_file = config_file  # read again by reload_acl
         # One writer at a time: ingestion and deletion through the API share the store and the manifest.
         self.write_lock = threading.Lock()
 
@@ -97,10 +103,10 @@ class Services:
 
         return build_reranker(self.settings.rerank)
 
-    def document_chunks(self, doc_id: str, limit: int) -> list[Source]:
+    def document_chunks(self, doc_id: str, limit: int, groups: list[str] | None = None) -> list[Source]:
         from appliance.rag import source_from_payload
 
-        hits = self.store.chunks_of(doc_id, limit, exclude=self.manifest.hidden_ids())
+        hits = self.store.chunks_of(doc_id, limit, exclude=self.manifest.hidden_ids(), groups=groups)
         return [source_from_payload(hit.payload) for hit in hits]
 
     @cached_property
@@ -125,7 +131,48 @@ class Services:
 
         # Chunking runs in the pipeline's parse workers, each with its own tokenizer.
         return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding,
-                              exclude=(self.settings.data_dir,))
+                              exclude=(self.settings.data_dir,), access=self.access_rules())
+
+    def access_rules(self, settings: Settings | None = None) -> AccessRules:
+        """Who may read which file, from these settings (default: the running ones)."""
+        from appliance.acl import AccessRules
+
+        s = settings or self.settings
+        return AccessRules(s.acl, s.ingest.default_groups, s.upload_dir)
+
+    @cached_property
+    def users(self) -> Users:
+        from appliance.auth import Users
+
+        a = self.settings.auth
+        return Users(self.settings.users_path, a.min_password_length, idle_s=a.session_idle_minutes * 60,
+                     max_age_s=a.session_max_hours * 3600)
+
+    @cached_property
+    def audit(self) -> AuditLog:
+        from appliance.audit import AuditLog
+
+        a = self.settings.audit
+        return AuditLog(self.settings.audit_dir, a.max_mb << 20, a.keep_files, a.include_text)
+
+    @cached_property
+    def conversations(self) -> Conversations:
+        from appliance.conversations import Conversations
+
+        return Conversations(self.settings.conversations_path)
+
+    def reload_acl(self) -> Settings:
+        """The settings file as it is now, for its `acl:` rules and default groups (the rest stays as started)."""
+        from appliance.settings import load_settings
+
+        return load_settings(self.config_file, {"data_dir": self.settings.data_dir})
+
+    def auth_required(self) -> bool:
+        """Anonymous requests are refused: beyond loopback, once any user exists, or when configured."""
+        a = self.settings.auth
+        if a.required is not None:
+            return a.required
+        return not self.settings.server.loopback_only or self.users.count() > 0
 
     @cached_property
     def api_keys(self) -> ApiKeys:
@@ -136,8 +183,9 @@ class Services:
     def close(self) -> None:
         if "ingest_pipeline" in self.__dict__:
             self.ingest_pipeline.close()  # its parse workers
-        if "api_keys" in self.__dict__:
-            self.api_keys.close()
+        for name in ("api_keys", "users", "conversations"):
+            if name in self.__dict__:
+                self.__dict__[name].close()
         reranker = self.__dict__.get("reranker")
         if reranker is not None:
             reranker.close()
@@ -147,7 +195,7 @@ class Services:
             self.manifest.close()
 
 
-def build_services(settings: Settings) -> Services:
+def build_services(settings: Settings, config_file: Path | None = None) -> Services:
     enforce_offline()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return Services(settings)
+    return Services(settings, config_file)

@@ -365,11 +365,66 @@ RerankSettings = Annotated[
 
 class UISettings(Section):
     title: str = Field("Private document assistant", description="Title of the chat page.")
-    enabled: bool = Field(
-        True,
-        description="Serve the chat page at /. It has no sign-in yet (nor has its Gradio API): beyond loopback, "
-        "turn it off to expose only the /v1 API, which requires keys.",
+    enabled: bool = Field(True, description="Serve the chat page at / (behind sign-in; see auth).")
+
+
+class OidcSettings(Section):
+    """Sign-in with the company's identity provider (Keycloak, Entra ID, Okta, ADFS...), authorization code + PKCE."""
+
+    issuer: str = Field(description="Issuer URL; its /.well-known/openid-configuration is read at start-up.")
+    client_id: str = Field(description="Client id registered with the provider.")
+    client_secret: SecretStr = Field(description="Client secret (or 'file:/run/secrets/oidc' to read it from a file).")
+    redirect_url: str = Field(
+        description="This server's callback as the provider knows it: https://HOST/auth/oidc/callback.")
+    groups_claim: str = Field("groups", description="ID-token claim with the user's groups (a list of names).")
+    username_claim: str = Field("preferred_username", description="ID-token claim used as the user name.")
+    admin_group: str | None = Field(None, description="Members of this provider group are appliance admins.")
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"], description="Scopes asked.")
+    ca_cert: Path | None = Field(None, description="CA bundle of the provider's TLS certificate (a private CA).")
+    button_label: str = Field("Sign in with your company account", description="Text of the sign-in button.")
+
+
+class AuthSettings(Section):
+    required: bool | None = Field(
+        None,
+        description="Whether the UI and API refuse anonymous requests. None: whenever the server listens beyond "
+        "loopback or any user exists (`appliance users add`).",
     )
+    session_idle_minutes: int = Field(480, ge=1, description="A session unused this long ends.")
+    session_max_hours: float = Field(24.0, gt=0, description="A session ends this long after sign-in, used or not.")
+    min_password_length: int = Field(12, ge=8, description="Shortest password `users add` and `passwd` accept.")
+    sign_in_attempts: int = Field(
+        5, ge=1, description="Failed sign-ins per user name (or client address) in 15 minutes before a 15-minute wait.")
+    questions_per_minute: int = Field(30, ge=1, description="Questions (chat and search) one user may ask a minute.")
+    requests_per_minute: int = Field(600, ge=1, description="Requests of any kind one user or key may make a minute.")
+    dev_mode: bool = Field(
+        False, description="Let the server start with weak or placeholder secrets (never on a real site).")
+    oidc: OidcSettings | None = Field(None, description="Sign-in with an OpenID Connect identity provider.")
+
+
+class AuditSettings(Section):
+    include_text: bool = Field(
+        False, description="Also log the answers and the retrieved passages (document text), not only which sources.")
+    max_mb: int = Field(50, ge=1, description="A log file is rotated past this size.")
+    keep_files: int = Field(50, ge=1, description="Rotated files kept; older ones are deleted (say so in a policy).")
+
+
+class AclRule(Section):
+    """Who may read the files under `path` (a folder, a file, or a glob such as /srv/share/hr/**/*.pdf)."""
+
+    path: str = Field(description="Absolute folder, file or glob pattern; the most specific matching rule wins.")
+    groups: list[str] = Field(default_factory=list, description="Groups allowed to read (with posix: added to them).")
+    posix: bool = Field(
+        False, description="Also allow the file's own POSIX group (group-readable files) and owner (user:NAME); "
+        "a world-readable file adds 'everyone'.")
+
+    @model_validator(mode="after")
+    def _says_who(self) -> AclRule:
+        if not self.groups and not self.posix:
+            raise ValueError(f"acl rule for {self.path!r} names no groups and no posix: nobody could read it")
+        if not os.path.isabs(self.path):
+            raise ValueError(f"acl rule path {self.path!r} must be absolute")
+        return self
 
 
 def _default_data_dir() -> Path:
@@ -396,6 +451,12 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings, description="Retrieval.")
     rerank: RerankSettings = Field(default_factory=NoRerankSettings, description="Reranker (none by default).")
     ui: UISettings = Field(default_factory=UISettings, description="Chat page.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="Users, sign-in and sessions.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit trail.")
+    acl: list[AclRule] = Field(
+        default_factory=list,
+        description="Who may read which documents; files no rule covers get ingest.default_groups.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -426,6 +487,18 @@ class Settings(BaseSettings):
         return self.data_dir / "api_keys.sqlite"
 
     @property
+    def users_path(self) -> Path:
+        return self.data_dir / "users.sqlite"
+
+    @property
+    def conversations_path(self) -> Path:
+        return self.data_dir / "conversations.sqlite"
+
+    @property
+    def audit_dir(self) -> Path:
+        return self.data_dir / "audit"
+
+    @property
     def upload_dir(self) -> Path:
         """Files uploaded through POST /v1/documents, ingested from here."""
         return self.data_dir / "uploads"
@@ -443,10 +516,14 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         model_config = SettingsConfigDict(yaml_file=path)
 
     try:
-        return _FromFile(**(overrides or {}))
+        settings = _FromFile(**(overrides or {}))
     except ValidationError as exc:
         where = f" in {path}" if path else ""
         lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise SettingsError(f"invalid settings{where}: " + "; ".join(lines)) from None
     except Exception as exc:  # malformed YAML and similar
         raise SettingsError(f"cannot read settings{' from ' + str(path) if path else ''}: {exc}") from None
+    from appliance.secrets_check import resolve_secret_files
+
+    resolve_secret_files(settings)
+    return settings

@@ -92,6 +92,11 @@ class Manifest:
              json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at, rec.config),
         )
 
+    def set_acl(self, path: str, acl: list[str]) -> None:
+        with self._lock:
+            self._db.execute("UPDATE files SET acl = ? WHERE path = ?", (json.dumps(acl), path))
+            self._db.commit()
+
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
         with self._lock:
             self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))

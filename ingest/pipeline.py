@@ -34,6 +34,7 @@ from ingest.parse import SUPPORTED_SUFFIXES
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
 if TYPE_CHECKING:
+    from appliance.acl import AccessRules
     from appliance.backends.embeddings import Embedding
     from appliance.backends.store import ChunkStore, StorePoint
     from appliance.settings import IngestSettings
@@ -49,6 +50,14 @@ STAGES = ("plan", "parse", "waiting", "embed", "write", "index")
 STALE_GRACE_S = 1.0  # superseded chunks outlive their replacement's publication by this long
 CHANGE_RETRIES = 2  # a file that changes while it is read is read again this many times
 VECTOR_CACHE = 20_000  # embeddings of recent chunk texts kept in a run: repeated text is embedded once
+
+
+@dataclass
+class AccessChange:
+    path: str
+    before: list[str]
+    after: list[str]
+    chunks: int
 
 
 @dataclass
@@ -137,8 +146,11 @@ class _Meter:
 
 class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
-                 embedding: Embedding, exclude: tuple[Path, ...] = ()) -> None:
+                 embedding: Embedding, exclude: tuple[Path, ...] = (), access: AccessRules | None = None) -> None:
+        from appliance.acl import AccessRules
+
         self._settings = settings
+        self.access = access or AccessRules([], settings.default_groups)
         self._manifest = manifest
         self._store = store
         self._embedding = embedding
@@ -158,6 +170,7 @@ class IngestPipeline:
         self._stages = report.stages
         if not dry_run:
             self._recover()
+            self.apply_access()
         found = discover(paths, self._exclude)
         for path, reason in found.problems:
             if prune and reason == "no such file or folder" and next(self._manifest.under(str(path)), None):
@@ -204,6 +217,25 @@ class IngestPipeline:
         self._manifest.remove(path)
         self._store.flush()
         return FileResult(path, "removed", chunks=len(rec.chunk_ids))
+
+    def apply_access(self, rules: AccessRules | None = None, dry_run: bool = False) -> list[AccessChange]:
+        """Bring every file's stored groups in line with the rules (new ones, when given): a payload
+        update of its chunks, nothing parsed or embedded. Returns what changed."""
+        if rules is not None and not dry_run:
+            self.access = rules
+        access = rules or self.access
+        changes = []
+        for rec in self._manifest.all():
+            groups = access.groups_for(rec.path)
+            if rec.status != "ok" or sorted(rec.acl) == groups:
+                continue
+            changes.append(AccessChange(rec.path, sorted(rec.acl), groups, len(rec.chunk_ids)))
+            if not dry_run:
+                self._store.set_groups(rec.chunk_ids, groups)
+                self._manifest.set_acl(rec.path, groups)
+        if changes and not dry_run:
+            self._store.flush()
+        return changes
 
     def close(self) -> None:
         self._shutdown_pool(cancel=False)
@@ -269,7 +301,8 @@ class IngestPipeline:
         old = self._manifest.get(key)
         same_stat = old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
         done = old is not None and old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
-        # Processed with other settings (chunk size, parser, groups, embedding model): do it again.
+        # Processed with other settings (chunk size, parser, embedding model): do it again. Groups are
+        # not among them: a new rule is a payload update (apply_access), never a re-embedding.
         current = old is not None and (old.config == self.config or old.status != "ok")
         if old and done and same_stat and current and not (retry_failed and old.status in ("failed", "skipped")):
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
@@ -368,7 +401,7 @@ class IngestPipeline:
         stale = [i for i in (old.chunk_ids if old else []) if i not in new]
         self._manifest.publish(FileRecord(
             path=task.key, size=task.st.st_size, mtime_ns=task.st.st_mtime_ns, sha256=task.sha, status="ok",
-            parser=parser, pages=pages, chunk_ids=ids, acl=list(self._settings.default_groups), notes=notes,
+            parser=parser, pages=pages, chunk_ids=ids, acl=self.access.groups_for(task.key, task.st), notes=notes,
             ingested_at=time.time(), config=self.config,
         ), stale)
         if stale:
@@ -384,7 +417,7 @@ class IngestPipeline:
         points = []
         doc_id = doc_id_of(task.key)
         now = time.time()
-        acl = list(self._settings.default_groups)
+        acl = self.access.groups_for(task.key, task.st)
         for i, old_id in enumerate(donor.chunk_ids):
             p = found[old_id]
             payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
@@ -470,7 +503,7 @@ class IngestPipeline:
     def _points(self, task: _Task, chunks: list[Chunk], vectors: list[Any], parser: str) -> list[StorePoint]:
         doc_id = doc_id_of(task.key)
         now = time.time()
-        acl = list(self._settings.default_groups)
+        acl = self.access.groups_for(task.key, task.st)
         return [
             _point(point_id(task.key, task.sha, self.config, chunk.index), [float(x) for x in vector], chunk.text,
                    chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
@@ -498,7 +531,7 @@ def processing_config(settings: IngestSettings, embedding_model: str) -> str:
     """A short digest of everything that decides what a file becomes in the store."""
     parts = {"chunking": CHUNKING_VERSION, "chunk_tokens": settings.chunk_tokens,
              "overlap": settings.chunk_overlap_tokens, "pdf_parser": settings.pdf_parser, "ocr": settings.ocr,
-             "groups": sorted(settings.default_groups), "embedding": embedding_model,
+             "embedding": embedding_model,
              "section_prefix": SECTION_PREFIX_CHARS}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -7,12 +7,16 @@ on a shared object, so two browsers never see each other's conversation.
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     import gradio as gr
 
+    from appliance.api.state import AppState
+    from appliance.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
 
@@ -67,53 +71,174 @@ def citation_footer(answer: Answer) -> str:
     return f"\n\n<small>Sources: {html.escape(labels)}</small>"
 
 
-def build_chat_ui(services: Services) -> gr.Blocks:
+def principal_named(state: AppState, username: str | None) -> Principal:
+    """The principal of a Gradio event, from the user name our guard resolved for this very request."""
+    from appliance.auth import EVERYONE, LOCAL, Principal
+
+    services = state.services
+    if username == "local" and not services.auth_required():
+        return LOCAL
+    if username == "server.json":
+        return Principal("server.json", "server", None, True)
+    if username and username.startswith("key:"):
+        return Principal(username, "key", frozenset([EVERYONE]), False)
+    user = services.users.get(username) if username else None
+    if user is None or user.disabled:
+        raise PermissionError("your session has ended: reload the page and sign in again")
+    return user.principal()
+
+
+def signed_in_bar(principal: Principal, csrf: str | None) -> str:
+    if principal.kind != "user":
+        return ""
+    role = " (administrator)" if principal.admin else ""
+    token = html.escape(csrf or "", quote=True)
+    form = ("<form method='post' action='/logout' style='display:inline'>"
+            f"<input type='hidden' name='csrf' value='{token}'>"
+            "<button type='submit' id='sign-out'>Sign out</button></form>")
+    return f"<div id='who'>Signed in as <b>{html.escape(principal.name)}</b>{role} · {form}</div>"
+
+
+def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
+    rows = []
+    for e in entries:
+        detail = {k: v for k, v in e.items() if k not in ("ts", "event", "actor", "prev", "hash")}
+        rows.append([str(e.get("ts", "")), str(e.get("event", "")), str(e.get("actor", "")),
+                     json.dumps(detail, ensure_ascii=False)[:400]])
+    return rows
+
+
+def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     import gradio as gr
 
+    from appliance.api.errors import ApiError
+    from appliance.api.security import COOKIE, check_question_rate
+    from appliance.conversations import Turn
     from appliance.rag import Answer
 
     settings = services.settings
 
-    def respond(message: str, chat: list[dict[str, Any]], qa: list[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
+    def respond(message: str, chat: list[dict[str, Any]], qa: list[tuple[str, str]], conv: str,
+                request: gr.Request) -> Iterator[tuple[Any, ...]]:
         message = (message or "").strip()
         if not message:
-            yield chat, gr.update(), qa, ""
+            yield chat, gr.update(), qa, "", conv
             return
         chat = [*chat, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
-        yield chat, "_Searching the documents…_", qa, ""
+        try:
+            principal = principal_named(state, request.username)
+            check_question_rate(state, principal)
+        except (PermissionError, ApiError) as exc:
+            chat[-1] = {"role": "assistant", "content": f"⚠️ {inert(str(exc))}"}
+            yield chat, gr.update(), qa, message, conv
+            return
+        yield chat, "_Searching the documents…_", qa, "", conv
         text = ""
         try:
-            for event in services.rag.stream(message, history=qa):
+            for event in services.rag.stream(message, history=qa, groups=principal.reads):
                 if isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": inert(event.text) + citation_footer(event)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
                     qa = [*qa, (event.query or message, event.text)][-10:]
-                    yield chat, render_sources(event), qa, ""
+                    state.record_answer(principal, "ui", event)
+                    conv = save_turn(principal.name, conv, event)
+                    yield chat, render_sources(event), qa, "", conv
                 else:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
-                    yield chat, gr.update(), qa, ""
+                    yield chat, gr.update(), qa, "", conv
         except Exception as exc:  # show the failure in the chat; never lose the question
             chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {inert(str(exc))}"}
-            yield chat, gr.update(), qa, message
+            yield chat, gr.update(), qa, message, conv
+
+    def save_turn(owner: str, conv: str, answer: Answer) -> str:
+        store = services.conversations
+        if not conv:
+            conv = store.create(owner, answer.question)
+        sources = [{"path": s.path, "file_name": s.file_name, "page": s.page, "doc_id": s.doc_id}
+                   for s in answer.sources]
+        store.add_turn(owner, conv, Turn(answer.question, answer.text, sources))
+        return conv
+
+    def on_load(request: gr.Request) -> tuple[Any, ...]:
+        try:
+            principal = principal_named(state, request.username)
+        except PermissionError:
+            return gr.update(value=""), gr.update(visible=False)
+        session = services.users.session(_cookie(request, COOKIE)) if principal.kind == "user" else None
+        return (gr.update(value=signed_in_bar(principal, session.csrf if session else None)),
+                gr.update(visible=principal.admin))
+
+    def search_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
+        principal = principal_named(state, request.username)
+        if not principal.admin:
+            raise gr.Error("only administrators read the audit trail")
+        return audit_rows(services.audit.search(text, actor.strip() or None, event or None, limit=500))
+
+    def export_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
+        import tempfile
+
+        principal = principal_named(state, request.username)
+        if not principal.admin:
+            raise gr.Error("only administrators export the audit trail")
+        folder = Path(tempfile.mkdtemp(prefix="audit-export-"))
+        out = folder / "audit.jsonl"
+        with out.open("w", encoding="utf-8") as f:
+            services.audit.export(f, text=text, actor=actor.strip() or None, event=event or None)
+        services.audit.record("audit_export", principal.name, q=text or None, event_filter=event or None)
+        return str(out)
 
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:
-        gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's documents, "
-                    "with numbered sources. Nothing leaves this server.")
+        with gr.Row():
+            gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's "
+                        "documents, with numbered sources. Nothing leaves this server.")
+            who = gr.HTML("", elem_id="who-bar")
         qa_state = gr.State([])
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=3):
-                chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chat",
-                                     placeholder="Ask a question about the ingested documents.")
+        conv_state = gr.State("")  # this browser tab's conversation id (stored per user)
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat-tab"), gr.Row(equal_height=False):
+                with gr.Column(scale=3):
+                    chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chat",
+                                         placeholder="Ask a question about the ingested documents.")
+                    with gr.Row():
+                        box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=5,
+                                         autofocus=True, elem_id="question", lines=1, max_lines=6,
+                                         submit_btn=True)
+                    clear = gr.Button("New conversation", variant="secondary", size="sm")
+                with gr.Column(scale=2):
+                    sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
+            with gr.Tab("Audit", id="audit-tab", visible=False) as audit_tab:
+                gr.Markdown("Sign-ins, questions and their sources, uploads, deletions, permission changes and "
+                            "API key use, newest first. The trail is append-only and hash-chained "
+                            "(`appliance audit verify`).")
                 with gr.Row():
-                    box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=5, autofocus=True,
-                                     elem_id="question", lines=1, max_lines=6, submit_btn=True)
-                clear = gr.Button("New conversation", variant="secondary", size="sm")
-            with gr.Column(scale=2):
-                sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
+                    audit_text = gr.Textbox(label="Contains", scale=3, elem_id="audit-text")
+                    audit_event = gr.Dropdown(["", "sign_in", "sign_out", "question", "search", "upload", "delete",
+                                               "ingest", "permissions", "api_key", "user", "audit_export"],
+                                              value="", label="Event", scale=1)
+                    audit_actor = gr.Textbox(label="User", scale=1)
+                with gr.Row():
+                    audit_go = gr.Button("Search", variant="primary", elem_id="audit-search")
+                    audit_export_btn = gr.Button("Export as JSON lines")
+                audit_table = gr.Dataframe(headers=["time (UTC)", "event", "user", "details"], interactive=False,
+                                           wrap=True, elem_id="audit-table")
+                audit_file = gr.File(label="Export", interactive=False)
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
-        box.submit(respond, [box, chatbot, qa_state], [chatbot, sources, qa_state, box],
+        box.submit(respond, [box, chatbot, qa_state, conv_state], [chatbot, sources, qa_state, box, conv_state],
                    concurrency_limit=settings.llm.max_parallel)
-        clear.click(lambda: ([], EMPTY_SOURCES, [], ""), None, [chatbot, sources, qa_state, box])
+        clear.click(lambda: ([], EMPTY_SOURCES, [], "", ""), None, [chatbot, sources, qa_state, box, conv_state])
+        audit_inputs = [audit_text, audit_event, audit_actor]
+        audit_go.click(search_audit, audit_inputs, audit_table)
+        audit_text.submit(search_audit, audit_inputs, audit_table)
+        audit_export_btn.click(export_audit, audit_inputs, audit_file)
+        blocks.load(on_load, None, [who, audit_tab])
     blocks.queue(max_size=max(1, settings.server.max_queued))
     return cast("gr.Blocks", blocks)
+
+
+def _cookie(request: Any, name: str) -> str | None:
+    cookies = getattr(request, "cookies", None)
+    if cookies is None:
+        return None
+    value = cookies.get(name) if hasattr(cookies, "get") else getattr(cookies, name, None)
+    return None if value is None else str(value)

@@ -1,5 +1,5 @@
-"""POST /v1/admin/ingest: an ingest job handed over by `appliance ingest` while this server holds
-the embedded store. Authorised by the token in <data_dir>/server.json, not by API keys."""
+"""Administration: ingest jobs handed over by `appliance ingest` while this server holds the embedded
+store (authorised by the token in <data_dir>/server.json only), permission rules, the audit trail, users."""
 
 from __future__ import annotations
 
@@ -8,18 +8,21 @@ import json
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
+from appliance.api.security import require_admin
 from appliance.api.state import AppState, local_request
+from appliance.auth import Principal
 
 router = APIRouter(tags=["Admin"])
+Admin = Annotated[Principal, Depends(require_admin)]
 
 
 class IngestJob(BaseModel):
@@ -96,7 +99,11 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
                 state.ingest_running = False
         for f in report.files:
             state.metrics.ingest_files.labels(f.status).inc()
-        return report.to_dict()
+        data = report.to_dict()
+        if not job.dry_run:
+            state.services.audit.record("ingest", "server.json", paths=job.paths,
+                                        **{s: data[s] for s in ("added", "updated", "removed", "failed")})
+        return data
 
     # The job runs to its end even if the client goes away (as `ingest` would in its own process).
     task = asyncio.ensure_future(anyio.to_thread.run_sync(run, limiter=state.writer()))
@@ -114,3 +121,72 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
             yield json.dumps({"event": "error", "message": f"{type(exc).__name__}: {exc}"}) + "\n"
 
     return StreamingResponse(events(), media_type="application/x-ndjson")
+
+
+class AccessChangeOut(BaseModel):
+    path: str
+    before: list[str]
+    after: list[str]
+    chunks: int
+
+
+class AclApplied(BaseModel):
+    rules: int = Field(description="Rules now in force.")
+    changed: list[AccessChangeOut] = Field(description="Documents whose readers changed (chunks updated in place).")
+    dry_run: bool
+
+
+@router.post("/v1/admin/acl/apply", response_model=AclApplied, responses=ERRORS)
+async def apply_acl(request: Request, principal: Admin, dry_run: bool = False) -> AclApplied:
+    """Read the `acl:` rules from the settings file again and update the readers of every stored chunk
+    they change: a payload update in the store, nothing parsed or embedded. Takes effect on the next question."""
+    state: AppState = request.app.state.appliance
+
+    def run() -> AclApplied:
+        services = state.services
+        fresh = services.reload_acl()
+        with services.write_lock:
+            changes = services.ingest_pipeline.apply_access(services.access_rules(fresh), dry_run=dry_run)
+            if not dry_run:
+                services.settings.acl = fresh.acl
+                services.settings.ingest.default_groups = fresh.ingest.default_groups
+        if not dry_run:
+            services.audit.record("permissions", principal.name, rules=[r.model_dump() for r in fresh.acl],
+                                  changed=[{"path": c.path, "before": c.before, "after": c.after} for c in changes])
+        return AclApplied(rules=len(fresh.acl), changed=[AccessChangeOut(**c.__dict__) for c in changes],
+                          dry_run=dry_run)
+
+    return await anyio.to_thread.run_sync(run, limiter=state.writer())
+
+
+@router.get("/v1/admin/audit", responses=ERRORS)
+def audit_search(request: Request, principal: Admin, q: str = "", actor: str | None = None,
+                 event: str | None = None, since: str | None = None, until: str | None = None,
+                 limit: int = Query(200, ge=1, le=10_000)) -> dict[str, Any]:
+    """Search the audit trail, newest first (q: text anywhere in a line; since/until: ISO 8601 prefixes)."""
+    state: AppState = request.app.state.appliance
+    entries = state.services.audit.search(q, actor, event, since, until, limit)
+    return {"entries": entries}
+
+
+@router.get("/v1/admin/audit/export", responses={**ERRORS, 200: {"content": {"application/x-ndjson": {}}}})
+def audit_export(request: Request, principal: Admin, q: str = "", actor: str | None = None,
+                 event: str | None = None, since: str | None = None, until: str | None = None) -> Response:
+    """The matching lines as JSON lines, oldest first, with their hashes (check them with `appliance audit verify`)."""
+    import io
+
+    state: AppState = request.app.state.appliance
+    out = io.StringIO()
+    state.services.audit.export(out, text=q, actor=actor, event=event, since=since, until=until)
+    state.services.audit.record("audit_export", principal.name, q=q or None, actor_filter=actor, event_filter=event)
+    return Response(out.getvalue(), media_type="application/x-ndjson",
+                    headers={"content-disposition": 'attachment; filename="audit.jsonl"'})
+
+
+@router.get("/v1/admin/users", responses=ERRORS)
+def list_users(request: Request, principal: Admin) -> dict[str, Any]:
+    """The users, their groups and roles (never a password hash)."""
+    state: AppState = request.app.state.appliance
+    return {"users": [{"name": u.name, "groups": u.groups, "admin": u.admin, "source": u.source,
+                       "disabled": u.disabled, "created_at": u.created_at, "last_sign_in": u.last_sign_in}
+                      for u in state.services.users.list()]}

@@ -21,11 +21,12 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
 
-    from appliance.api import admin, documents, openai_compat, unmatched
+    from appliance.api import admin, conversations, documents, openai_compat, signin, unmatched
     from appliance.api.errors import install_error_handlers
     from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
-    from appliance.api.state import AppState, require_api_key
+    from appliance.api.security import GuardMiddleware, gradio_user, require_principal
+    from appliance.api.state import AppState
 
     state = AppState(services)
     app = FastAPI(title="RAG appliance", version=_version(), docs_url=None, redoc_url=None,
@@ -33,10 +34,12 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
                               "documents and search REST, health and Prometheus metrics.")
     app.state.appliance = state
     install_error_handlers(app)
-    keyed = [Depends(require_api_key)]
+    keyed = [Depends(require_principal)]
     app.include_router(openai_compat.router, dependencies=keyed)
     app.include_router(documents.router, dependencies=keyed)
+    app.include_router(conversations.router, dependencies=keyed)
     app.include_router(admin.router)
+    app.include_router(signin.router)
     app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])
@@ -54,7 +57,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
             return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
         return {"status": "ready", **detail}
 
-    @app.get("/metrics", tags=["Health"], response_class=Response)
+    @app.get("/metrics", tags=["Health"], response_class=Response, dependencies=keyed)
     def metrics() -> Any:
         """Prometheus text format: requests, latencies, answers, tokens, queue, ingestion, chunks."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -66,13 +69,17 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
 
         from ui.chat import build_chat_ui, theme
 
-        blocks = build_chat_ui(services)
+        blocks = build_chat_ui(services, state)
+        # Our guard (below) refuses anonymous requests before Gradio sees them; Gradio learns the user
+        # name from it, for gr.Request.username.
         app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
-                                  show_error=True, enable_monitoring=False, mcp_server=False, pwa=False)
+                                  show_error=True, enable_monitoring=False, mcp_server=False, pwa=False,
+                                  auth_dependency=gradio_user(state))
     server = services.settings.server
     limit = server.max_upload_files * int(services.settings.ingest.max_file_mb * (1 << 20)) + (1 << 20)
     app.add_middleware(BodyLimitMiddleware, max_bytes=limit)
-    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts the 413s too
+    app.add_middleware(GuardMiddleware, state=state)  # before any body is read: anonymous is refused first
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts the 413s and 401s too
     return app
 
 
@@ -142,19 +149,22 @@ def serve(services: Services) -> None:
     _ = services.rag  # builds the reranker, if one is configured
     app = create_app(services, ui=services.settings.ui.enabled)
     cfg = services.settings.server
-    if cfg.api_key_required and not services.api_keys.list():
-        print("NOTE: the API (/v1) needs an API key and none exists yet: create one with "
-              "`appliance keys create NAME`.", flush=True)
-    if not cfg.loopback_only and not cfg.api_key_required:
-        log.warning("API on %s without keys (server.require_api_key: false)", cfg.host)
-        print(f"WARNING: server.require_api_key is false on {cfg.host}: anyone who reaches port {cfg.port} "
-              "can use /v1 without a key.", flush=True)
-    if not cfg.loopback_only and services.settings.ui.enabled:
-        # Sign-in for the chat page arrives with the users-and-permissions work; until then, say it loudly.
-        log.warning("chat page on %s without sign-in: anyone who reaches this port can read the documents", cfg.host)
-        print(f"WARNING: the chat page on {cfg.host} has no sign-in: anyone who reaches port {cfg.port} "
-              "can query the documents through it (and through its Gradio API). Use 127.0.0.1, a reverse proxy "
-              "with authentication, or ui.enabled: false to serve only the keyed /v1 API.", flush=True)
+    from appliance.secrets_check import refuse_weak_secrets
+
+    refuse_weak_secrets(services.settings)
+    changed = services.ingest_pipeline.apply_access()  # acl rules edited while the server was down
+    if changed:
+        services.audit.record("permissions", "serve", rules=[r.model_dump() for r in services.settings.acl],
+                              changed=[{"path": c.path, "before": c.before, "after": c.after} for c in changed])
+        print(f"Permissions: {len(changed)} document(s) follow the current acl rules now.", flush=True)
+    if services.auth_required():
+        if not services.users.count() and services.settings.auth.oidc is None:
+            print("NOTE: sign-in is required and no user exists yet: create the first administrator with "
+                  "`appliance users add NAME --admin`.", flush=True)
+    elif not cfg.loopback_only:  # auth.required: false beyond loopback, refused outside dev mode
+        log.warning("serving on %s without sign-in (auth.required: false)", cfg.host)
+        print(f"WARNING: auth.required is false on {cfg.host}: anyone who reaches port {cfg.port} reads every "
+              "document.", flush=True)
     log.info("serving on http://%s:%d", cfg.host, cfg.port)
     if services.settings.ui.enabled:
         print(f"Chat UI: http://{cfg.host}:{cfg.port}/", flush=True)

@@ -33,14 +33,17 @@ from appliance.api.schemas import (
     UploadResponse,
     UploadResult,
 )
+from appliance.api.security import check_question_rate, require_principal
 from appliance.api.state import AppState, state_of
+from appliance.auth import Principal
 
 if TYPE_CHECKING:
     from ingest.manifest import FileRecord
 
 router = APIRouter(tags=["Documents"])
 State = Annotated[AppState, Depends(state_of)]
-_UNSAFE = re.compile(r"[\x00-\x1f/\\]")
+Who = Annotated[Principal, Depends(require_principal)]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _document(rec: FileRecord, upload_dir: Path) -> Document:
@@ -48,20 +51,34 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
 
     return Document(id=doc_id_of(rec.path), path=rec.path, name=Path(rec.path).name, status=rec.status,  # type: ignore[arg-type]
                     chunks=len(rec.chunk_ids), pages=rec.pages, error=rec.error, notes=rec.notes,
-                    ingested_at=rec.ingested_at, uploaded=Path(rec.path).parent == upload_dir)
+                    ingested_at=rec.ingested_at, uploaded=upload_dir in Path(rec.path).parents)
 
 
-def _find(state: AppState, doc_id: str) -> FileRecord:
+def visible(principal: Principal, rec: FileRecord, upload_dir: Path) -> bool:
+    """Whether the principal may see that the document exists: admins see every row (they manage
+    ingestion); others the documents they may read, and their own uploads (failed ones too)."""
+    if principal.admin or principal.can_read(rec.acl):
+        return True
+    return Path(rec.path).parent == upload_dir / principal.name
+
+
+def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
+    """The document, if the principal may see it; another's document answers as one that does not exist."""
     from ingest.pipeline import doc_id_of
 
+    upload_dir = state.services.settings.upload_dir.absolute()
     for rec in state.services.manifest.all():
-        if doc_id_of(rec.path) == doc_id:
+        if doc_id_of(rec.path) == doc_id and visible(principal, rec, upload_dir):
             return rec
     raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
 
 
 def _safe_name(name: str | None) -> str:
-    base = _UNSAFE.sub("_", os.path.basename((name or "").replace("\\", "/"))).strip()
+    raw = (name or "").strip()
+    if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
+        raise ApiError(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
+                            "characters; give the upload a name like report.pdf")
+    base = raw
     if not base or base.startswith("."):
         raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
     stem, suffix = os.path.splitext(base)
@@ -71,24 +88,36 @@ def _safe_name(name: str | None) -> str:
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
-def list_documents(state: State) -> DocumentList:
-    records = state.services.manifest.all()
+def list_documents(state: State, principal: Who) -> DocumentList:
+    """The documents the caller may read (an administrator: all of them)."""
     upload_dir = state.services.settings.upload_dir.absolute()
+    records = [r for r in state.services.manifest.all() if visible(principal, r, upload_dir)]
     return DocumentList(documents=[_document(r, upload_dir) for r in records])
 
 
 @router.get("/v1/documents/{doc_id}", response_model=Document, responses=ERRORS)
-def get_document(doc_id: str, state: State) -> Document:
-    return _document(_find(state, doc_id), state.services.settings.upload_dir.absolute())
+def get_document(doc_id: str, state: State, principal: Who) -> Document:
+    return _document(_find(state, doc_id, principal), state.services.settings.upload_dir.absolute())
+
+
+def upload_folder(state: AppState, principal: Principal) -> Path:
+    """Where the principal's uploads go: an administrator's (and the local operator's) follow the acl
+    rules in uploads/; anyone else's go to uploads/<user>/, readable by that user alone."""
+    base = state.services.settings.upload_dir
+    return base if principal.admin or principal.kind not in ("user", "key") else base / principal.name
 
 
 @router.post("/v1/documents", response_model=UploadResponse, status_code=201, responses={
     **ERRORS, 207: {"model": UploadResponse, "description": "Some files were ingested, some failed: see each status."},
     422: {"model": UploadResponse, "description": "No file could be ingested: see each error."}})
-async def upload_documents(state: State, files: Annotated[list[UploadFile], File(
+async def upload_documents(state: State, principal: Who, files: Annotated[list[UploadFile], File(
         description="One or more files (PDF, Office, HTML, e-mail, Markdown, text...).")]) -> JSONResponse:
+    """Each file's content must match its extension; archives that unpack beyond ingest.max_unpacked_mb
+    are refused. A user's uploads are readable by that user only; an administrator's follow the acl rules."""
     from ingest.parse import SUPPORTED_SUFFIXES
     from ingest.pipeline import doc_id_of
+    from ingest.sniff import mismatch
+    from ingest.workers import check_archive
 
     settings = state.services.settings
     if len(files) > settings.server.max_upload_files:
@@ -101,7 +130,7 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
     if len(set(names)) != len(names):
         raise ApiError(400, "two uploads have the same file name")
     limit = int(settings.ingest.max_file_mb * 1024 * 1024)
-    upload_dir = settings.upload_dir
+    upload_dir = upload_folder(state, principal)
     upload_dir.mkdir(parents=True, exist_ok=True)
     parts: list[tuple[Path, Path]] = []
     try:
@@ -118,6 +147,13 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
                     out.write(block)
             if size == 0:
                 raise ApiError(400, f"{name} is empty")
+            lie = await run_in_threadpool(mismatch, part, name)
+            if lie is not None:
+                raise ApiError(415, f"{lie}: refused (the content must match the extension)")
+            try:
+                await run_in_threadpool(check_archive, part, settings.ingest.max_unpacked_mb)
+            except Exception as exc:  # ParseError: the zip-bomb reason
+                raise ApiError(413, f"{name} {exc}") from None
     except BaseException:
         for part, _ in parts:
             part.unlink(missing_ok=True)
@@ -140,39 +176,48 @@ async def upload_documents(state: State, files: Annotated[list[UploadFile], File
         return results
 
     results = await anyio.to_thread.run_sync(ingest, limiter=state.writer())
+    state.services.audit.record("upload", principal.name, files=[
+        {"path": str(upload_dir.absolute() / r.name), "status": r.status, "chunks": r.chunks} for r in results])
     failed = sum(r.status in ("failed", "skipped") for r in results)
     status = 201 if not failed else 422 if failed == len(results) else 207
     return JSONResponse(UploadResponse(files=results).model_dump(), status_code=status)
 
 
 @router.delete("/v1/documents/{doc_id}", response_model=Deleted, responses=ERRORS)
-async def delete_document(doc_id: str, state: State, keep_file: Annotated[bool, Query(
+async def delete_document(doc_id: str, state: State, principal: Who, keep_file: Annotated[bool, Query(
         description="Keep an uploaded file on disk (only its chunks and manifest row go).")] = False) -> Deleted:
-    """Remove a document's chunks and its manifest row. An uploaded file is deleted too; a file from an
-    ingested folder stays on disk, and comes back if that folder is ingested again."""
-    rec = await run_in_threadpool(_find, state, doc_id)
+    """Remove a document's chunks and its manifest row (administrators; a user: their own uploads). An
+    uploaded file is deleted too; a file from an ingested folder stays on disk, and comes back if that
+    folder is ingested again."""
+    rec = await run_in_threadpool(_find, state, doc_id, principal)
+    own = Path(rec.path).parent == state.services.settings.upload_dir.absolute() / principal.name
+    if not (principal.admin or own):
+        raise ApiError(403, "only an administrator removes documents (a user: their own uploads)")
 
     def remove() -> Any:
         with state.services.write_lock:
             result = state.services.ingest_pipeline.remove(rec.path)
             path = Path(rec.path)
-            if not keep_file and path.parent == state.services.settings.upload_dir.absolute():
+            uploads = state.services.settings.upload_dir.absolute()
+            if not keep_file and (path.parent == uploads or path.parent.parent == uploads):
                 path.unlink(missing_ok=True)
         return result
 
     result = await anyio.to_thread.run_sync(remove, limiter=state.writer())
     if result is None:
         raise ApiError(404, f"no document with id {doc_id!r}")
+    state.services.audit.record("delete", principal.name, path=rec.path, chunks=result.chunks)
     return Deleted(id=doc_id, chunks=result.chunks)
 
 
 @router.get("/v1/documents/{doc_id}/chunks", response_model=ChunkList, responses=ERRORS)
-def document_chunks(doc_id: str, state: State,
+def document_chunks(doc_id: str, state: State, principal: Who,
                     limit: Annotated[int, Query(ge=1, le=10000, description="Most chunks returned.")] = 1000,
                     ) -> ChunkList:
-    """The document's chunks as stored, in reading order."""
-    _find(state, doc_id)
-    hits = state.services.store.chunks_of(doc_id, limit, exclude=state.services.manifest.hidden_ids())
+    """The document's chunks as stored, in reading order: those the caller may read (filtered in the store)."""
+    _find(state, doc_id, principal)
+    hits = state.services.store.chunks_of(doc_id, limit, exclude=state.services.manifest.hidden_ids(),
+                                          groups=principal.reads)
     chunks = [Chunk(index=h.payload.get("chunk_index"), page=h.payload.get("page"),
                     page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],
                     text=h.payload.get("text", "")) for h in hits]
@@ -180,15 +225,19 @@ def document_chunks(doc_id: str, state: State,
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS, tags=["Search"])
-def search(body: SearchRequest, state: State) -> SearchResponse:
-    """Retrieval only, ranked as `ask` ranks (hybrid search, fusion, reranker); no answer is generated."""
+def search(body: SearchRequest, state: State, principal: Who) -> SearchResponse:
+    """Retrieval only, ranked as `ask` ranks (hybrid search, fusion, reranker); no answer is generated.
+    Only passages the caller may read are searched (the filter is part of the store query)."""
     from appliance.api.openai_compat import source_out
 
     query = " ".join(body.query.split())
     if not query:
         raise ApiError(422, "invalid request: query: is blank")
+    check_question_rate(state, principal)
     rag = state.services.rag
-    found = rag.search(query, None, limit=body.top_k)
+    found = rag.search(query, principal.reads, limit=body.top_k)
+    state.services.audit.record("search", principal.name, query=query, sources=[
+        {"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in found[: body.top_k]])
     relevant = {id(s) for s in rag.relevant(found, query)}
     state.metrics.searches.inc()
     return SearchResponse(query=query, results=[

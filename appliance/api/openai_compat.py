@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from appliance.api.errors import ApiError, internal_error
@@ -28,6 +28,8 @@ from appliance.api.schemas import (
     ModelList,
     Source,
 )
+from appliance.api.security import check_question_rate, require_principal
+from appliance.auth import Principal
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState
@@ -75,8 +77,10 @@ def list_models(request: Request) -> ModelList:
     **ERRORS, 200: {"description": "A chat.completion, or with stream=true an SSE stream of chat.completion.chunk "
                                    "objects; the last chunk before [DONE] carries `sources` and `grounded`.",
                     "content": {"text/event-stream": {}}}})
-async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+async def chat_completions(body: ChatCompletionRequest, request: Request,
+                           principal: Annotated[Principal, Depends(require_principal)]) -> Any:
     state: AppState = request.app.state.appliance
+    check_question_rate(state, principal)
     if body.model != state.model_id:
         raise ApiError(404, f"model {body.model!r} does not exist: this server serves {state.model_id!r}")
     question, history = conversation(body)
@@ -89,9 +93,12 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
 
     limit = body.max_completion_tokens or body.max_tokens
 
-    def make() -> Any:
-        return state.services.rag.stream(question, history, groups=None, whole_document=body.whole_document,
-                                         max_tokens=limit)
+    def make() -> Iterator[str | Answer]:
+        for event in state.services.rag.stream(question, history, groups=principal.reads,
+                                               whole_document=body.whole_document, max_tokens=limit):
+            if not isinstance(event, str):
+                state.record_answer(principal, "api", event)
+            yield event
 
     if not body.stream:
         answer = None

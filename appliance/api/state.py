@@ -1,25 +1,25 @@
-"""What the routes share: the services, the model's gate, the metrics, and API-key checks."""
+"""What the routes share: the services, the model's gate, the metrics and the rate limits."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING
 
 import anyio
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Request
 
 from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
+from appliance.api.security import RateLimiter, SignInThrottle
 from appliance.backends.common import BackendUnavailable
 
 if TYPE_CHECKING:
+    from appliance.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
 
@@ -38,10 +38,21 @@ class AppState:
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
         self.ingest_cancel = threading.Event()  # set to stop the handed-over job that is running
         self.ingest_running = False
+        auth = services.settings.auth
+        self.requests = RateLimiter(auth.requests_per_minute)
+        self.questions = RateLimiter(auth.questions_per_minute)
+        self.sign_in_throttle = SignInThrottle(auth.sign_in_attempts)
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)
         self.metrics.chunks.set_function(self._chunks)
+
+    def record_answer(self, principal: Principal, channel: str, answer: Answer) -> None:
+        """The audit line of a question: who, through what, which sources they were shown."""
+        self.services.audit.record(
+            "question", principal.name, channel=channel, question=answer.question, grounded=answer.grounded,
+            sources=[{"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in answer.sources],
+            answer=answer.text)
 
     def writer(self) -> anyio.CapacityLimiter:
         """One thread for every writer (uploads, deletions, handed-over ingests): those waiting hold none."""
@@ -86,32 +97,6 @@ class AppState:
             raise
         finally:
             m.answers.labels(outcome).inc()
-
-
-# Declared for the OpenAPI schema (clients see that /v1 takes a bearer key); checked below, so that a
-# missing key is our JSON 401 and not FastAPI's.
-_BEARER = HTTPBearer(auto_error=False, description="An API key from `appliance keys create NAME`.")
-
-
-def require_api_key(request: Request,
-                    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> str | None:
-    """The key's name; a key is needed whenever the server listens beyond loopback (server.require_api_key)."""
-    state: AppState = request.app.state.appliance
-    token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
-    if token and state.admin_token and local_request(request) \
-            and secrets.compare_digest(token.encode(), state.admin_token.encode()):
-        return "server.json"  # the local administrator's CLI (appliance/handover.py), from this machine only
-    if not state.services.settings.server.api_key_required:
-        # OpenAI clients always send some key ("none", "sk-..."): on loopback without keys, any goes.
-        return state.services.api_keys.verify(token) if token else None
-    if token is None:
-        raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' "
-                            "(an administrator creates one with `appliance keys create NAME`)",
-                       headers={"WWW-Authenticate": "Bearer"})
-    name = state.services.api_keys.verify(token)
-    if name is None:
-        raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
-    return name
 
 
 def local_request(request: Request) -> bool:

@@ -69,7 +69,9 @@ class ChunkStore(Protocol):
     def search(self, dense: list[float], text: str, limit: int, candidates: int,
                groups: list[str] | None = None, spec: SearchSpec = SearchSpec(),
                exclude: Collection[str] = ()) -> list[Hit]: ...
-    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]: ...
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = (),
+                  groups: list[str] | None = None) -> list[Hit]: ...
+    def set_groups(self, ids: list[str], groups: list[str]) -> None: ...
     def retrieve(self, ids: list[str]) -> list[StorePoint]: ...
     def count(self) -> int: ...
     def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]: ...
@@ -158,6 +160,12 @@ class EdgeStore:
             with self._lock:
                 self._shard.update(self._qe.UpdateOperation.delete_points(list(ids)))
 
+    def set_groups(self, ids: list[str], groups: list[str]) -> None:
+        """Who may read these chunks: a payload update, nothing re-embedded."""
+        if ids:
+            with self._lock:
+                self._shard.update(self._qe.UpdateOperation.set_payload(list(ids), {"acl_groups": list(groups)}))
+
     def _filter(self, groups: list[str] | None, exclude: Collection[str] = (), doc_id: str | None = None) -> Any:
         """The reader's groups, the document, and the chunks not published (ingest.manifest's hidden)."""
         qe = self._qe
@@ -201,10 +209,11 @@ class EdgeStore:
             {str(p.id): p.score for p in sparse_hits},
         )
 
-    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]:
-        """A document's chunks in reading order (at most `limit`)."""
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = (),
+                  groups: list[str] | None = None) -> list[Hit]:
+        """A document's chunks in reading order (at most `limit`), those the groups may read."""
         qe = self._qe
-        flt = self._filter(None, exclude, doc_id)
+        flt = self._filter(groups, exclude, doc_id)
         with self._lock:
             records, _next = self._shard.scroll(qe.ScrollRequest(limit=limit, filter=flt, with_payload=True))
         return _reading_order(records)
@@ -333,6 +342,11 @@ class QdrantServerStore:
         if ids:
             self._client.delete(self._collection, self._m.PointIdsList(points=list(ids)), wait=True)
 
+    def set_groups(self, ids: list[str], groups: list[str]) -> None:
+        """Who may read these chunks: a payload update, nothing re-embedded."""
+        if ids:
+            self._client.set_payload(self._collection, {"acl_groups": list(groups)}, points=list(ids), wait=True)
+
     def _filter(self, groups: list[str] | None, exclude: Collection[str] = (), doc_id: str | None = None) -> Any:
         m = self._m
         must: list[Any] = []
@@ -375,9 +389,10 @@ class QdrantServerStore:
             {str(p.id): p.score for p in sparse_r.points},
         )
 
-    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = ()) -> list[Hit]:
-        """A document's chunks in reading order (at most `limit`)."""
-        flt = self._filter(None, exclude, doc_id)
+    def chunks_of(self, doc_id: str, limit: int, exclude: Collection[str] = (),
+                  groups: list[str] | None = None) -> list[Hit]:
+        """A document's chunks in reading order (at most `limit`), those the groups may read."""
+        flt = self._filter(groups, exclude, doc_id)
         records, _next = self._client.scroll(self._collection, scroll_filter=flt, limit=limit, with_payload=True)
         return _reading_order(records)
 

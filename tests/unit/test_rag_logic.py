@@ -248,7 +248,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     retriever = ScriptedRetriever([("part 1 of the manual", 0.9)])
     rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=None),
-                    document_chunks=lambda doc_id, limit: whole[:limit] if doc_id == "0" else [])
+                    document_chunks=lambda doc_id, limit, groups: whole[:limit] if doc_id == "0" else [])
     first = rag.ask("what is in the manual?")
     assert first.whole_document == "/d/0.txt"
     assert len(first.sources) == 1
@@ -257,7 +257,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     assert [s.text for s in full.sources] == ["part 0 of the manual\npart 1 of the manual\npart 2 of the manual"]
     small = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                       RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64),
-                      document_chunks=lambda doc_id, limit: (whole * 10)[:limit])
+                      document_chunks=lambda doc_id, limit, groups: (whole * 10)[:limit])
     assert small.ask("what is in the manual?").whole_document is None  # too long for the budget
 
 

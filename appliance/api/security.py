@@ -1,0 +1,281 @@
+"""Who a request is, and the guards every request passes: sign-in, CSRF, rate limits, headers.
+
+A request is one of: the local administrator's CLI (the token of server.json, from this machine
+only), an API key (`Authorization: Bearer rag-...`), a signed-in browser (the session cookie), or
+anonymous, which is allowed only where sign-in is not required (loopback with no users: the
+machine's own operator). The UI guard answers 401 to anonymous requests for every path but the
+sign-in pages and the health probes, before Gradio sees them.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from appliance.api.errors import ApiError
+from appliance.auth import EVERYONE, LOCAL, Principal
+
+if TYPE_CHECKING:
+    from appliance.api.state import AppState
+
+COOKIE = "appliance_session"
+PUBLIC = ("/healthz", "/readyz", "/login", "/logout", "/auth/oidc/")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+# Gradio's page needs inline scripts and styles; nothing may be fetched from another origin, and the
+# page may not be framed (clickjacking).
+CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self'; "
+       "worker-src 'self' blob:; frame-ancestors 'none'; form-action 'self'; base-uri 'self'; object-src 'none'")
+HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
+           "content-security-policy": CSP, "cross-origin-opener-policy": "same-origin",
+           "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()"}
+
+
+class RateLimiter:
+    """At most `per_minute` events per key in any 60 s (a sliding window), in this process."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, key: str) -> float | None:
+        """Count one event; None when allowed, else the seconds until the next one would be."""
+        now = time.monotonic()
+        with self._lock:
+            window = self._seen.setdefault(key, deque())
+            while window and window[0] <= now - 60:
+                window.popleft()
+            if len(window) >= self.per_minute:
+                return 60 - (now - window[0])
+            window.append(now)
+            if len(self._seen) > 10_000:  # forget idle keys
+                for k in [k for k, w in self._seen.items() if not w or w[-1] <= now - 60]:
+                    del self._seen[k]
+        return None
+
+    def failures(self, key: str) -> int:
+        with self._lock:
+            window = self._seen.get(key) or deque()
+            return sum(t > time.monotonic() - 60 for t in window)
+
+
+class SignInThrottle:
+    """After `attempts` failures for a user name or client address in 15 minutes, refuse for 15 minutes."""
+
+    def __init__(self, attempts: int) -> None:
+        self.attempts = attempts
+        self._failed: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def blocked(self, *keys: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(len([t for t in self._failed.get(k, ()) if t > now - 900]) >= self.attempts for k in keys)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for k in keys:
+                window = self._failed.setdefault(k, deque(maxlen=self.attempts * 4))
+                window.append(now)
+
+    def succeeded(self, *keys: str) -> None:
+        with self._lock:
+            for k in keys:
+                self._failed.pop(k, None)
+
+
+_BEARER = HTTPBearer(auto_error=False, description="An API key from `appliance keys create NAME`.")
+
+
+def resolve(request: Request, state: AppState, token: str | None) -> Principal | None:
+    """The principal of a request, or None when it is anonymous and sign-in is required."""
+    from appliance.api.state import local_request
+
+    services = state.services
+    if token:
+        if state.admin_token and local_request(request) \
+                and secrets.compare_digest(token.encode(), state.admin_token.encode()):
+            return Principal("server.json", "server", None, True)  # the local administrator's CLI
+        key = services.api_keys.verify(token)
+        if key is not None:
+            if key.user is None:
+                return Principal(f"key:{key.name}", "key", frozenset([EVERYONE]), key.admin)
+            user = services.users.get(key.user)
+            if user is None or user.disabled:
+                raise ApiError(401, f"API key {key.name!r} belongs to {key.user!r}, who is disabled or removed",
+                               headers={"WWW-Authenticate": "Bearer"})
+            p = user.principal()
+            return Principal(user.name, "key", p.groups, user.admin or key.admin)
+        if services.auth_required() or services.settings.server.api_key_required:
+            raise ApiError(401, "invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
+        # OpenAI clients always send some key ("none", "sk-..."): where no sign-in is needed, any goes.
+    session = services.users.session(request.cookies.get(COOKIE))
+    if session is not None:
+        request.state.csrf = session.csrf
+        return session.user.principal()
+    if services.auth_required():
+        return None
+    return LOCAL
+
+
+def require_principal(request: Request,
+                      credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> Principal:
+    """Every /v1 route's dependency: who is asking, rate-limited; a browser's writes must come from our page."""
+    state: AppState = request.app.state.appliance
+    token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
+    principal = resolve(request, state, token)
+    if principal is None or (principal is LOCAL and state.services.settings.server.api_key_required):
+        raise ApiError(401, "sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator "
+                            "creates one with `appliance keys create NAME`)", headers={"WWW-Authenticate": "Bearer"})
+    if principal.kind == "user" and request.method not in SAFE_METHODS:
+        check_same_origin(request)
+    wait = state.requests.hit(principal.name)
+    if wait is not None:
+        raise ApiError(429, f"too many requests: at most {state.requests.per_minute} a minute "
+                            "(auth.requests_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
+    if principal.kind == "key":
+        state.services.audit.record("api_key", principal.name, method=request.method, route=request.url.path)
+    request.state.principal = principal
+    return principal
+
+
+def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -> Principal:
+    if not principal.admin:
+        raise ApiError(403, "this needs an administrator")
+    return principal
+
+
+def check_question_rate(state: AppState, principal: Principal) -> None:
+    wait = state.questions.hit(principal.name)
+    if wait is not None:
+        raise ApiError(429, f"too many questions: at most {state.questions.per_minute} a minute "
+                            "(auth.questions_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
+
+
+def check_same_origin(request: Request) -> None:
+    """CSRF: a cookie-authenticated write must come from a page of this server. Browsers send Origin on
+    every cross-site POST (and Sec-Fetch-Site), which a forged form cannot set to ours."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    if site is not None and site not in ("same-origin", "none"):
+        raise ApiError(403, "cross-site request refused")
+    if origin is not None and origin != "null":
+        host = request.headers.get("host", "")
+        if origin.split("://", 1)[-1] != host:
+            raise ApiError(403, "cross-origin request refused")
+    elif origin == "null":
+        raise ApiError(403, "cross-origin request refused")
+
+
+Message = MutableMapping[str, Any]
+
+
+class GuardMiddleware:
+    """Security headers on every response; 401 for anonymous requests to the UI where sign-in is required.
+
+    /v1 routes check their own principal (JSON errors with the key hint), so they pass through here."""
+
+    def __init__(self, app: Any, state: AppState) -> None:
+        self._app = app
+        self._state = state
+
+    async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
+                       send: Callable[[Message], Awaitable[None]]) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self._app(scope, receive, send)
+            return
+        path: str = scope.get("path", "")
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k.encode(), v.encode()) for k, v in HEADERS.items() if k.encode() not in present]
+                if path.startswith("/v1/") and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        if path.startswith("/v1/") or path == "/v1" or any(path.startswith(p) for p in PUBLIC):
+            await self._app(scope, receive, with_headers)
+            return
+        from starlette.requests import Request as StarletteRequest
+
+        request = StarletteRequest(scope)
+        from anyio import to_thread
+
+        principal = await to_thread.run_sync(self._principal, request)
+        if principal is None:
+            await self._refuse(scope, receive, with_headers, request)
+            return
+        if principal.kind == "user" and scope["type"] == "http" and request.method not in SAFE_METHODS:
+            try:
+                check_same_origin(request)
+            except ApiError as exc:
+                from fastapi.responses import JSONResponse
+
+                await JSONResponse(exc.body(), status_code=exc.status)(scope, receive, with_headers)
+                return
+        scope.setdefault("state", {})["principal"] = principal
+        await self._app(scope, receive, with_headers)
+
+    def _principal(self, request: Any) -> Principal | None:
+        try:
+            auth = request.headers.get("authorization", "")
+            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
+            return resolve(request, self._state, token)
+        except ApiError:
+            return None
+
+    async def _refuse(self, scope: Message, receive: Any, send: Any, request: Any) -> None:
+        from fastapi.responses import JSONResponse
+
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 4401})
+            return
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            from appliance.api.signin import login_page
+
+            response: Any = login_page(self._state, next_path=request.url.path, status=401)
+        else:
+            response = JSONResponse(ApiError(401, "sign in first (GET /login)").body(), status_code=401)
+        await response(scope, receive, send)
+
+
+def gradio_user(state: AppState) -> Callable[[Any], str | None]:
+    """Gradio's auth_dependency: the user name of a request our guard let through."""
+
+    def user(request: Any) -> str | None:
+        principal = request.scope.get("state", {}).get("principal")
+        if principal is None:
+            try:
+                auth = request.headers.get("authorization", "")
+                principal = resolve(request, state, auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+            except ApiError:
+                return None
+        return None if principal is None else str(principal.name)
+
+    return user
+
+
+def principal_of_gradio(state: AppState, request: Any) -> Principal:
+    """The principal behind a Gradio event (gr.Request): looked up again, so that a user disabled or
+    regrouped since the page loaded counts at once."""
+    inner = getattr(request, "request", None) or request
+    try:
+        auth = inner.headers.get("authorization", "")
+        principal = resolve(inner, state, auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+    except ApiError:
+        principal = None
+    if principal is None:
+        raise PermissionError("your session has ended: reload the page and sign in again")
+    return principal
