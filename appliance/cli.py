@@ -197,10 +197,12 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
     """Run an ingest job in the server that holds the store, with the same progress bar and report."""
     import httpx
 
+    from appliance.handover import handover_headers
+
     progress = None
     try:
         with httpx.stream("POST", server.url + "/v1/admin/ingest", json=job, timeout=httpx.Timeout(30, read=None),
-                          headers={"Authorization": f"Bearer {server.token}"}) as response:
+                          headers=handover_headers(server)) as response:
             if response.status_code != 200:
                 response.read()
                 raise click.ClickException(f"the server refused the job: {response.text[:300]}")
@@ -223,7 +225,7 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
     except KeyboardInterrupt:
         with contextlib.suppress(httpx.HTTPError):  # the job stops in the server too, between files
             httpx.post(server.url + "/v1/admin/ingest/cancel", timeout=10,
-                       headers={"Authorization": f"Bearer {server.token}"})
+                       headers=handover_headers(server))
         raise
 
     finally:
@@ -429,7 +431,9 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
 def _remove_through(server: Any, doc_ids: list[str]) -> None:
     import httpx
 
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}, timeout=120) as http:
+    from appliance.handover import handover_headers
+
+    with httpx.Client(base_url=server.url, headers=handover_headers(server), timeout=120) as http:
         for doc_id in doc_ids:
             try:
                 r = http.delete(f"/v1/documents/{doc_id}", params={"keep_file": "true"})

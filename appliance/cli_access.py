@@ -6,7 +6,6 @@ operating-system user who ran the command as the actor.
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -18,10 +17,9 @@ from appliance.cli import _fail_cleanly, _services, settings_options
 
 
 def actor() -> str:
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    from appliance.handover import os_actor
+
+    return os_actor()
 
 
 def _password(stdin: bool, confirm: bool = True) -> str:
@@ -155,7 +153,7 @@ def acl_apply(dry_run: bool, config_file: Path | None, data_dir: Path | None) ->
 
     While `appliance serve` holds the store, the server re-reads its settings file and applies them."""
     from appliance.backends.store import StoreLocked
-    from appliance.handover import find
+    from appliance.handover import find, handover_headers
 
     services = _services(config_file, data_dir)
 
@@ -175,7 +173,7 @@ def acl_apply(dry_run: bool, config_file: Path | None, data_dir: Path | None) ->
             import httpx
 
             r = httpx.post(server.url + "/v1/admin/acl/apply", params={"dry_run": str(dry_run).lower()},
-                           headers={"Authorization": f"Bearer {server.token}"}, timeout=600)
+                           headers=handover_headers(server), timeout=600)
             if r.status_code != 200:
                 raise click.ClickException(f"the running server refused: {r.text[:300]}") from None
             return list(r.json()["changed"])

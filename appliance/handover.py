@@ -75,3 +75,18 @@ def find(data_dir: Path) -> RunningServer | None:
     except PermissionError:  # alive, another user's
         pass
     return server
+
+
+def os_actor() -> str:
+    """The operating-system user running this command, as the audit trail names them."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def handover_headers(server: RunningServer) -> dict[str, str]:
+    """The token, and the OS user handing the job over (the server's audit trail names them)."""
+    return {"Authorization": f"Bearer {server.token}", "X-Appliance-Actor": os_actor()}

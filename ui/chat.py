@@ -188,6 +188,11 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         services.audit.record("audit_export", principal.name, q=text or None, event_filter=event or None)
         return str(out)
 
+    # Gradio passes gr.Request to a parameter annotated with it, found with typing.get_type_hints; this
+    # module's annotations are strings (gradio is imported lazily), so give those handlers the real type.
+    for handler in (respond, on_load, search_audit, export_audit):
+        handler.__annotations__ = {"request": gr.Request}
+
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:
         with gr.Row():
             gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's "

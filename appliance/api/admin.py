@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
-from appliance.api.security import require_admin
+from appliance.api.security import cli_actor, require_admin
 from appliance.api.state import AppState, local_request
 from appliance.auth import Principal
 
@@ -101,7 +101,7 @@ async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
             state.metrics.ingest_files.labels(f.status).inc()
         data = report.to_dict()
         if not job.dry_run:
-            state.services.audit.record("ingest", "server.json", paths=job.paths,
+            state.services.audit.record("ingest", cli_actor(request), paths=job.paths,
                                         **{s: data[s] for s in ("added", "updated", "removed", "failed")})
         return data
 

@@ -54,10 +54,10 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
                     ingested_at=rec.ingested_at, uploaded=upload_dir in Path(rec.path).parents)
 
 
-def visible(principal: Principal, rec: FileRecord, upload_dir: Path) -> bool:
-    """Whether the principal may see that the document exists: admins see every row (they manage
-    ingestion); others the documents they may read, and their own uploads (failed ones too)."""
-    if principal.admin or principal.can_read(rec.acl):
+def visible(principal: Principal, rec: FileRecord, upload_dir: Path, every: bool = False) -> bool:
+    """Whether the principal may see that the document exists: the documents they may read and their
+    own uploads (failed ones too); with `every`, an administrator sees every row (to manage ingestion)."""
+    if (every and principal.admin) or principal.can_read(rec.acl):
         return True
     return Path(rec.path).parent == upload_dir / principal.name
 
@@ -68,7 +68,7 @@ def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
 
     upload_dir = state.services.settings.upload_dir.absolute()
     for rec in state.services.manifest.all():
-        if doc_id_of(rec.path) == doc_id and visible(principal, rec, upload_dir):
+        if doc_id_of(rec.path) == doc_id and visible(principal, rec, upload_dir, every=True):
             return rec
     raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
 
@@ -88,10 +88,14 @@ def _safe_name(name: str | None) -> str:
 
 
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
-def list_documents(state: State, principal: Who) -> DocumentList:
-    """The documents the caller may read (an administrator: all of them)."""
+def list_documents(state: State, principal: Who, every: Annotated[bool, Query(
+        alias="all", description="Administrators: every document, also those they may not read.")] = False,
+                   ) -> DocumentList:
+    """The documents the caller may read, and their own uploads."""
+    if every and not principal.admin:
+        raise ApiError(403, "all=true needs an administrator")
     upload_dir = state.services.settings.upload_dir.absolute()
-    records = [r for r in state.services.manifest.all() if visible(principal, r, upload_dir)]
+    records = [r for r in state.services.manifest.all() if visible(principal, r, upload_dir, every)]
     return DocumentList(documents=[_document(r, upload_dir) for r in records])
 
 

@@ -9,6 +9,7 @@ sign-in pages and the health probes, before Gradio sees them.
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from appliance.api.state import AppState
 
 COOKIE = "appliance_session"
+_CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
 PUBLIC = ("/healthz", "/readyz", "/login", "/logout", "/auth/oidc/")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Gradio's page needs inline scripts and styles; nothing may be fetched from another origin, and the
@@ -33,7 +35,7 @@ SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
        "img-src 'self' data: blob:; media-src 'self' blob:; font-src 'self' data:; connect-src 'self'; "
        "worker-src 'self' blob:; frame-ancestors 'none'; form-action 'self'; base-uri 'self'; object-src 'none'")
-HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
+HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "same-origin",
            "content-security-policy": CSP, "cross-origin-opener-policy": "same-origin",
            "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()"}
 
@@ -60,11 +62,6 @@ class RateLimiter:
                 for k in [k for k, w in self._seen.items() if not w or w[-1] <= now - 60]:
                     del self._seen[k]
         return None
-
-    def failures(self, key: str) -> int:
-        with self._lock:
-            window = self._seen.get(key) or deque()
-            return sum(t > time.monotonic() - 60 for t in window)
 
 
 class SignInThrottle:
@@ -104,7 +101,8 @@ def resolve(request: Request, state: AppState, token: str | None) -> Principal |
     if token:
         if state.admin_token and local_request(request) \
                 and secrets.compare_digest(token.encode(), state.admin_token.encode()):
-            return Principal("server.json", "server", None, True)  # the local administrator's CLI
+            # The local administrator's CLI; it names the OS user who ran it, for the audit trail.
+            return Principal(cli_actor(request), "server", None, True)
         key = services.api_keys.verify(token)
         if key is not None:
             if key.user is None:
@@ -125,6 +123,12 @@ def resolve(request: Request, state: AppState, token: str | None) -> Principal |
     if services.auth_required():
         return None
     return LOCAL
+
+
+def cli_actor(request: Request) -> str:
+    """The OS user the local CLI names (X-Appliance-Actor) when it hands a job over, for the audit trail."""
+    who = request.headers.get("x-appliance-actor", "")
+    return who if _CLI_ACTOR.match(who) else "server.json"
 
 
 def require_principal(request: Request,
@@ -168,12 +172,13 @@ def check_same_origin(request: Request) -> None:
     origin = request.headers.get("origin")
     if site is not None and site not in ("same-origin", "none"):
         raise ApiError(403, "cross-site request refused")
-    if origin is not None and origin != "null":
+    if origin == "null":  # a sandboxed or privacy-mode origin: trusted only if the browser says same-origin
+        if site != "same-origin":
+            raise ApiError(403, "cross-origin request refused")
+    elif origin is not None:
         host = request.headers.get("host", "")
         if origin.split("://", 1)[-1] != host:
             raise ApiError(403, "cross-origin request refused")
-    elif origin == "null":
-        raise ApiError(403, "cross-origin request refused")
 
 
 Message = MutableMapping[str, Any]
