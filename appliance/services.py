@@ -168,11 +168,12 @@ class Services:
         return load_settings(self.config_file, {"data_dir": self.settings.data_dir})
 
     def auth_required(self) -> bool:
-        """Anonymous requests are refused: beyond loopback, once any user exists, or when configured."""
+        """Anonymous requests are refused: beyond loopback, once any user exists or an identity provider
+        is configured, or when auth.required says so."""
         a = self.settings.auth
         if a.required is not None:
             return a.required
-        return not self.settings.server.loopback_only or self.users.count() > 0
+        return not self.settings.server.loopback_only or a.oidc is not None or self.users.count() > 0
 
     @cached_property
     def api_keys(self) -> ApiKeys:

@@ -21,7 +21,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
 
-    from appliance.api import admin, conversations, documents, openai_compat, signin, unmatched
+    from appliance.api import admin, conversations, documents, oidc, openai_compat, signin, unmatched
     from appliance.api.errors import install_error_handlers
     from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
@@ -40,6 +40,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     app.include_router(conversations.router, dependencies=keyed)
     app.include_router(admin.router)
     app.include_router(signin.router)
+    app.include_router(oidc.router)
     app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])

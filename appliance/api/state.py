@@ -19,6 +19,7 @@ from appliance.api.security import RateLimiter, SignInThrottle
 from appliance.backends.common import BackendUnavailable
 
 if TYPE_CHECKING:
+    from appliance.api.oidc import OidcClient
     from appliance.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
@@ -42,6 +43,7 @@ class AppState:
         self.requests = RateLimiter(auth.requests_per_minute)
         self.questions = RateLimiter(auth.questions_per_minute)
         self.sign_in_throttle = SignInThrottle(auth.sign_in_attempts)
+        self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)
