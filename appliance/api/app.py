@@ -142,6 +142,9 @@ def serve(services: Services) -> None:
 
     import uvicorn
 
+    from appliance.secrets_check import refuse_weak_secrets
+
+    refuse_weak_secrets(services.settings)  # before anything is loaded: a refused start is quick
     _setup_logging(services)
     # Load every model and open the store now: a missing part fails at start-up, not at the first question.
     services.store.count()
@@ -150,9 +153,6 @@ def serve(services: Services) -> None:
     _ = services.rag  # builds the reranker, if one is configured
     app = create_app(services, ui=services.settings.ui.enabled)
     cfg = services.settings.server
-    from appliance.secrets_check import refuse_weak_secrets
-
-    refuse_weak_secrets(services.settings)
     changed = services.ingest_pipeline.apply_access()  # acl rules edited while the server was down
     if changed:
         services.audit.record("permissions", "serve", rules=[r.model_dump() for r in services.settings.acl],
