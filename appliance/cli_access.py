@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from appliance.cli import _fail_cleanly, _services, settings_options
+from appliance.cli_common import _fail_cleanly, _services, settings_options
 
 
 def actor() -> str:

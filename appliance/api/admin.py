@@ -56,8 +56,9 @@ def cancel(request: Request) -> dict[str, bool]:
 
 @router.post("/v1/admin/ingest", responses={**ERRORS, 200: {
     "description": "NDJSON events: start {total bytes}, progress {advance, file}, then done {report} or error."}})
-async def ingest(job: IngestJob, request: Request) -> StreamingResponse:
-    state = _authorise(request)
+async def ingest(job: IngestJob, request: Request,
+                 state: Annotated[AppState, Depends(_authorise)]) -> StreamingResponse:
+    # _authorise as a dependency: an anonymous request is refused before its body is read or validated.
     paths = [Path(p) for p in job.paths]
     if not all(p.is_absolute() for p in paths):
         raise ApiError(400, "paths must be absolute")
