@@ -52,7 +52,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         (docs / name).write_bytes((SAMPLES / name).read_bytes())
     cli = [sys.executable, "-m", "appliance.cli"]
     subprocess.run([*cli, "ingest", str(docs), "--data-dir", str(data)], check=True, cwd=ROOT, capture_output=True)
-    key = subprocess.run([*cli, "keys", "create", "tests", "--data-dir", str(data)], check=True, cwd=ROOT,
+    key = subprocess.run([*cli, "keys", "create", "tests", "--admin", "--data-dir", str(data)], check=True, cwd=ROOT,
                          capture_output=True, text=True).stdout.strip()
     env = {"APPLIANCE_SERVER__REQUIRE_API_KEY": "true", "APPLIANCE_SERVER__MAX_QUEUED": str(QUEUE),
            "APPLIANCE_LLM__MAX_ANSWER_TOKENS": str(MAX_TOKENS), "APPLIANCE_INGEST__MAX_FILE_MB": "1",
