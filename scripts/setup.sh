@@ -33,6 +33,13 @@ if [ "${1:-}" = "test" ] && ! command -v docker-compose >/dev/null 2>&1 && [ "$(
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         docker-compose; } >/dev/null 2>&1 || echo "note: docker-compose not installed; its check will be skipped" >&2
 fi
+# The browser tests drive Debian's Chromium with Playwright (Playwright never downloads a browser here).
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    echo "installing Chromium (Debian's package) for the browser tests..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium; } >/dev/null 2>&1 || echo "note: chromium not installed; the browser tests will be skipped" >&2
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 echo "installing the appliance into .venv (the first time compiles llama.cpp: about 5 minutes)..." >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" ./packages/en_core_web_sm

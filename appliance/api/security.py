@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from appliance.api.state import AppState
 
 COOKIE = "appliance_session"
+MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator creates one with "
+           "`appliance keys create NAME`)")
 _CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
 PUBLIC = ("/healthz", "/readyz", "/login", "/logout", "/auth/oidc/")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
@@ -138,11 +140,12 @@ def require_principal(request: Request,
     token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
     principal = resolve(request, state, token)
     if principal is None or (principal is LOCAL and state.services.settings.server.api_key_required):
-        raise ApiError(401, "sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator "
-                            "creates one with `appliance keys create NAME`)", headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(401, MISSING, headers={"WWW-Authenticate": "Bearer"})
     if principal.kind == "user" and request.method not in SAFE_METHODS:
         check_same_origin(request)
-    wait = state.requests.hit(principal.name)
+    # The machine's own operator (loopback without sign-in, or server.json) reads everything anyway:
+    # the limits guard against one user or key starving the others.
+    wait = None if principal.kind in ("local", "server") else state.requests.hit(principal.name)
     if wait is not None:
         raise ApiError(429, f"too many requests: at most {state.requests.per_minute} a minute "
                             "(auth.requests_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
@@ -159,6 +162,8 @@ def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -
 
 
 def check_question_rate(state: AppState, principal: Principal) -> None:
+    if principal.kind in ("local", "server"):
+        return
     wait = state.questions.hit(principal.name)
     if wait is not None:
         raise ApiError(429, f"too many questions: at most {state.questions.per_minute} a minute "
@@ -185,9 +190,8 @@ Message = MutableMapping[str, Any]
 
 
 class GuardMiddleware:
-    """Security headers on every response; 401 for anonymous requests to the UI where sign-in is required.
-
-    /v1 routes check their own principal (JSON errors with the key hint), so they pass through here."""
+    """Security headers on every response; 401 for anonymous requests where sign-in is required,
+    before any body is read or any route (Gradio's included) sees them."""
 
     def __init__(self, app: Any, state: AppState) -> None:
         self._app = app
@@ -210,36 +214,44 @@ class GuardMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        if path.startswith("/v1/") or path == "/v1" or any(path.startswith(p) for p in PUBLIC):
+        if any(path.startswith(p) for p in PUBLIC):
             await self._app(scope, receive, with_headers)
             return
+        from anyio import to_thread
+        from fastapi.responses import JSONResponse
+        from starlette.requests import HTTPConnection
         from starlette.requests import Request as StarletteRequest
 
-        request = StarletteRequest(scope)
-        from anyio import to_thread
-
-        principal = await to_thread.run_sync(self._principal, request)
+        request: Any = StarletteRequest(scope) if scope["type"] == "http" else HTTPConnection(scope)
+        api = path.startswith("/v1/") or path == "/v1"
+        try:
+            principal = await to_thread.run_sync(self._principal, request)
+        except ApiError as exc:  # a wrong API key: say so
+            await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, with_headers)
+            return
         if principal is None:
-            await self._refuse(scope, receive, with_headers, request)
+            if api:  # refused before the body is read: an anonymous upload is never spooled
+                error = ApiError(401, MISSING, headers={"WWW-Authenticate": "Bearer"})
+                await JSONResponse(error.body(), status_code=401, headers=error.headers)(scope, receive, with_headers)
+            else:
+                await self._refuse(scope, receive, with_headers, request)
+            return
+        if api:  # the route's dependency checks the rest (CSRF, rate, keys on loopback), with JSON errors
+            await self._app(scope, receive, with_headers)
             return
         if principal.kind == "user" and scope["type"] == "http" and request.method not in SAFE_METHODS:
             try:
                 check_same_origin(request)
             except ApiError as exc:
-                from fastapi.responses import JSONResponse
-
                 await JSONResponse(exc.body(), status_code=exc.status)(scope, receive, with_headers)
                 return
         scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, with_headers)
 
     def _principal(self, request: Any) -> Principal | None:
-        try:
-            auth = request.headers.get("authorization", "")
-            token = auth[7:].strip() if auth.lower().startswith("bearer ") else None
-            return resolve(request, self._state, token)
-        except ApiError:
-            return None
+        auth = request.headers.get("authorization", "")
+        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+        return resolve(request, self._state, token or None)
 
     async def _refuse(self, scope: Message, receive: Any, send: Any, request: Any) -> None:
         from fastapi.responses import JSONResponse

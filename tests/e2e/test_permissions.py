@@ -310,6 +310,8 @@ def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
             page.fill("#password", PASSWORDS[name])
             page.click("button[type=submit]")
             page.wait_for_selector("#question textarea", timeout=120_000)
+            page.wait_for_function("document.querySelector('#who-bar').innerText.includes('Signed in as')",
+                                   timeout=60_000)  # filled by the page's load event
             assert f"Signed in as {name}" in page.inner_text("#who-bar")
             page.fill("#question textarea", "What does engineering band E4 pay a year? Reference " + HR_SECRET)
             page.keyboard.press("Enter")
@@ -355,7 +357,7 @@ def test_an_administrator_searches_the_audit_trail_in_the_page(site: Site) -> No
         page.fill("#username", "carol")
         page.fill("#password", PASSWORDS["carol"])
         page.click("button[type=submit]")
-        page.wait_for_selector("#question textarea", timeout=120_000)
+        page.wait_for_selector("button[role=tab]:has-text('Audit')", timeout=120_000)  # shown to admins on load
         page.click("button[role=tab]:has-text('Audit')")
         page.fill("#audit-text textarea", "alice")
         page.click("#audit-search")
