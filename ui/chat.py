@@ -7,9 +7,7 @@ on a shared object, so two browsers never see each other's conversation.
 from __future__ import annotations
 
 import html
-import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -99,15 +97,6 @@ def signed_in_bar(principal: Principal, csrf: str | None) -> str:
     return f"<div id='who'>Signed in as <b>{html.escape(principal.name)}</b>{role} · {form}</div>"
 
 
-def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
-    rows = []
-    for e in entries:
-        detail = {k: v for k, v in e.items() if k not in ("ts", "event", "actor", "prev", "hash")}
-        rows.append([str(e.get("ts", "")), str(e.get("event", "")), str(e.get("actor", "")),
-                     json.dumps(detail, ensure_ascii=False)[:400]])
-    return rows
-
-
 def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     import gradio as gr
 
@@ -115,6 +104,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     from appliance.api.security import COOKIE, check_question_rate
     from appliance.conversations import Turn
     from appliance.rag import Answer
+    from ui.admin import build_admin_tabs
 
     settings = services.settings
 
@@ -164,33 +154,14 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         try:
             principal = principal_named(state, request.username)
         except PermissionError:
-            return gr.update(value=""), gr.update(visible=False)
+            return gr.update(value=""), gr.update(visible=False), gr.update(visible=False)
         session = services.users.session(_cookie(request, COOKIE)) if principal.kind == "user" else None
         return (gr.update(value=signed_in_bar(principal, session.csrf if session else None)),
-                gr.update(visible=principal.admin))
-
-    def search_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
-        principal = principal_named(state, request.username)
-        if not principal.admin:
-            raise gr.Error("only administrators read the audit trail")
-        return audit_rows(services.audit.search(text, actor.strip() or None, event or None, limit=500))
-
-    def export_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
-        import tempfile
-
-        principal = principal_named(state, request.username)
-        if not principal.admin:
-            raise gr.Error("only administrators export the audit trail")
-        folder = Path(tempfile.mkdtemp(prefix="audit-export-"))
-        out = folder / "audit.jsonl"
-        with out.open("w", encoding="utf-8") as f:
-            services.audit.export(f, text=text, actor=actor.strip() or None, event=event or None)
-        services.audit.record("audit_export", principal.name, q=text or None, event_filter=event or None)
-        return str(out)
+                gr.update(visible=principal.admin), gr.update(visible=principal.admin))
 
     # Gradio passes gr.Request to a parameter annotated with it, found with typing.get_type_hints; this
     # module's annotations are strings (gradio is imported lazily), so give those handlers the real type.
-    for handler in (respond, on_load, search_audit, export_audit):
+    for handler in (respond, on_load):
         handler.__annotations__ = {"request": gr.Request}
 
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:
@@ -212,31 +183,13 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                     clear = gr.Button("New conversation", variant="secondary", size="sm")
                 with gr.Column(scale=2):
                     sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
-            with gr.Tab("Audit", id="audit-tab", visible=False) as audit_tab:
-                gr.Markdown("Sign-ins, questions and their sources, uploads, deletions, permission changes and "
-                            "API key use, newest first. The trail is append-only and hash-chained "
-                            "(`appliance audit verify`).")
-                with gr.Row():
-                    audit_text = gr.Textbox(label="Contains", scale=3, elem_id="audit-text")
-                    audit_event = gr.Dropdown(["", "sign_in", "sign_out", "question", "search", "upload", "delete",
-                                               "ingest", "permissions", "api_key", "user", "audit_export"],
-                                              value="", label="Event", scale=1)
-                    audit_actor = gr.Textbox(label="User", scale=1)
-                with gr.Row():
-                    audit_go = gr.Button("Search", variant="primary", elem_id="audit-search")
-                    audit_export_btn = gr.Button("Export as JSON lines")
-                audit_table = gr.Dataframe(headers=["time (UTC)", "event", "user", "details"], interactive=False,
-                                           wrap=True, elem_id="audit-table")
-                audit_file = gr.File(label="Export", interactive=False)
+            users_tab, audit_tab, (refresh_users, users_table) = build_admin_tabs(
+                state, lambda request: principal_named(state, request.username))
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
         box.submit(respond, [box, chatbot, qa_state, conv_state], [chatbot, sources, qa_state, box, conv_state],
                    concurrency_limit=settings.llm.max_parallel)
         clear.click(lambda: ([], EMPTY_SOURCES, [], "", ""), None, [chatbot, sources, qa_state, box, conv_state])
-        audit_inputs = [audit_text, audit_event, audit_actor]
-        audit_go.click(search_audit, audit_inputs, audit_table)
-        audit_text.submit(search_audit, audit_inputs, audit_table)
-        audit_export_btn.click(export_audit, audit_inputs, audit_file)
-        blocks.load(on_load, None, [who, audit_tab])
+        blocks.load(on_load, None, [who, users_tab, audit_tab]).then(refresh_users, None, users_table)
     blocks.queue(max_size=max(1, settings.server.max_queued))
     return cast("gr.Blocks", blocks)
 

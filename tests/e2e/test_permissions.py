@@ -345,7 +345,7 @@ def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
 
 
 @pytest.mark.browser
-def test_an_administrator_searches_the_audit_trail_in_the_page(site: Site) -> None:
+def test_an_administrator_manages_users_and_searches_the_audit_trail_in_the_page(site: Site) -> None:
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
@@ -358,6 +358,27 @@ def test_an_administrator_searches_the_audit_trail_in_the_page(site: Site) -> No
         page.fill("#password", PASSWORDS["carol"])
         page.click("button[type=submit]")
         page.wait_for_selector("button[role=tab]:has-text('Audit')", timeout=120_000)  # shown to admins on load
+        page.click("button[role=tab]:has-text('Users')")
+        page.wait_for_function("document.querySelector('#users-table').innerText.includes('alice')", timeout=60_000)
+        page.fill("#user-name input, #user-name textarea", "dave")
+        page.fill("#user-groups input, #user-groups textarea", "finance, audit")
+        page.fill("#user-password input", "Pebble-Lantern-3318")
+        page.click("#user-add")
+        page.wait_for_function("document.querySelector('#user-status').innerText.includes('dave created')",
+                               timeout=60_000)
+        assert "dave" in page.inner_text("#users-table")
+        page.screenshot(path=str(ARTIFACTS / "users-tab.png"), full_page=True)
+        dave = site.sign_in("dave", "Pebble-Lantern-3318")  # the new user signs in
+        assert dave.get("/v1/documents").status_code == 200
+        from appliance.auth import Users
+
+        made = Users(site.data / "users.sqlite").get("dave")
+        assert made is not None
+        assert made.groups == ["audit", "finance"]
+        page.fill("#user-name input, #user-name textarea", "carol")
+        page.click("#user-rm")
+        page.wait_for_function("document.querySelector('#user-status').innerText.includes('cannot remove yourself')",
+                               timeout=60_000)
         page.click("button[role=tab]:has-text('Audit')")
         page.fill("#audit-text textarea", "alice")
         page.click("#audit-search")
