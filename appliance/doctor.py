@@ -50,6 +50,8 @@ def run_checks(services: Services, config_file: str | Path | None = None) -> lis
         ("store", lambda: _store(services), "check the store.* settings and that the store is reachable"),
         ("embedding dimension", lambda: _dimension(services), "see the store and embedding model checks"),
         ("reranker", lambda: _reranker(services), "fix the rerank.* settings, or set rerank.provider: none"),
+        ("sign-in", lambda: _sign_in(services), "create the first administrator: appliance users add NAME --admin"),
+        ("audit trail", lambda: _audit(services), "restore the audit files from a backup; see docs/security.md"),
         ("disk space", lambda: _disk(services), ""),
         ("telemetry", _telemetry, ""),
         ("proxy", _proxy, ""),
@@ -115,11 +117,38 @@ def _configuration(services: Services, config: str | Path | None) -> Outcome:
         source += f", overridden by {', '.join(env)}"
     detail = (f"loaded {source}; llm={s.llm.provider}, store={s.store.provider}, rerank={s.rerank.provider}, "
               f"data_dir={s.data_dir}")
-    if not s.server.loopback_only and not s.server.api_key_required:
-        return ("warn", f"{detail}; server.host is {s.server.host} but server.require_api_key is false: "
+    from appliance.secrets_check import weak_secrets
+
+    weak = weak_secrets(s)
+    if weak:
+        return ("warn" if s.auth.dev_mode else "fail", f"{detail}; weak or placeholder secret: {', '.join(weak)}",
+                "use at least 16 random characters (or file:/run/secrets/NAME); serve refuses these")
+    if not s.server.loopback_only and (not s.server.api_key_required or s.auth.required is False):
+        return ("warn", f"{detail}; server.host is {s.server.host} but sign-in or API keys are turned off: "
                 "anyone on the network can query the documents",
-                "set server.require_api_key: true (or remove it), or server.host: 127.0.0.1")
+                "remove auth.required / server.require_api_key: false, or server.host: 127.0.0.1")
     return "ok", detail, ""
+
+
+def _sign_in(services: Services) -> Outcome:
+    s = services.settings
+    users = services.users.list()
+    admins = [u.name for u in users if u.admin and not u.disabled]
+    oidc = f"; identity provider {s.auth.oidc.issuer}" if s.auth.oidc else ""
+    if not services.auth_required():
+        return "ok", "not required (loopback, no users): the machine's own operator uses the page", ""
+    if not users and s.auth.oidc is None:
+        return "warn", "sign-in is required but no user exists: nobody can use the page or the API", ""
+    if not admins and s.auth.oidc is None:
+        return "warn", f"{len(users)} users, none an active administrator", ""
+    return "ok", f"{len(users)} users ({len(admins)} administrators){oidc}; ACL rules: {len(s.acl)}", ""
+
+
+def _audit(services: Services) -> Outcome:
+    result = services.audit.verify()
+    if not result.ok:
+        return "fail", f"{len(result.problems)} problem(s), first: {result.problems[0]}", ""
+    return "ok", f"{result.lines} lines, chain intact ({services.settings.audit_dir})", ""
 
 
 def _chat_fix(services: Services) -> str:

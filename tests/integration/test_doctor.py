@@ -13,7 +13,7 @@ from appliance.doctor import Check, checks_to_json, render_table, run_checks, wo
 from tests.conftest import make_services
 
 NAMES = ["configuration", "chat model", "embedding model", "store", "embedding dimension", "reranker",
-         "disk space", "telemetry", "proxy", "remote endpoints"]
+         "sign-in", "audit trail", "disk space", "telemetry", "proxy", "remote endpoints"]
 # Nothing listens on port 9 (discard): a model server that is down.
 OLLAMA_DOWN = {"provider": "ollama", "model": "mistral-small4", "host": "http://127.0.0.1:9"}
 OPENAI_DOWN = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}
@@ -41,7 +41,7 @@ def test_embedded_default_is_healthy(doctor: Any) -> None:
     bad = {c.name: c.detail for c in checks.values() if c.status not in ("ok", "warn")}
     assert not bad
     for name in ("configuration", "chat model", "embedding model", "store", "embedding dimension", "reranker",
-                 "telemetry", "remote endpoints"):
+                 "sign-in", "audit trail", "telemetry", "remote endpoints"):
         assert checks[name].status == "ok", checks[name]
     assert ".gguf" in checks["chat model"].detail
     assert "384 dimensions" in checks["embedding model"].detail
@@ -121,3 +121,13 @@ def test_table_wraps_to_width_and_worst_ranks() -> None:
     assert worst(checks) == "fail"
     assert worst(checks[:2]) == "warn"
     assert worst([]) == "ok"
+
+
+def test_sign_in_without_users_and_weak_secrets_are_reported(doctor: Any) -> None:
+    checks = doctor(server={"host": "0.0.0.0"}, rerank={"provider": "http", "url": "http://127.0.0.1:9/rerank",
+                                                       "api_key": "changeme"})
+    assert checks["sign-in"].status == "warn"
+    assert "no user exists" in checks["sign-in"].detail
+    assert checks["configuration"].status == "fail"
+    assert "rerank.api_key" in checks["configuration"].detail
+    assert "changeme" not in checks["configuration"].detail
