@@ -181,23 +181,34 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
               help='Print {"answer", "grounded", "cited", "sources": [{"path", "page", "score", "text", ...}]}.')
 @click.option("--whole-document", is_flag=True,
               help="Answer from the whole of the best-matching document when it fits the model's context.")
+@click.option("--as-user", "as_user", default=None,
+              help="Answer from what this user may read (check the acl rules); default: every document.")
 @settings_options
-def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, config_file: Path | None,
-                data_dir: Path | None) -> None:
-    """Answer a question from the ingested documents, with numbered sources."""
+def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, as_user: str | None,
+                config_file: Path | None, data_dir: Path | None) -> None:
+    """Answer a question from the ingested documents, with numbered sources.
+
+    Run on the appliance's own machine by its administrator, it reads every document unless --as-user."""
     from appliance.rag import Answer
 
     services = _services(config_file, data_dir)
     text = " ".join(question)
+    groups: list[str] | None = None
+    if as_user is not None:
+        user = services.users.get(as_user.strip().lower())
+        if user is None:
+            services.close()
+            raise click.ClickException(f"no user named {as_user!r} (`appliance users list`)")
+        groups = user.principal().reads
     try:
         if as_json:
-            answer = _fail_cleanly(lambda: services.rag.ask(text, whole_document=whole_document))
+            answer = _fail_cleanly(lambda: services.rag.ask(text, groups=groups, whole_document=whole_document))
             click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
 
         def stream() -> Answer | None:
             final: Answer | None = None
-            for event in services.rag.stream(text, whole_document=whole_document):
+            for event in services.rag.stream(text, groups=groups, whole_document=whole_document):
                 if isinstance(event, Answer):
                     final = event
                 else:

@@ -277,6 +277,27 @@ def test_weak_secrets_refuse_to_start(site: Site, tmp_path: Path) -> None:
     assert "changeme" not in r.stderr + r.stdout  # the secret itself is never printed
 
 
+def test_ask_as_a_user_checks_the_rules_from_the_command_line(tmp_path: Path) -> None:
+    docs = tmp_path / "share"
+    (docs / "hr").mkdir(parents=True)
+    (docs / "hr" / "salaries.md").write_text(f"# Salary bands\n\nBand E4 pays 91,500 euros. Reference {HR_SECRET}.\n")
+    config = tmp_path / "appliance.yaml"
+    config.write_text(_rules(docs, ["engineering"]))
+    s = Site("", tmp_path, tmp_path / "data", config, tmp_path / "log", docs)
+    assert s.cli("ingest", str(docs)).returncode == 0
+    for name, group in (("alice", "hr"), ("bob", "engineering")):
+        added = s.cli("users", "add", name, f"--group={group}", "--password-stdin", stdin=PASSWORDS[name])
+        assert added.returncode == 0, added.stderr
+    answers = {name: json.loads(s.cli("ask", "What does band E4 pay?", "--json", "--as-user", name).stdout)
+               for name in ("alice", "bob")}
+    assert answers["alice"]["sources"][0]["path"].endswith("salaries.md")
+    assert answers["bob"]["sources"] == []
+    assert answers["bob"]["grounded"] is False
+    r = s.cli("ask", "x", "--as-user", "mallory")
+    assert r.returncode != 0
+    assert "no user named 'mallory'" in r.stderr
+
+
 # -- the chat page in a real browser ----------------------------------------------------------------
 
 def _chromium() -> str:
