@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from appliance.api.security import cli_actor, require_admin
 from appliance.api.state import AppState, local_request
 from appliance.auth import Principal
 
+log = logging.getLogger("appliance.api")
 router = APIRouter(tags=["Admin"])
 Admin = Annotated[Principal, Depends(require_admin)]
 
@@ -100,6 +102,8 @@ async def ingest(job: IngestJob, request: Request,
                 state.ingest_running = False
         for f in report.files:
             state.metrics.ingest_files.labels(f.status).inc()
+        if report.interrupted:
+            log.info("handed-over ingest stopped by its client after %d files", len(report.files))
         data = report.to_dict()
         if not job.dry_run:
             state.services.audit.record("ingest", cli_actor(request), paths=job.paths,

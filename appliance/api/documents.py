@@ -124,6 +124,9 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
     from ingest.workers import check_archive
 
     settings = state.services.settings
+    if principal.kind == "key" and principal.name.startswith("key:") and not principal.admin:
+        raise ApiError(403, "a service key uploads only if created with --admin (or make the key for a user: "
+                            "`appliance keys create NAME --user USER`)")
     if len(files) > settings.server.max_upload_files:
         raise ApiError(400, f"at most {settings.server.max_upload_files} files per request (server.max_upload_files)")
     names = [_safe_name(f.filename) for f in files]

@@ -140,7 +140,8 @@ def test_ctrl_c_on_a_handed_over_job_stops_it_in_the_server(tmp_path: Path) -> N
 
     docs = _docs(tmp_path)
     data = tmp_path / "data"
-    with appliance_server(data, tmp_path / "server.log"):
+    log = tmp_path / "server.log"
+    with appliance_server(data, log):
         proc = _ingest(docs, data)
         deadline = time.monotonic() + 300
         while _query(data, "SELECT count(*) FROM files") < 2 and proc.poll() is None:
@@ -150,7 +151,13 @@ def test_ctrl_c_on_a_handed_over_job_stops_it_in_the_server(tmp_path: Path) -> N
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err.decode()
         assert "holds the store: the job runs there" in err.decode()
-        time.sleep(3)  # the server stops between files
+        # The server stops between files: the file being embedded is finished first (seconds on a busy machine).
+        deadline = time.monotonic() + 180
+        server_log = data / "logs" / "appliance.log"
+        while "handed-over ingest stopped by its client" not in (
+                server_log.read_text(errors="replace") if server_log.exists() else ""):
+            assert time.monotonic() < deadline, log.read_text(errors="replace")[-2000:]
+            time.sleep(0.2)
         stopped_at = _query(data, "SELECT count(*) FROM files")
         time.sleep(3)
         assert _query(data, "SELECT count(*) FROM files") == stopped_at < len(FILES) + 1
