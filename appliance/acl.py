@@ -32,11 +32,11 @@ class _Compiled:
     def matches(self, path: str) -> bool:
         if self.pattern:
             return fnmatch.fnmatchcase(path, self.rule.path)
-        root = self.rule.path.rstrip("/") or "/"
+        root = os.path.normpath(self.rule.path)
         return path == root or path.startswith(root.rstrip("/") + "/")
 
     def rank(self, path: str) -> tuple[int, int]:
-        exact = not self.pattern and path == self.rule.path.rstrip("/")
+        exact = not self.pattern and path == os.path.normpath(self.rule.path)
         return len(self.prefix.parts), 2 if exact else 1 if self.pattern else 0
 
 
@@ -51,7 +51,8 @@ class AccessRules:
     def __init__(self, rules: Sequence[AclRule], default_groups: Sequence[str], upload_dir: Path | None = None) -> None:
         self._rules = [_compile(r) for r in rules]
         self._default = sorted(set(default_groups))
-        self._uploads = str(upload_dir.absolute()) if upload_dir is not None else None
+        # As discover spells paths (os.path.abspath: no '..'), or an upload would miss its owner's rule.
+        self._uploads = os.path.abspath(upload_dir) if upload_dir is not None else None
 
     def rule_for(self, path: str) -> AclRule | None:
         found = [c for c in self._rules if c.matches(path)]

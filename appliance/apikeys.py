@@ -7,6 +7,7 @@ guessable from its hash (unlike a password, it has 256 bits of entropy), and loo
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 import sqlite3
 import threading
@@ -64,8 +65,8 @@ class ApiKeys:
         """A new key under `name`; the returned token is the only copy of it. A key for a user reads what
         that user may read; a service key (no user) reads what everyone may, and manages documents if admin."""
         name = name.strip()
-        if not name or len(name) > 64 or not name.isprintable():
-            raise ApiKeyError("a key name is 1 to 64 printable characters")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
+            raise ApiKeyError("a key name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         token = PREFIX + secrets.token_urlsafe(32)
         with self._lock:
             try:

@@ -82,7 +82,8 @@ class AuditLog:
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         target = self.folder / f"audit-{stamp}-{time.time_ns() % 10**9:09d}.jsonl"
         os.replace(path, target)
-        for old in self.files()[:-1][: -self.keep or None]:
+        rotated = self.files()  # the current file was just moved: all of these are rotated ones
+        for old in rotated[: max(0, len(rotated) - self.keep)]:
             old.unlink(missing_ok=True)
 
     def files(self) -> list[Path]:

@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     csrf TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+CREATE TABLE IF NOT EXISTS retired (   -- removed users' names: never given to someone else
+    name TEXT PRIMARY KEY,
+    removed_at REAL NOT NULL
+);
 """
 
 
@@ -104,10 +108,16 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+# Names the appliance itself uses for principals that are not users (ui.chat maps names back to them).
+RESERVED = frozenset({"local", "server.json", "server", "cli", "admin.local", "everyone", "anonymous"})
+
+
 def check_name(name: str) -> str:
     name = name.strip().lower()
     if not _NAME.match(name):
         raise AuthError(f"user name {name!r}: 1 to 64 of a-z 0-9 . _ @ -, starting with a letter or digit")
+    if name in RESERVED:
+        raise AuthError(f"user name {name!r} is reserved by the appliance; choose another")
     return name
 
 
@@ -149,8 +159,16 @@ class Users:
         path.chmod(0o600)
 
     # -- users -----------------------------------------------------------------------------------
+    def _not_retired(self, name: str) -> None:
+        with self._lock:
+            gone = self._db.execute("SELECT 1 FROM retired WHERE name = ?", (name,)).fetchone()
+        if gone:
+            raise AuthError(f"the name {name!r} belonged to a removed user: it is not given again, so that nobody "
+                            "inherits their uploads, conversations or keys; choose another")
+
     def add(self, name: str, password: str, groups: Iterable[str] = (), admin: bool = False) -> User:
         name = check_name(name)
+        self._not_retired(name)
         check_password(name, password, self._min_length)
         user = User(name, check_groups(groups), admin, "local", False, time.time())
         with self._lock:
@@ -217,6 +235,7 @@ class Users:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
             self._db.execute("DELETE FROM users WHERE name = ?", (name,))
+            self._db.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (name, time.time()))
             self._db.commit()
 
     def verify_password(self, name: str, password: str) -> User | None:
@@ -243,6 +262,7 @@ class Users:
     def upsert_external(self, name: str, groups: Iterable[str], admin: bool) -> User:
         """A user of the identity provider: created at first sign-in, groups and role refreshed at each."""
         name = check_name(name)
+        self._not_retired(name)
         clean = check_groups(g for g in groups if _GROUP.match(g.strip()) and not g.startswith(USER_PREFIX))
         with self._lock:
             row = self._db.execute("SELECT source, disabled FROM users WHERE name = ?", (name,)).fetchone()

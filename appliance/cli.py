@@ -360,8 +360,11 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
             click.echo(f"not indexed: {path}", err=True)
 
         def remove_here() -> None:
+            from appliance.handover import os_actor
+
             for path in targets:
                 services.ingest_pipeline.remove(path)
+                services.audit.record("delete", os_actor(), path=path, chunks=targets[path])
 
         def run() -> None:
             try:

@@ -7,6 +7,7 @@ builds the store and models before it takes requests.
 
 from __future__ import annotations
 
+import logging
 import threading
 from functools import cached_property
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from appliance.offline import enforce_offline
 from appliance.settings import Settings
+
+log = logging.getLogger("appliance")
 
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 class Services:
     def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
         self.settings = settings
-        self.config_file = config_file  # read again by reload_acl
+        self.config_file = config_file  # read again for its acl rules (reload_acl, current_access_rules)
+        self._acl_mtime = _mtime(config_file)
         # One writer at a time: ingestion and deletion through the API share the store and the manifest.
         self.write_lock = threading.Lock()
 
@@ -130,8 +134,27 @@ class Services:
         from ingest.pipeline import IngestPipeline
 
         # Chunking runs in the pipeline's parse workers, each with its own tokenizer.
+        # Each run takes the rules as the settings file says now: a rule changed by `appliance acl apply`
+        # in another process is never undone by this one's older copy.
         return IngestPipeline(self.settings.ingest, self.manifest, self.store, self.embedding,
-                              exclude=(self.settings.data_dir,), access=self.access_rules())
+                              exclude=(self.settings.data_dir,), access=self.access_rules(),
+                              access_source=self.current_access_rules)
+
+    def current_access_rules(self) -> AccessRules:
+        """The access rules, read again from the settings file when it changed since they were loaded."""
+        mtime = _mtime(self.config_file)
+        if mtime != self._acl_mtime:
+            from appliance.settings import SettingsError
+
+            try:
+                fresh = self.reload_acl()
+            except SettingsError as exc:  # a file being edited: keep the rules in force
+                log.warning("settings file unreadable, acl rules kept as they were: %s", exc)
+            else:
+                self.settings.acl = fresh.acl
+                self.settings.ingest.default_groups = fresh.ingest.default_groups
+                self._acl_mtime = mtime
+        return self.access_rules()
 
     def access_rules(self, settings: Settings | None = None) -> AccessRules:
         """Who may read which file, from these settings (default: the running ones)."""
@@ -194,6 +217,13 @@ class Services:
             self.store.close()
         if "manifest" in self.__dict__:
             self.manifest.close()
+
+
+def _mtime(path: Path | None) -> int | None:
+    try:
+        return path.stat().st_mtime_ns if path is not None else None
+    except OSError:
+        return None
 
 
 def build_services(settings: Settings, config_file: Path | None = None) -> Services:

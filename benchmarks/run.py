@@ -183,6 +183,18 @@ def bench_store(points: int) -> list[Row]:
             lat = run_queries(groups)
             rows.append((f"{label}, after optimize", f"{statistics.median(lat):.1f} ms p50",
                          f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
+        # A permission change (`appliance acl apply`): new readers for a tenth of the chunks, nothing re-embedded.
+        changed = [f"00000000-0000-0000-0000-{i:012d}" for i in range(0, points, 10)]
+        t = time.perf_counter()
+        for start in range(0, len(changed), 256):
+            store.set_groups(changed[start: start + 256], ["hr", "finance"])
+        store.flush()
+        took = time.perf_counter() - t
+        rows.append((f"permission change: new groups on {len(changed):,} chunks",
+                     f"{len(changed) / took:,.0f} chunks/s", f"{took:.2f}s, payload only"))
+        lat = run_queries(["finance"])
+        rows.append(("hybrid query, ACL-filtered, after the change", f"{statistics.median(lat):.1f} ms p50",
+                     f"p95 {sorted(lat)[int(len(lat) * 0.95) - 1]:.1f} ms"))
         store.close()
         t = time.perf_counter()
         reopened = EdgeStore(Path(tmp) / "edge", embedding.dimension)

@@ -146,11 +146,13 @@ class _Meter:
 
 class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
-                 embedding: Embedding, exclude: tuple[Path, ...] = (), access: AccessRules | None = None) -> None:
+                 embedding: Embedding, exclude: tuple[Path, ...] = (), access: AccessRules | None = None,
+                 access_source: Callable[[], AccessRules] | None = None) -> None:
         from appliance.acl import AccessRules
 
         self._settings = settings
         self.access = access or AccessRules([], settings.default_groups)
+        self._access_source = access_source  # called at each run: the rules as they are now
         self._manifest = manifest
         self._store = store
         self._embedding = embedding
@@ -168,6 +170,8 @@ class IngestPipeline:
         started = time.monotonic()
         report = IngestReport()
         self._stages = report.stages
+        if self._access_source is not None:
+            self.access = self._access_source()
         if not dry_run:
             self._recover()
             self.apply_access()

@@ -6,6 +6,7 @@ again on the server (a hidden tab is not a permission)."""
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from appliance.api.state import AppState
     from appliance.auth import Principal
 
-AUDIT_EVENTS = ["", "sign_in", "sign_out", "question", "search", "upload", "delete", "ingest", "permissions",
+AUDIT_EVENTS = ["", "sign_in", "sign_out", "question", "search", "read", "upload", "delete", "ingest", "permissions",
                 "api_key", "user", "audit_export"]
 
 
@@ -94,8 +95,8 @@ def build_admin_tabs(state: AppState, principal_of: Any) -> tuple[Any, Any, Any]
 
     def export_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
         who = admin(request)
-        out = Path(tempfile.mkdtemp(prefix="audit-export-")) / "audit.jsonl"
-        with out.open("w", encoding="utf-8") as f:
+        out = Path(tempfile.mkdtemp(prefix="audit-export-")) / "audit.jsonl"  # a 0700 folder
+        with open(os.open(out, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600), "w", encoding="utf-8") as f:
             services.audit.export(f, text=text, actor=actor.strip() or None, event=event or None)
         services.audit.record("audit_export", who.name, q=text or None, event_filter=event or None)
         return str(out)

@@ -137,8 +137,15 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
                     yield chat, gr.update(), qa, "", conv
-        except Exception as exc:  # show the failure in the chat; never lose the question
-            chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer: {inert(str(exc))}"}
+        except Exception:  # show the failure in the chat, never lose the question; details (hosts, paths) go to the log
+            import logging
+            import uuid
+
+            ref = uuid.uuid4().hex[:12]
+            logging.getLogger("appliance.ui").exception("answer failed (reference %s)", ref)
+            chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer (reference {ref}; the administrator "
+                                                        "finds the details in the server log). Your question is kept "
+                                                        "in the box: try again."}
             yield chat, gr.update(), qa, message, conv
 
     def save_turn(owner: str, conv: str, answer: Answer) -> str:

@@ -225,6 +225,7 @@ def document_chunks(doc_id: str, state: State, principal: Who,
     _find(state, doc_id, principal)
     hits = state.services.store.chunks_of(doc_id, limit, exclude=state.services.manifest.hidden_ids(),
                                           groups=principal.reads)
+    state.services.audit.record("read", principal.name, doc_id=doc_id, chunks=len(hits))
     chunks = [Chunk(index=h.payload.get("chunk_index"), page=h.payload.get("page"),
                     page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],
                     text=h.payload.get("text", "")) for h in hits]

@@ -119,7 +119,11 @@ class OidcClient:
 
 
 def user_of(claims: dict[str, Any], settings: OidcSettings) -> tuple[str, list[str], bool]:
-    name = claims.get(settings.username_claim) or claims.get("email") or claims.get("sub")
+    name = claims.get(settings.username_claim)
+    if not name and claims.get("email_verified") is True:  # an unverified address could be anyone's
+        name = claims.get("email")
+    if not name:
+        raise OidcError(f"the ID token has no {settings.username_claim!r} claim (auth.oidc.username_claim)")
     raw = claims.get(settings.groups_claim) or []
     groups = [str(g).lstrip("/") for g in (raw if isinstance(raw, list) else [raw])]  # Keycloak: "/hr"
     return str(name), groups, bool(settings.admin_group and settings.admin_group in groups)

@@ -30,7 +30,9 @@ COOKIE = "appliance_session"
 MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator creates one with "
            "`appliance keys create NAME`)")
 _CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
-PUBLIC = ("/healthz", "/readyz", "/login", "/logout", "/auth/oidc/")
+PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/logout"})
+PUBLIC_PREFIX = "/auth/oidc/"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Gradio's page needs inline scripts and styles; nothing may be fetched from another origin, and the
 # page may not be framed (clickjacking).
@@ -127,6 +129,13 @@ def resolve(request: Request, state: AppState, token: str | None) -> Principal |
     return LOCAL
 
 
+def _bearer(request: Any) -> str | None:
+    """The API key or server.json token a request carries (Authorization: Bearer, or X-Api-Key)."""
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    return token or None
+
+
 def cli_actor(request: Request) -> str:
     """The OS user the local CLI names (X-Appliance-Actor) when it hands a job over, for the audit trail."""
     who = request.headers.get("x-appliance-actor", "")
@@ -141,7 +150,7 @@ def require_principal(request: Request,
     principal = resolve(request, state, token)
     if principal is None or (principal is LOCAL and state.services.settings.server.api_key_required):
         raise ApiError(401, MISSING, headers={"WWW-Authenticate": "Bearer"})
-    if principal.kind == "user" and request.method not in SAFE_METHODS:
+    if token is None and request.method not in SAFE_METHODS:  # a browser's cookie, or the local operator
         check_same_origin(request)
     # The machine's own operator (loopback without sign-in, or server.json) reads everything anyway:
     # the limits guard against one user or key starving the others.
@@ -214,7 +223,13 @@ class GuardMiddleware:
                 message["headers"] = headers
             await send(message)
 
-        if any(path.startswith(p) for p in PUBLIC):
+        if not self._host_allowed(scope):
+            from fastapi.responses import PlainTextResponse
+
+            # DNS rebinding: a page of another site, resolved to 127.0.0.1, must not reach a loopback server.
+            await PlainTextResponse("unexpected Host header", status_code=421)(scope, receive, with_headers)
+            return
+        if path in PUBLIC or path.startswith(PUBLIC_PREFIX):
             await self._app(scope, receive, with_headers)
             return
         from anyio import to_thread
@@ -239,7 +254,7 @@ class GuardMiddleware:
         if api:  # the route's dependency checks the rest (CSRF, rate, keys on loopback), with JSON errors
             await self._app(scope, receive, with_headers)
             return
-        if principal.kind == "user" and scope["type"] == "http" and request.method not in SAFE_METHODS:
+        if scope["type"] == "http" and request.method not in SAFE_METHODS and not _bearer(request):
             try:
                 check_same_origin(request)
             except ApiError as exc:
@@ -249,9 +264,15 @@ class GuardMiddleware:
         await self._app(scope, receive, with_headers)
 
     def _principal(self, request: Any) -> Principal | None:
-        auth = request.headers.get("authorization", "")
-        token = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-api-key")
-        return resolve(request, self._state, token or None)
+        return resolve(request, self._state, _bearer(request))
+
+    def _host_allowed(self, scope: Message) -> bool:
+        """On a loopback-only server, only loopback names may be in Host (beyond loopback, sign-in guards)."""
+        if not self._state.services.settings.server.loopback_only:
+            return True
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return not host or name in LOOPBACK_HOSTS or name.startswith("127.")
 
     async def _refuse(self, scope: Message, receive: Any, send: Any, request: Any) -> None:
         from fastapi.responses import JSONResponse
@@ -269,30 +290,15 @@ class GuardMiddleware:
 
 
 def gradio_user(state: AppState) -> Callable[[Any], str | None]:
-    """Gradio's auth_dependency: the user name of a request our guard let through."""
+    """Gradio's auth_dependency: the name of the principal our guard resolved for this request."""
 
     def user(request: Any) -> str | None:
         principal = request.scope.get("state", {}).get("principal")
         if principal is None:
             try:
-                auth = request.headers.get("authorization", "")
-                principal = resolve(request, state, auth[7:].strip() if auth.lower().startswith("bearer ") else None)
+                principal = resolve(request, state, _bearer(request))
             except ApiError:
                 return None
         return None if principal is None else str(principal.name)
 
     return user
-
-
-def principal_of_gradio(state: AppState, request: Any) -> Principal:
-    """The principal behind a Gradio event (gr.Request): looked up again, so that a user disabled or
-    regrouped since the page loaded counts at once."""
-    inner = getattr(request, "request", None) or request
-    try:
-        auth = inner.headers.get("authorization", "")
-        principal = resolve(inner, state, auth[7:].strip() if auth.lower().startswith("bearer ") else None)
-    except ApiError:
-        principal = None
-    if principal is None:
-        raise PermissionError("your session has ended: reload the page and sign in again")
-    return principal

@@ -104,13 +104,16 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)],
     client = _client(request)
     throttle = state.sign_in_throttle
     if throttle.blocked(f"user:{name}", f"ip:{client}"):
-        services.audit.record("sign_in", name, outcome="refused", reason="too many failed attempts", client=client)
+        known = name if services.users.get(name) is not None else "(unknown user)"
+        services.audit.record("sign_in", known, outcome="refused", reason="too many failed attempts", client=client)
         return login_page(state, next, "Too many failed attempts: wait 15 minutes, or ask an administrator.",
                           status=429)
     user = services.users.verify_password(name, password)
     if user is None:
         throttle.failed(f"user:{name}", f"ip:{client}")
-        services.audit.record("sign_in", name, outcome="failed", client=client)
+        # Only a known name is logged: what someone typed into the name box may be their password.
+        known = name if services.users.get(name) is not None else "(unknown user)"
+        services.audit.record("sign_in", known, outcome="failed", client=client)
         return login_page(state, next, "Wrong user name or password.", status=401)
     throttle.succeeded(f"user:{name}")
     services.audit.record("sign_in", user.name, outcome="ok", method="password", client=client)

@@ -106,10 +106,10 @@ def appliance(provider: Provider, tmp_path: Path) -> Iterator[Any]:
 
     settings = load_settings(overrides={"data_dir": tmp_path / "data", "auth": {"oidc": {
         "issuer": provider.url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-        "redirect_url": "http://testserver/auth/oidc/callback", "groups_claim": "groups",
+        "redirect_url": "http://127.0.0.1/auth/oidc/callback", "groups_claim": "groups",
         "admin_group": "rag-admins"}}})
     services = build_services(settings)
-    with TestClient(create_app(services, ui=False), base_url="http://testserver") as client:
+    with TestClient(create_app(services, ui=False), base_url="http://127.0.0.1") as client:
         client.services = services  # type: ignore[attr-defined]
         yield client
     services.close()
