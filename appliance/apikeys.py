@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.sqlite_store import open_database
+
 PREFIX = "rag-"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -49,12 +51,9 @@ def _digest(token: str) -> str:
 
 class ApiKeys:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(SCHEMA)
             columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
             if "user" not in columns:  # keys made before users existed: service keys, not admins
                 self._db.execute("ALTER TABLE api_keys ADD COLUMN user TEXT")

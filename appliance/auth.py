@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from appliance.sqlite_store import open_database
+
 EVERYONE = "everyone"  # every signed-in user is in it; files no ACL rule covers are readable by it
 USER_PREFIX = "user:"  # a user's own group: their uploads, and files they own (acl posix)
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._@-]{0,63}$")
@@ -144,19 +146,12 @@ class Users:
                  max_age_s: float = 24 * 3600) -> None:
         from argon2 import PasswordHasher
 
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._hasher = PasswordHasher()
         self._dummy = self._hasher.hash(secrets.token_hex(16))  # unknown users cost a hash too: no timing oracle
         self._min_length = min_password_length
         self._idle_s, self._max_age_s = idle_s, max_age_s
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
-        path.chmod(0o600)
 
     # -- users -----------------------------------------------------------------------------------
     def _not_retired(self, name: str) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from appliance.sqlite_store import open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -55,15 +56,8 @@ class Conversation:
 
 class Conversations:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+        self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            self._db.commit()
-        path.chmod(0o600)
 
     def create(self, owner: str, title: str) -> str:
         cid = secrets.token_hex(16)
