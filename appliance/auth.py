@@ -16,7 +16,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -102,8 +102,7 @@ class User:
 @dataclass
 class Session:
     user: User
-    csrf: str  # the token forms of this session send back (sign-out, sign-in with a fresh cookie)
-    created_at: float = field(default=0.0)
+    csrf: str  # the token forms of this session send back (sign-out)
 
 
 def _digest(token: str) -> str:
@@ -306,7 +305,7 @@ class Users:
                 self._db.execute("UPDATE sessions SET last_seen = ? WHERE sha256 = ?", (now, key))
                 self._db.commit()
         user = self.get(str(row[0]))
-        return None if user is None else Session(user, str(row[3]), float(row[1]))
+        return None if user is None else Session(user, str(row[3]))
 
     def end_session(self, token: str) -> str | None:
         """Sign-out; the user whose session it was."""

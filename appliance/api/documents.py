@@ -57,8 +57,10 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
 def visible(principal: Principal, rec: FileRecord, upload_dir: Path, every: bool = False) -> bool:
     """Whether the principal may see that the document exists: the documents they may read and their
     own uploads (failed ones too); with `every`, an administrator sees every row (to manage ingestion)."""
-    if (every and principal.admin) or principal.can_read(rec.acl):
-        return True
+    return (every and principal.admin) or principal.can_read(rec.acl) or own_upload(principal, rec, upload_dir)
+
+
+def own_upload(principal: Principal, rec: FileRecord, upload_dir: Path) -> bool:
     return Path(rec.path).parent == upload_dir / principal.name
 
 
@@ -78,10 +80,9 @@ def _safe_name(name: str | None) -> str:
     if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
         raise ApiError(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
                             "characters; give the upload a name like report.pdf")
-    base = raw
-    if not base or base.startswith("."):
+    if not raw or raw.startswith("."):
         raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
-    stem, suffix = os.path.splitext(base)
+    stem, suffix = os.path.splitext(raw)
     while len((stem + suffix).encode("utf-8")) > 200:  # file systems count bytes, not characters
         stem = stem[:-1]
     return stem + suffix
@@ -197,8 +198,7 @@ async def delete_document(doc_id: str, state: State, principal: Who, keep_file: 
     uploaded file is deleted too; a file from an ingested folder stays on disk, and comes back if that
     folder is ingested again."""
     rec = await run_in_threadpool(_find, state, doc_id, principal)
-    own = Path(rec.path).parent == state.services.settings.upload_dir.absolute() / principal.name
-    if not (principal.admin or own):
+    if not (principal.admin or own_upload(principal, rec, state.services.settings.upload_dir.absolute())):
         raise ApiError(403, "only an administrator removes documents (a user: their own uploads)")
 
     def remove() -> Any:
