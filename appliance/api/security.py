@@ -94,6 +94,7 @@ class SignInThrottle:
                 self._failed.pop(k, None)
 
 
+# Declared for the OpenAPI schema (clients see that /v1 takes a bearer key); the guard reads the key itself.
 _BEARER = HTTPBearer(auto_error=False, description="An API key from `appliance keys create NAME`.")
 
 
@@ -122,7 +123,6 @@ def resolve(request: Request, state: AppState, token: str | None) -> Principal |
         # OpenAI clients always send some key ("none", "sk-..."): where no sign-in is needed, any goes.
     session = services.users.session(request.cookies.get(COOKIE))
     if session is not None:
-        request.state.csrf = session.csrf
         return session.user.principal()
     if services.auth_required():
         return None
@@ -146,8 +146,9 @@ def require_principal(request: Request,
                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> Principal:
     """Every /v1 route's dependency: who is asking, rate-limited; a browser's writes must come from our page."""
     state: AppState = request.app.state.appliance
-    token = credentials.credentials if credentials else request.headers.get("x-api-key") or None
-    principal = resolve(request, state, token)
+    token = _bearer(request)
+    # The guard already resolved it for this request (one look-up of the key or session, not two).
+    principal = request.scope.get("state", {}).get("principal") or resolve(request, state, token)
     if principal is None or (principal is LOCAL and state.services.settings.server.api_key_required):
         raise ApiError(401, MISSING, headers={"WWW-Authenticate": "Bearer"})
     if token is None and request.method not in SAFE_METHODS:  # a browser's cookie, or the local operator
@@ -160,7 +161,6 @@ def require_principal(request: Request,
                             "(auth.requests_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
     if principal.kind == "key":
         state.services.audit.record("api_key", principal.name, method=request.method, route=request.url.path)
-    request.state.principal = principal
     return principal
 
 
@@ -251,6 +251,7 @@ class GuardMiddleware:
             else:
                 await self._refuse(scope, receive, with_headers, request)
             return
+        scope.setdefault("state", {})["principal"] = principal
         if api:  # the route's dependency checks the rest (CSRF, rate, keys on loopback), with JSON errors
             await self._app(scope, receive, with_headers)
             return
@@ -260,7 +261,6 @@ class GuardMiddleware:
             except ApiError as exc:
                 await JSONResponse(exc.body(), status_code=exc.status)(scope, receive, with_headers)
                 return
-        scope.setdefault("state", {})["principal"] = principal
         await self._app(scope, receive, with_headers)
 
     def _principal(self, request: Any) -> Principal | None:
