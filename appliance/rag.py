@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 NOT_FOUND = "The documents don't contain an answer to this question."
 TOO_LONG = "The question is too long for the model's context window; please shorten it."
 NO_DOCUMENTS = "There are no documents to search yet. Ingest some with `appliance ingest PATH`."
+UNGROUNDED_REPLIES = frozenset({NOT_FOUND, TOO_LONG, NO_DOCUMENTS})  # the only answers given from no passage
 PROMPT_OVERHEAD_TOKENS = 48  # chat template tokens around the system and user messages
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 CONDENSE_PROMPT = ("Rewrite the last question so that it can be understood without the conversation. "

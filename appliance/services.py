@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
     from appliance.conversations import Conversations
+    from appliance.feedback import FeedbackLog
+    from appliance.jobs import JobBoard
     from appliance.rag import RagEngine, Source
     from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
@@ -197,6 +199,19 @@ class Services:
         if a.required is not None:
             return a.required
         return not self.settings.server.loopback_only or a.oidc is not None or self.users.count() > 0
+
+    @cached_property
+    def feedback(self) -> FeedbackLog:
+        from appliance.feedback import FeedbackLog
+
+        return FeedbackLog(self.settings.data_dir / "feedback.jsonl")
+
+    @cached_property
+    def jobs(self) -> JobBoard:
+        """The ingestion jobs running in this process, with their progress (the admin tab shows them)."""
+        from appliance.jobs import JobBoard
+
+        return JobBoard()
 
     @cached_property
     def api_keys(self) -> ApiKeys:

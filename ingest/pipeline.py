@@ -121,6 +121,7 @@ class _Task:
     donor: FileRecord | None = None  # a published file with the same content: its vectors are copied
     tries: int = 0
     pool: ParsePool | None = None  # the pool parsing it
+    salt: str = ""  # in its point ids: set when forced, so they differ from the published ones
 
 
 class _Meter:
@@ -165,8 +166,10 @@ class IngestPipeline:
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None,
-            cancel: threading.Event | None = None) -> IngestReport:
-        """cancel: once set, the run stops between files as Ctrl-C would (report.interrupted)."""
+            cancel: threading.Event | None = None, force: bool = False) -> IngestReport:
+        """cancel: once set, the run stops between files as Ctrl-C would (report.interrupted).
+        force: parse and embed every file again, unchanged or not (an administrator's re-ingest); the
+        old chunks stay searchable until the new ones are published, as for a changed file."""
         started = time.monotonic()
         report = IngestReport()
         self._stages = report.stages
@@ -185,7 +188,8 @@ class IngestPipeline:
         meter = _Meter(bar)
         changed = False
         try:
-            for task, result in self._stream(found.files, dry_run=dry_run, retry_failed=retry_failed):
+            for task, result in self._stream(found.files, dry_run=dry_run, retry_failed=retry_failed,
+                                             force=force):
                 report.files.append(result)
                 meter.done(sizes.get(task, 0), result)
                 changed = changed or result.status in ("added", "updated")
@@ -247,9 +251,10 @@ class IngestPipeline:
     # -- the stages ---------------------------------------------------------------------------
 
     def _stream(self, files: list[Path], *, dry_run: bool,
-                retry_failed: bool) -> Iterator[tuple[Path, FileResult]]:
+                retry_failed: bool, force: bool = False) -> Iterator[tuple[Path, FileResult]]:
         """Plan each file, parse the ones that changed in the pool, embed and write them as they come."""
-        planned = (self._plan(path, dry_run=dry_run, retry_failed=retry_failed) for path in files)
+        planned = (self._plan(path, dry_run=dry_run, retry_failed=retry_failed, force=force)
+                   for path in files)
         # Enough parsed files to fill embedding batches with small files; few enough to bound memory.
         window = 32 + 2 * self._settings.workers
         inflight: dict[Future[ParsedChunks], _Task] = {}
@@ -296,7 +301,7 @@ class IngestPipeline:
                 yield from self._embed_and_write(batch)
             self._delete_stale(wait=False)
 
-    def _plan(self, path: Path, *, dry_run: bool, retry_failed: bool) -> FileResult | _Task:
+    def _plan(self, path: Path, *, dry_run: bool, retry_failed: bool, force: bool = False) -> FileResult | _Task:
         key = str(path)
         try:
             st = path.stat()
@@ -308,7 +313,8 @@ class IngestPipeline:
         # Processed with other settings (chunk size, parser, embedding model): do it again. Groups are
         # not among them: a new rule is a payload update (apply_access), never a re-embedding.
         current = old is not None and (old.config == self.config or old.status != "ok")
-        if old and done and same_stat and current and not (retry_failed and old.status in ("failed", "skipped")):
+        retry = force or (retry_failed and old is not None and old.status in ("failed", "skipped"))
+        if old and done and same_stat and current and not retry:
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
                               pages=old.pages)
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -321,13 +327,15 @@ class IngestPipeline:
             sha = _sha256(path)
         except OSError as exc:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
-        if old and old.sha256 == sha and old.status == "ok" and old.config == self.config:
+        if old and old.sha256 == sha and old.status == "ok" and old.config == self.config and not force:
             if not dry_run:
                 self._manifest.touch(key, st.st_size, st.st_mtime_ns)
             return FileResult(key, "unchanged", chunks=len(old.chunk_ids), notes=old.notes, pages=old.pages)
         status = "updated" if old and old.status == "ok" else "added"
         if dry_run:
             return FileResult(key, status)
+        if force:  # new point ids: the published chunks have the ids this content would get again
+            return _Task(path, key, st, sha, old, status, salt=f"\x00forced {time.time_ns()}")
         donor = self._manifest.with_content(sha, self.config)
         return _Task(path, key, st, sha, old, status, donor=donor if donor and donor.path != key else None)
 
@@ -426,7 +434,7 @@ class IngestPipeline:
             p = found[old_id]
             payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
                        "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
-            points.append(_point(point_id(task.key, task.sha, self.config, i), p.vector, p.text, payload))
+            points.append(_point(point_id(task.key, task.sha, self.config + task.salt, i), p.vector, p.text, payload))
         with self._timed("write"):
             self._write(task, points, donor.parser, donor.pages, donor.notes)
         return FileResult(task.key, task.status, chunks=len(points), pages=donor.pages, notes=donor.notes)
@@ -509,8 +517,8 @@ class IngestPipeline:
         now = time.time()
         acl = self.access.groups_for(task.key, task.st)
         return [
-            _point(point_id(task.key, task.sha, self.config, chunk.index), [float(x) for x in vector], chunk.text,
-                   chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
+            _point(point_id(task.key, task.sha, self.config + task.salt, chunk.index),
+                   [float(x) for x in vector], chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
 

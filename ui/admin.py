@@ -1,4 +1,4 @@
-"""The administrators' tabs of the chat page: users and groups, and the audit trail.
+"""The administrators' tabs of the chat page: status (ui/status.py), users and groups, and the audit trail.
 
 Built inside the page's Blocks; shown only to administrators, and every handler checks the role
 again on the server (a hidden tab is not a permission)."""
@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from appliance.auth import Principal
 
 AUDIT_EVENTS = ["", "sign_in", "sign_out", "question", "search", "read", "upload", "delete", "ingest", "permissions",
-                "api_key", "user", "audit_export"]
+                "api_key", "user", "audit_export", "feedback", "feedback_export", "settings"]
 
 
 def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
@@ -40,12 +42,20 @@ def user_rows(state: AppState) -> list[list[str]]:
              when(u.last_sign_in)] for u in state.services.users.list()]
 
 
-def build_admin_tabs(state: AppState, principal_of: Any) -> tuple[Any, Any, Any]:
-    """The Users and Audit tabs (hidden until the page knows the user is an administrator), and a
-    function that refreshes the users table. principal_of(request) -> Principal."""
+@dataclass
+class AdminTabs:
+    tabs: list[Any]  # hidden until the page knows the user is an administrator
+    timer: Any  # the Status tab's refresh, started for administrators
+    refresh: Callable[..., Any]  # request -> the values of `refreshed`
+    refreshed: list[Any]
+
+
+def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) -> AdminTabs:
+    """The Status, Users and Audit tabs. principal_of(request) -> Principal."""
     import gradio as gr
 
     from appliance.auth import AuthError
+    from ui.status import build_status_tab
 
     services = state.services
 
@@ -101,13 +111,13 @@ def build_admin_tabs(state: AppState, principal_of: Any) -> tuple[Any, Any, Any]
         services.audit.record("audit_export", who.name, q=text or None, event_filter=event or None)
         return str(out)
 
-    def refresh(request: gr.Request) -> Any:
-        """The users table, for administrators (empty for anyone else)."""
+    def refresh(request: gr.Request) -> tuple[Any, ...]:
+        """The users table and the status, for administrators (empty for anyone else)."""
         try:
             allowed = principal_of(request).admin
         except PermissionError:
             allowed = False
-        return user_rows(state) if allowed else []
+        return (user_rows(state) if allowed else [], *refresh_status(request))
 
     # Gradio passes gr.Request to parameters annotated with it (typing.get_type_hints): this module's
     # annotations are strings (gradio is imported lazily), so give the handlers the real type.
@@ -121,6 +131,7 @@ def build_admin_tabs(state: AppState, principal_of: Any) -> tuple[Any, Any, Any]
         handler.__annotations__ = {"request": gr.Request}
         return handler
 
+    status_tab, timer, refresh_status, status_outputs = build_status_tab(state, admin)
     with gr.Tab("Users", id="users-tab", visible=False) as users_tab:
         gr.Markdown("Local users sign in with a password; users of the identity provider (OIDC) appear after "
                     "their first sign-in, with the provider's groups. Everyone is also in `everyone`. Changes "
@@ -158,4 +169,4 @@ def build_admin_tabs(state: AppState, principal_of: Any) -> tuple[Any, Any, Any]
     audit_go.click(search_audit, inputs, audit_table)
     audit_text.submit(search_audit, inputs, audit_table)
     audit_export_btn.click(export_audit, inputs, audit_file)
-    return users_tab, audit_tab, (refresh, table)
+    return AdminTabs([status_tab, users_tab, audit_tab], timer, refresh, [table, *status_outputs])

@@ -1,14 +1,23 @@
-"""The Gradio chat page: streamed answers, numbered citations, and a sources panel.
+"""The Gradio chat page: streamed answers with numbered citations that open in a sources panel, each
+user's saved conversations, regenerate and stop, and thumbs up/down on answers.
 
-Per-user state lives in the session's components (the Chatbot value and a gr.State), never
-on a shared object, so two browsers never see each other's conversation.
+Per-user state lives in the session's components (the Chatbot value and gr.State values), never
+on a shared object, so two browsers never see each other's conversation or selection. Every
+handler resolves the user from the request again: a component's value is never trusted for who.
 """
 
 from __future__ import annotations
 
 import html
+import logging
+import re
+import time
+import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, cast
+
+from ui.page import theme
+from ui.sources import answer_sources, choices, panel_html
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -18,18 +27,11 @@ if TYPE_CHECKING:
     from appliance.rag import Answer
     from appliance.services import Services
 
-EMPTY_SOURCES = "_Sources of the answer appear here._"
-
-
-def theme() -> gr.themes.Base:
-    import gradio as gr
-
-    # System fonts only: the default theme fetches fonts from the internet, which an
-    # air-gapped page must never do.
-    return gr.themes.Default(
-        font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
-        font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
-    )
+__all__ = ["build_chat_ui", "theme"]
+log = logging.getLogger("appliance.ui")
+NO_SOURCE = "_Click a citation such as [1] in an answer to see the passage, its page and the file._"
+UNGROUNDED = "**ⓘ No document answers this.**"
+_MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
 def inert(text: str) -> str:
@@ -38,35 +40,23 @@ def inert(text: str) -> str:
     return html.escape(text).replace("![", "!&#91;")  # an entity is never Markdown syntax
 
 
-def render_sources(answer: Answer) -> str:
-    if not answer.sources:
-        return EMPTY_SOURCES
-    title = "### Sources" if answer.grounded else "### Closest passages\n_None was relevant enough to answer from._"
-    parts = [title]
-    for s in answer.sources:
-        where = f"page {s.page_name or s.page}" if s.page is not None else ""
-        section = " › ".join(s.section)
-        meta = " · ".join(x for x in (where, section) if x)
-        cited = " ✓ cited" if s.number in answer.cited else ""
-        sim = f"similarity {s.dense_score:.2f}" if s.dense_score is not None else ""
-        passage = " ".join(s.text.split())
-        if len(passage) > 900:
-            passage = passage[:900] + "…"
-        # One HTML block per source (no blank line inside), so Markdown inside it is not interpreted.
-        parts.append(
-            f"<div class='source'><b>[{s.number}] {html.escape(s.file_name)}</b>{cited}<br>"
-            f"<small>{html.escape(meta)}{' · ' if meta and sim else ''}{sim}<br>"
-            f"<code>{html.escape(s.path)}</code></small>"
-            f"<blockquote>{inert(passage)}</blockquote></div>\n"
-        )
-    return "\n".join(parts)
+def link_citations(text: str, message: int, numbers: set[int]) -> str:
+    """[n] markers of the model's answer (already made inert) as links that open source n of this
+    message in the panel; a marker naming no source stays plain text."""
+    def link(m: re.Match[str]) -> str:
+        n = int(m.group(1))
+        return f"[[{n}]](#cite-{message}-{n})" if n in numbers else m.group(0)
+
+    return _MARKER.sub(link, text)
 
 
-def citation_footer(answer: Answer) -> str:
-    if not answer.grounded or not answer.sources:
-        return ""
-    labels = "; ".join(f"[{s.number}] {s.location}" for s in answer.sources)
-    return f"\n\n<small>Sources: {html.escape(labels)}</small>"
+def answer_markdown(answer: Answer, message: int) -> str:
+    if not answer.grounded:
+        closest = " The closest passages are listed under Sources." if answer.sources else ""
+        return f"{UNGROUNDED} {inert(answer.text)}{closest}"
+    body = link_citations(inert(answer.text), message, {s.number for s in answer.sources})
+    labels = " · ".join(f"[[{s.number}]](#cite-{message}-{s.number}) {inert(s.location)}" for s in answer.sources)
+    return f"{body}\n\n<small>Sources: {labels}</small>" if labels else body
 
 
 def principal_named(state: AppState, username: str | None) -> Principal:
@@ -97,108 +87,293 @@ def signed_in_bar(principal: Principal, csrf: str | None) -> str:
     return f"<div id='who'>Signed in as <b>{html.escape(principal.name)}</b>{role} · {form}</div>"
 
 
+def conversation_choices(services: Services, owner: str) -> list[tuple[str, str]]:
+    def when(t: float) -> str:
+        return time.strftime("%d %b %H:%M", time.localtime(t))
+
+    return [(f"{c.title} · {when(c.updated_at)}", c.id) for c in services.conversations.list(owner)]
+
+
 def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     import gradio as gr
 
     from appliance.api.errors import ApiError
     from appliance.api.security import COOKIE, check_question_rate
     from appliance.conversations import Turn
-    from appliance.rag import Answer
+    from appliance.rag import UNGROUNDED_REPLIES, Answer
     from ui.admin import build_admin_tabs
+    from ui.library import build_library_tab
 
     settings = services.settings
 
-    def respond(message: str, chat: list[dict[str, Any]], qa: list[tuple[str, str]], conv: str,
-                request: gr.Request) -> Iterator[tuple[Any, ...]]:
+    def who(request: gr.Request) -> Principal:
+        return principal_named(state, request.username)
+
+    def answer(message: str, chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
+               request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """Outputs: chatbot, box, qa, conv, turns, source_pick, source_view, conv_list."""
+        keep = gr.update()
         message = (message or "").strip()
         if not message:
-            yield chat, gr.update(), qa, "", conv
+            yield chat, keep, qa, conv, turns, keep, keep, keep
             return
-        chat = [*chat, {"role": "user", "content": message}, {"role": "assistant", "content": ""}]
+        chat = [*chat, {"role": "user", "content": inert(message)}, {"role": "assistant", "content": ""}]
+        index = len(chat) - 1
         try:
-            principal = principal_named(state, request.username)
+            principal = who(request)
             check_question_rate(state, principal)
         except (PermissionError, ApiError) as exc:
             chat[-1] = {"role": "assistant", "content": f"⚠️ {inert(str(exc))}"}
-            yield chat, gr.update(), qa, message, conv
+            yield chat, message, qa, conv, turns, keep, keep, keep
             return
-        yield chat, "_Searching the documents…_", qa, "", conv
+        chat[-1] = {"role": "assistant", "content": "_Searching the documents…_"}
+        yield chat, "", qa, conv, turns, keep, keep, keep
         text = ""
         try:
-            for event in services.rag.stream(message, history=qa, groups=principal.reads):
+            for event in services.rag.stream(message, history=[tuple(p) for p in qa],
+                                             groups=principal.reads):
                 if isinstance(event, Answer):
-                    chat[-1] = {"role": "assistant", "content": inert(event.text) + citation_footer(event)}
+                    chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
-                    qa = [*qa, (event.query or message, event.text)][-10:]
+                    qa = [*qa, [event.query or message, event.text]][-10:]
                     state.record_answer(principal, "ui", event)
-                    conv = save_turn(principal.name, conv, event)
-                    yield chat, render_sources(event), qa, "", conv
+                    conv, n = save_turn(principal.name, conv, event)
+                    sources = answer_sources(event)
+                    turns = {**turns, str(index): {"question": event.question, "answer": event.text, "turn": n,
+                                                   "grounded": event.grounded, "sources": sources}}
+                    first = str(event.cited[0]) if event.cited else (str(sources[0]["n"]) if sources else None)
+                    view = panel_html(services, principal, _by_number(sources, first)) if first else NO_SOURCE
+                    yield (chat, "", qa, conv, turns,
+                           gr.update(choices=choices(sources), value=first, label=f"Sources of answer {n + 1}"),
+                           view, gr.update(choices=conversation_choices(services, principal.name), value=conv))
                 else:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
-                    yield chat, gr.update(), qa, "", conv
+                    yield chat, "", qa, conv, turns, keep, keep, keep
         except Exception:  # show the failure in the chat, never lose the question; details (hosts, paths) go to the log
-            import logging
-            import uuid
-
             ref = uuid.uuid4().hex[:12]
-            logging.getLogger("appliance.ui").exception("answer failed (reference %s)", ref)
+            log.exception("answer failed (reference %s)", ref)
             chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer (reference {ref}; the administrator "
                                                         "finds the details in the server log). Your question is kept "
                                                         "in the box: try again."}
-            yield chat, gr.update(), qa, message, conv
+            yield chat, message, qa, conv, turns, keep, keep, keep
 
-    def save_turn(owner: str, conv: str, answer: Answer) -> str:
+    def save_turn(owner: str, conv: str, answer: Answer) -> tuple[str, int]:
         store = services.conversations
-        if not conv:
+        if not conv or store.get(owner, conv) is None:
             conv = store.create(owner, answer.question)
-        sources = [{"path": s.path, "file_name": s.file_name, "page": s.page, "doc_id": s.doc_id}
-                   for s in answer.sources]
-        store.add_turn(owner, conv, Turn(answer.question, answer.text, sources))
-        return conv
+        store.add_turn(owner, conv, Turn(answer.question, answer.text, answer_sources(answer)))
+        got = store.get(owner, conv)
+        return conv, (len(got.turns) - 1 if got else 0)
+
+    def regenerate(chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
+                   request: gr.Request) -> Iterator[tuple[Any, ...]]:
+        """The last question answered again: its answer is replaced, in the page and in the saved conversation."""
+        users = [i for i, m in enumerate(chat) if m.get("role") == "user"]
+        if not users:
+            yield chat, gr.update(), qa, conv, turns, gr.update(), gr.update(), gr.update()
+            return
+        last = users[-1]
+        message = html.unescape(str(chat[last].get("content", "")))
+        old = turns.get(str(last + 1))
+        if old is not None:  # that answer was saved: forget it
+            qa = qa[:-1]
+            turns = {k: v for k, v in turns.items() if k != str(last + 1)}
+            if conv:
+                services.conversations.drop_last_turn(who(request).name, conv)
+        yield from answer(message, chat[:last], qa, conv, turns, request)
+
+    def open_source(target: str, turns: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
+        """A citation link was clicked: target is "message-n:clicktime"."""
+        try:
+            message, n = target.split(":", 1)[0].split("-", 1)
+        except ValueError:
+            return gr.update(), gr.update(), gr.update()
+        turn = turns.get(message)
+        if turn is None:
+            return gr.update(), gr.update(), gr.update()
+        sources = turn["sources"]
+        return (gr.update(choices=choices(sources), value=n, label=f"Sources of answer {turn['turn'] + 1}"),
+                panel_html(services, who(request), _by_number(sources, n)), message)
+
+    def pick_source(n: str | None, shown: str, turns: dict[str, Any], request: gr.Request) -> str:
+        turn = turns.get(shown) or (turns[max(turns, key=int)] if turns else None)
+        if turn is None or n is None:
+            return NO_SOURCE
+        return panel_html(services, who(request), _by_number(turn["sources"], n))
+
+    def rate(turns: dict[str, Any], conv: str, data: gr.LikeData, request: gr.Request) -> tuple[Any, ...]:
+        index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
+        turn = turns.get(str(index))
+        if turn is None:
+            return gr.update(visible=False), "Only answers from the documents can be rated.", None
+        liked = data.liked if isinstance(data.liked, bool) else data.liked == "Like"
+        rating = "up" if liked else "down"
+        record_feedback(who(request), turn, conv, rating, "")
+        return (gr.update(visible=True), f"Thank you: answer {turn['turn'] + 1} rated "
+                f"{'👍' if liked else '👎'}. A comment helps the administrators more:",
+                {"message": str(index), "rating": rating})
+
+    def comment_on(comment: str, pending: dict[str, Any] | None, turns: dict[str, Any], conv: str,
+                   request: gr.Request) -> tuple[Any, ...]:
+        turn = turns.get(pending["message"]) if pending else None
+        if turn is None or pending is None:
+            return gr.update(visible=False), "", None, ""
+        record_feedback(who(request), turn, conv, pending["rating"], comment)
+        return gr.update(visible=False), "Thank you: your comment is saved.", None, ""
+
+    def record_feedback(principal: Principal, turn: dict[str, Any], conv: str, rating: str, comment: str) -> None:
+        sources = [{k: s.get(k) for k in ("n", "path", "page", "doc_id")} for s in turn["sources"]]
+        services.feedback.record(principal.name, rating, turn["question"], turn["answer"], sources,  # type: ignore[arg-type]
+                                 comment=comment, conversation=conv, turn=turn["turn"])
+        services.audit.record("feedback", principal.name, rating=rating, conversation=conv or None,
+                              turn=turn["turn"], comment=bool(comment))
+
+    def load_conversation(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
+        """Outputs: chatbot, qa, conv, turns, source_pick, source_view, title_box."""
+        conv = services.conversations.get(who(request).name, cid) if cid else None
+        if conv is None:
+            return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, ""
+        chat: list[dict[str, Any]] = []
+        turns: dict[str, Any] = {}
+        for n, t in enumerate(conv.turns):
+            chat.append({"role": "user", "content": inert(t.question)})
+            index = len(chat)
+            for i, s in enumerate(t.sources, start=1):
+                s.setdefault("n", i)  # saved before sources were numbered
+            grounded = bool(t.sources) and t.answer not in UNGROUNDED_REPLIES
+            shown = Answer(t.question, t.answer, [_as_source(s) for s in t.sources], grounded=grounded)
+            chat.append({"role": "assistant", "content": answer_markdown(shown, index)})
+            turns[str(index)] = {"question": t.question, "answer": t.answer, "turn": n, "grounded": grounded,
+                                 "sources": t.sources}
+        qa = [[t.question, t.answer] for t in conv.turns][-10:]
+        return chat, qa, conv.id, turns, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, conv.title
+
+    def new_conversation() -> tuple[Any, ...]:
+        return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, "", gr.update(value=None)
+
+    def rename(title: str, conv: str, request: gr.Request) -> tuple[Any, ...]:
+        owner = who(request).name
+        if not conv:
+            return gr.update(), "Ask a question first: a conversation is saved with its first answer."
+        if not (title or "").strip():
+            return gr.update(), "Type the new name first."
+        services.conversations.rename(owner, conv, title)
+        return gr.update(choices=conversation_choices(services, owner), value=conv), "Renamed."
+
+    def delete(conv: str, request: gr.Request) -> tuple[Any, ...]:
+        owner = who(request).name
+        if conv:
+            services.conversations.delete(owner, conv)
+        return (*new_conversation()[:-1], gr.update(choices=conversation_choices(services, owner), value=None),
+                "Deleted." if conv else "")
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
+        """Outputs: who bar, what only administrators see, conversation list."""
         try:
-            principal = principal_named(state, request.username)
+            principal = who(request)
         except PermissionError:
-            return gr.update(value=""), gr.update(visible=False), gr.update(visible=False)
+            return (gr.update(value=""), *(gr.update(visible=False),) * len(admin_only), gr.update(active=False),
+                    gr.update(choices=[]))
         session = services.users.session(_cookie(request, COOKIE)) if principal.kind == "user" else None
+        admin = gr.update(visible=principal.admin)
         return (gr.update(value=signed_in_bar(principal, session.csrf if session else None)),
-                gr.update(visible=principal.admin), gr.update(visible=principal.admin))
+                *(admin,) * len(admin_only), gr.update(active=principal.admin),
+                gr.update(choices=conversation_choices(services, principal.name), value=None))
 
-    # Gradio passes gr.Request to a parameter annotated with it, found with typing.get_type_hints; this
-    # module's annotations are strings (gradio is imported lazily), so give those handlers the real type.
-    for handler in (respond, on_load):
+    # Gradio passes gr.Request (and gr.LikeData) to parameters annotated with them, found with
+    # typing.get_type_hints; this module's annotations are strings (gradio is imported lazily), so
+    # give the handlers the real types.
+    for handler in (answer, regenerate, open_source, pick_source, load_conversation, rename, delete, on_load,
+                    comment_on):
         handler.__annotations__ = {"request": gr.Request}
+    rate.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
 
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:
         with gr.Row():
             gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's "
                         "documents, with numbered sources. Nothing leaves this server.")
-            who = gr.HTML("", elem_id="who-bar")
-        qa_state = gr.State([])
+            who_bar = gr.HTML("", elem_id="who-bar")
+        qa_state = gr.State([])  # (searched query, answer) pairs: the follow-up context
         conv_state = gr.State("")  # this browser tab's conversation id (stored per user)
+        turns_state = gr.State({})  # chat message index -> question, answer, sources, turn number
+        shown_state = gr.State("")  # the message whose sources the panel lists
+        pending_state = gr.State(None)  # the rating a comment would complete
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"), gr.Row(equal_height=False):
-                with gr.Column(scale=3):
-                    chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chat",
+                with gr.Column(scale=1, min_width=220):
+                    new_btn = gr.Button("New conversation", variant="secondary", size="sm", elem_id="new-conv")
+                    conv_list = gr.Radio([], label="Your conversations", elem_id="conversations")
+                    with gr.Accordion("Rename or delete this conversation", open=False):
+                        title_box = gr.Textbox(label="Name", elem_id="conv-title", max_length=120)
+                        with gr.Row():
+                            rename_btn = gr.Button("Rename", size="sm", elem_id="conv-rename")
+                            delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="conv-delete")
+                        conv_status = gr.Markdown("")
+                with gr.Column(scale=4, min_width=320):
+                    chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chat", buttons=["copy", "copy_all"],
+                                         feedback_options=("Like", "Dislike"),
                                          placeholder="Ask a question about the ingested documents.")
+                    box = gr.Textbox(placeholder="Ask a question… (Enter sends, Shift+Enter: new line, Esc stops)",
+                                     show_label=False, autofocus=True, elem_id="question", lines=1, max_lines=6,
+                                     submit_btn=True)
                     with gr.Row():
-                        box = gr.Textbox(placeholder="Ask a question…", show_label=False, scale=5,
-                                         autofocus=True, elem_id="question", lines=1, max_lines=6,
-                                         submit_btn=True)
-                    clear = gr.Button("New conversation", variant="secondary", size="sm")
-                with gr.Column(scale=2):
-                    sources = gr.Markdown(EMPTY_SOURCES, elem_id="sources")
-            users_tab, audit_tab, (refresh_users, users_table) = build_admin_tabs(
-                state, lambda request: principal_named(state, request.username))
+                        stop_btn = gr.Button("Stop (Esc)", size="sm", variant="stop", elem_id="stop-answer")
+                        regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+                    feedback_note = gr.Markdown("", elem_id="feedback-note")
+                    with gr.Row(visible=False, elem_id="comment-row") as comment_row:
+                        comment_box = gr.Textbox(show_label=False, placeholder="What was wrong, or right?",
+                                                 scale=4, elem_id="feedback-comment", max_length=2000)
+                        comment_btn = gr.Button("Send comment", size="sm", scale=1, elem_id="feedback-send")
+                with gr.Column(scale=3, min_width=300):
+                    source_pick = gr.Radio([], label="Sources", elem_id="source-pick")
+                    source_view = gr.HTML(NO_SOURCE, elem_id="source-view")
+                    cite_target = gr.Textbox(visible="hidden", elem_id="cite-target")
+            library_tab = build_library_tab(state, who)
+            admin_tabs = build_admin_tabs(state, who)
+
+        outputs = [chatbot, box, qa_state, conv_state, turns_state, source_pick, source_view, conv_list]
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
-        box.submit(respond, [box, chatbot, qa_state, conv_state], [chatbot, sources, qa_state, box, conv_state],
-                   concurrency_limit=settings.llm.max_parallel)
-        clear.click(lambda: ([], EMPTY_SOURCES, [], "", ""), None, [chatbot, sources, qa_state, box, conv_state])
-        blocks.load(on_load, None, [who, users_tab, audit_tab]).then(refresh_users, None, users_table)
+        asked = box.submit(answer, [box, chatbot, qa_state, conv_state, turns_state], outputs,
+                           concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")
+        again = [regen_btn.click(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+                                 concurrency_limit=settings.llm.max_parallel, concurrency_id="answers"),
+                 chatbot.retry(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+                               concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")]
+        for event in (asked, *again):
+            event.then(lambda turns: str(max(map(int, turns))) if turns else "", turns_state, shown_state)
+        stop_btn.click(None, None, None, cancels=[asked, *again])
+        cite_target.input(open_source, [cite_target, turns_state], [source_pick, source_view, shown_state])
+        source_pick.select(pick_source, [source_pick, shown_state, turns_state], source_view)
+        chatbot.like(rate, [turns_state, conv_state], [comment_row, feedback_note, pending_state])
+        comment_inputs = [comment_box, pending_state, turns_state, conv_state]
+        comment_outputs = [comment_row, feedback_note, pending_state, comment_box]
+        comment_btn.click(comment_on, comment_inputs, comment_outputs)
+        comment_box.submit(comment_on, comment_inputs, comment_outputs)
+        conv_outputs = [chatbot, qa_state, conv_state, turns_state, source_pick, source_view, title_box]
+        conv_list.select(load_conversation, conv_list, conv_outputs)
+        new_btn.click(new_conversation, None, [*conv_outputs, conv_list])
+        rename_btn.click(rename, [title_box, conv_state], [conv_list, conv_status])
+        delete_btn.click(delete, conv_state, [*conv_outputs, conv_list, conv_status])
+        admin_only = [*library_tab.admin_controls, *admin_tabs.tabs]
+        blocks.load(on_load, None, [who_bar, *admin_only, admin_tabs.timer, conv_list]) \
+            .then(admin_tabs.refresh, None, admin_tabs.refreshed).then(library_tab.refresh, library_tab.inputs,
+                                                                       library_tab.outputs)
     blocks.queue(max_size=max(1, settings.server.max_queued))
     return cast("gr.Blocks", blocks)
+
+
+def _by_number(sources: list[dict[str, Any]], n: str | None) -> dict[str, Any] | None:
+    return next((s for s in sources if str(s.get("n")) == str(n)), None)
+
+
+def _as_source(s: dict[str, Any]) -> Any:
+    from appliance.rag import Source
+
+    return Source(number=int(s.get("n") or 0), path=str(s.get("path", "")), file_name=str(s.get("file_name", "")),
+                  page=s.get("page"), page_name=s.get("page_name"), section=list(s.get("section") or []), score=0.0,
+                  dense_score=s.get("similarity"), keyword_score=None, text=str(s.get("text", "")),
+                  doc_id=str(s.get("doc_id", "")), chunk_index=s.get("chunk_index"))
 
 
 def _cookie(request: Any, name: str) -> str | None:

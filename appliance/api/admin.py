@@ -91,12 +91,14 @@ async def ingest(job: IngestJob, request: Request,
             pass
 
     def run() -> dict[str, Any]:
-        with state.services.write_lock:
+        what = ", ".join(job.paths[:3]) + (f" (+{len(job.paths) - 3})" if len(job.paths) > 3 else "")
+        with state.services.write_lock, state.services.jobs.job("ingest", cli_actor(request), what,
+                                                                  forward=Bar) as bar:
             state.ingest_cancel.clear()
             state.ingest_running = True
             try:
                 report = state.services.ingest_pipeline.run(paths, prune=job.prune, dry_run=job.dry_run,
-                                                            retry_failed=job.retry_failed, progress=Bar,
+                                                            retry_failed=job.retry_failed, progress=bar,
                                                             cancel=state.ingest_cancel)
             finally:
                 state.ingest_running = False

@@ -52,7 +52,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     async def readyz() -> Any:
         """Readiness: the store answers and the chat model is loaded (or its server has it)."""
         try:
-            detail = await run_in_threadpool(_readiness, state)
+            detail = await run_in_threadpool(readiness, state)
         except Exception as exc:  # report, don't crash the probe; the detail (hosts, paths) goes to the log only
             log.warning("not ready: %s", exc)
             return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
@@ -66,15 +66,22 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     if ui:
+        import os
+
+        # Gradio keeps uploaded files in its temp folder: inside the data directory (owner-only), never /tmp.
+        upload_tmp = services.settings.data_dir.absolute() / "tmp" / "gradio"
+        upload_tmp.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.environ["GRADIO_TEMP_DIR"] = str(upload_tmp)
         import gradio as gr
 
-        from ui.chat import build_chat_ui, theme
+        from ui.chat import build_chat_ui
+        from ui.page import CSS, JS, theme
 
         blocks = build_chat_ui(services, state)
         # Our guard (below) refuses anonymous requests before Gradio sees them; Gradio learns the user
         # name from it, for gr.Request.username.
-        app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), footer_links=[], ssr_mode=False,
-                                  show_error=True, enable_monitoring=False, mcp_server=False, pwa=False,
+        app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), css=CSS, head=JS, footer_links=[],
+                                  ssr_mode=False, show_error=True, enable_monitoring=False, mcp_server=False, pwa=False,
                                   auth_dependency=gradio_user(state))
     server = services.settings.server
     limit = server.max_upload_files * int(services.settings.ingest.max_file_mb * (1 << 20)) + (1 << 20)
@@ -84,24 +91,25 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     return app
 
 
-class _NotReady(Exception):
+class NotReady(Exception):
     def __init__(self, component: str, cause: Exception) -> None:
         super().__init__(f"{component}: {cause}")
         self.component = component
 
 
 def _component(exc: Exception) -> str:
-    return f"{exc.component} unavailable (see the server log)" if isinstance(exc, _NotReady) else "not ready"
+    return f"{exc.component} unavailable (see the server log)" if isinstance(exc, NotReady) else "not ready"
 
 
-def _readiness(state: AppState) -> dict[str, Any]:
+def readiness(state: AppState) -> dict[str, Any]:
+    """What /readyz reports (also the admin tab): raises NotReady naming the part that is not."""
     import time
 
     services = state.services
     try:
         chunks = services.store.count()
     except Exception as exc:
-        raise _NotReady("store", exc) from exc
+        raise NotReady("store", exc) from exc
     if services.settings.llm.provider == "embedded":
         return {"chunks": chunks, "model": services.llm.metadata.model_name}
     # Ask the model server at most every 15 s, failures included: probes come often, and a hung
@@ -114,7 +122,7 @@ def _readiness(state: AppState) -> dict[str, Any]:
             outcome = exc
         cached = state.model_check = (time.monotonic(), outcome)
     if isinstance(cached[1], Exception):
-        raise _NotReady("chat model", cached[1])
+        raise NotReady("chat model", cached[1])
     return {"chunks": chunks, "model": cached[1]}
 
 
@@ -203,8 +211,9 @@ def _watch(services: Services) -> Any:
         raise BackendUnavailable(f"ingest.watch: no such folder: {', '.join(missing)}")
 
     def job(paths: list[Path]) -> None:
-        with services.write_lock:
-            report = services.ingest_pipeline.run(paths, prune=True)
+        what = ", ".join(p.name for p in paths[:3]) + (f" (+{len(paths) - 3})" if len(paths) > 3 else "")
+        with services.write_lock, services.jobs.job("watch", "server", what) as bar:
+            report = services.ingest_pipeline.run(paths, prune=True, progress=bar)
         changed = {s: report.count(s) for s in ("added", "updated", "removed", "failed") if report.count(s)}
         if changed:
             log.info("watch: %s", ", ".join(f"{n} {s}" for s, n in changed.items()))

