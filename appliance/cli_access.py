@@ -258,4 +258,20 @@ def audit_verify(config_file: Path | None, data_dir: Path | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
-COMMANDS = (users_group, acl_group, audit_group)
+@click.group("feedback")
+def feedback_group() -> None:
+    """Employees' thumbs up/down on answers, with their questions, sources and comments."""
+
+
+@feedback_group.command("export")
+@click.argument("out", type=click.File("w"), default="-")
+@click.option("--rating", type=click.Choice(["up", "down"]), default=None, help="Only these ratings.")
+@settings_options
+def feedback_export(out: Any, rating: str | None, config_file: Path | None, data_dir: Path | None) -> None:
+    """Write the rated answers to OUT as JSON lines (the last rating of each answer), oldest first."""
+    services = _services(config_file, data_dir)
+    count = services.feedback.export(out, rating)  # type: ignore[arg-type]
+    click.echo(f"{count} rated answers exported.", err=True)
+
+
+COMMANDS = (users_group, acl_group, audit_group, feedback_group)

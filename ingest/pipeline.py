@@ -517,8 +517,8 @@ class IngestPipeline:
         now = time.time()
         acl = self.access.groups_for(task.key, task.st)
         return [
-            _point(point_id(task.key, task.sha, self.config + task.salt, chunk.index),
-                   [float(x) for x in vector], chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
+            _point(point_id(task.key, task.sha, self.config + task.salt, chunk.index), [float(x) for x in vector],
+                   chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
 

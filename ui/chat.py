@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["build_chat_ui", "theme"]
 log = logging.getLogger("appliance.ui")
-NO_SOURCE = "_Click a citation such as [1] in an answer to see the passage, its page and the file._"
+NO_SOURCE = "<em>Click a citation such as [1] in an answer to see the passage, its page and the file.</em>"
 UNGROUNDED = "**ⓘ No document answers this.**"
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
@@ -174,7 +174,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
             yield chat, gr.update(), qa, conv, turns, gr.update(), gr.update(), gr.update()
             return
         last = users[-1]
-        message = html.unescape(str(chat[last].get("content", "")))
+        message = html.unescape(message_text(chat[last].get("content", "")))
         old = turns.get(str(last + 1))
         if old is not None:  # that answer was saved: forget it
             qa = qa[:-1]
@@ -301,7 +301,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         pending_state = gr.State(None)  # the rating a comment would complete
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"), gr.Row(equal_height=False):
-                with gr.Column(scale=1, min_width=220):
+                with gr.Column(scale=1, min_width=220, elem_id="conversations-column"):
                     new_btn = gr.Button("New conversation", variant="secondary", size="sm", elem_id="new-conv")
                     conv_list = gr.Radio([], label="Your conversations", elem_id="conversations")
                     with gr.Accordion("Rename or delete this conversation", open=False):
@@ -325,7 +325,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                         comment_box = gr.Textbox(show_label=False, placeholder="What was wrong, or right?",
                                                  scale=4, elem_id="feedback-comment", max_length=2000)
                         comment_btn = gr.Button("Send comment", size="sm", scale=1, elem_id="feedback-send")
-                with gr.Column(scale=3, min_width=300):
+                with gr.Column(scale=3, min_width=300, elem_id="sources-column"):
                     source_pick = gr.Radio([], label="Sources", elem_id="source-pick")
                     source_view = gr.HTML(NO_SOURCE, elem_id="source-view")
                     cite_target = gr.Textbox(visible="hidden", elem_id="cite-target")
@@ -343,7 +343,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         for event in (asked, *again):
             event.then(lambda turns: str(max(map(int, turns))) if turns else "", turns_state, shown_state)
         stop_btn.click(None, None, None, cancels=[asked, *again])
-        cite_target.input(open_source, [cite_target, turns_state], [source_pick, source_view, shown_state])
+        cite_target.change(open_source, [cite_target, turns_state], [source_pick, source_view, shown_state])
         source_pick.select(pick_source, [source_pick, shown_state, turns_state], source_view)
         chatbot.like(rate, [turns_state, conv_state], [comment_row, feedback_note, pending_state])
         comment_inputs = [comment_box, pending_state, turns_state, conv_state]
@@ -353,6 +353,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         conv_outputs = [chatbot, qa_state, conv_state, turns_state, source_pick, source_view, title_box]
         conv_list.select(load_conversation, conv_list, conv_outputs)
         new_btn.click(new_conversation, None, [*conv_outputs, conv_list])
+        chatbot.clear(new_conversation, None, [*conv_outputs, conv_list])  # its bin icon: a new conversation
         rename_btn.click(rename, [title_box, conv_state], [conv_list, conv_status])
         delete_btn.click(delete, conv_state, [*conv_outputs, conv_list, conv_status])
         admin_only = [*library_tab.admin_controls, *admin_tabs.tabs]
@@ -361,6 +362,15 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                                                                        library_tab.outputs)
     blocks.queue(max_size=max(1, settings.server.max_queued))
     return cast("gr.Blocks", blocks)
+
+
+def message_text(content: Any) -> str:
+    """A chat message's text: Gradio hands messages back as a string or as a list of typed parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return str(content or "")
 
 
 def _by_number(sources: list[dict[str, Any]], n: str | None) -> dict[str, Any] | None:

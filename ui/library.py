@@ -72,7 +72,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         return rows, paths, summary
 
     def upload(files: list[Any] | None, folder: list[Any] | None, text: str, status: str, every: bool,
-               request: gr.Request, progress: gr.Progress) -> tuple[Any, ...]:
+               request: gr.Request, progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's way)
         principal = principal_of(request)
         chosen = [Path(_path_of(f)) for f in [*(files or []), *(folder or [])]]
         if not chosen:
@@ -152,7 +152,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         return *listing(text, status, every, request), f"Removed `{p.name}` from the index.", ""
 
     def reingest(path: str, text: str, status: str, every: bool, request: gr.Request,
-                 progress: gr.Progress) -> tuple[Any, ...]:
+                 progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's way)
         principal = principal_of(request)
         if not principal.admin:
             return *listing(text, status, every, request), "Re-ingesting needs an administrator.", path

@@ -29,6 +29,7 @@ CSS = """
 #cite-target { display: none !important; }
 @media (max-width: 700px) {
   #chat { height: 60vh !important; }
+  #conversations-column { order: 3; }  /* on a phone: the chat first, then its sources, then the list */
   .gradio-container { padding: 4px !important; }
 }
 """

@@ -123,6 +123,7 @@ def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
         timer = gr.Timer(2.0, active=False)
     timer.tick(jobs_only, None, jobs, show_progress="hidden")
     refresh_btn.click(refresh, None, [jobs, health])
+    tab.select(refresh, None, [jobs, health])
     apply_btn.click(apply, [top_k, min_sim, mode], settings_note)
     export_btn.click(export, rating, export_file)
     return tab, timer, refresh, [jobs, health]

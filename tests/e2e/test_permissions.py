@@ -336,11 +336,10 @@ def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
             assert f"Signed in as {name}" in page.inner_text("#who-bar")
             page.fill("#question textarea", "What does engineering band E4 pay a year? Reference " + HR_SECRET)
             page.keyboard.press("Enter")
-            page.wait_for_function("document.querySelector('#sources') && "
-                                   "!document.querySelector('#sources').innerText.includes('appear here') && "
-                                   "!document.querySelector('#sources').innerText.includes('Searching')",
+            page.wait_for_function("document.querySelector('#source-view .source-head') || "
+                                   "document.querySelector('#chat').innerText.includes('No document answers')",
                                    timeout=180_000)
-            seen[name] = page.inner_text("#sources") + page.inner_text("#chat")
+            seen[name] = page.inner_text("#source-view") + page.inner_text("#source-pick") + page.inner_text("#chat")
             page.screenshot(path=str(ARTIFACTS / f"signed-in-{name}.png"), full_page=True)
             assert page.locator("button[role=tab]:has-text('Audit')").count() == 0  # not an administrator
         assert "salaries.md" in seen["alice"]

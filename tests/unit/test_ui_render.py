@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from appliance.rag import NOT_FOUND, Answer, Source
 from ingest.manifest import FileRecord
-from ui.chat import UNGROUNDED, answer_markdown, inert, link_citations
+from ui.chat import UNGROUNDED, answer_markdown, inert, link_citations, message_text
 from ui.library import document_rows
 from ui.sources import choices, location, source_record
 
@@ -59,3 +59,9 @@ def test_library_rows_filter_by_name_and_status() -> None:
     assert document_rows(records, "POLICY")[1] == ["/s/a/Policy.pdf"]
     failed, _ = document_rows(records, status="failed")
     assert [(r[0], r[6]) for r in failed] == [("broken.docx", "corrupt: not a zip file")]
+
+
+def test_message_text_reads_both_shapes_gradio_hands_back() -> None:
+    assert message_text("How many?") == "How many?"
+    parts = [{"type": "text", "text": "How "}, {"type": "file", "file": {}}, {"type": "text", "text": "many?"}]
+    assert message_text(parts) == "How many?"
