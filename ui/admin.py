@@ -93,7 +93,7 @@ def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) 
                 services.users.remove(name)
                 detail = {}
         except AuthError as exc:
-            return gr.update(), f"⚠️ {exc}", gr.update()
+            return gr.update(), f"⚠ {exc}", gr.update()
         services.audit.record("user", who.name, action=action, user=name, via="page", **detail)
         done = {"add": "created", "update": "updated", "passwd": "has a new password (sessions ended)",
                 "disable": "disabled (sessions ended)", "enable": "enabled", "rm": "removed"}[action]

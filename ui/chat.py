@@ -123,7 +123,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
             principal = who(request)
             check_question_rate(state, principal)
         except (PermissionError, ApiError) as exc:
-            chat[-1] = {"role": "assistant", "content": f"⚠️ {inert(str(exc))}"}
+            chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}"}
             yield chat, message, qa, conv, turns, keep, keep, keep
             return
         chat[-1] = {"role": "assistant", "content": "_Searching the documents…_"}
@@ -153,7 +153,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         except Exception:  # show the failure in the chat, never lose the question; details (hosts, paths) go to the log
             ref = uuid.uuid4().hex[:12]
             log.exception("answer failed (reference %s)", ref)
-            chat[-1] = {"role": "assistant", "content": f"⚠️ Could not answer (reference {ref}; the administrator "
+            chat[-1] = {"role": "assistant", "content": f"⚠ Could not answer (reference {ref}; the administrator "
                                                         "finds the details in the server log). Your question is kept "
                                                         "in the box: try again."}
             yield chat, message, qa, conv, turns, keep, keep, keep
@@ -211,7 +211,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         rating = "up" if liked else "down"
         record_feedback(who(request), turn, conv, rating, "")
         return (gr.update(visible=True), f"Thank you: answer {turn['turn'] + 1} rated "
-                f"{'👍' if liked else '👎'}. A comment helps the administrators more:",
+                f"{'helpful' if liked else 'not helpful'}. A comment helps the administrators more:",
                 {"message": str(index), "rating": rating})
 
     def comment_on(comment: str, pending: dict[str, Any] | None, turns: dict[str, Any], conv: str,

@@ -81,7 +81,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         try:
             check_uploader(principal)
         except ApiError as exc:
-            return gr.update(), gr.update(), gr.update(), [], f"⚠️ {exc.message}", None, None
+            return gr.update(), gr.update(), gr.update(), [], f"⚠ {exc.message}", None, None
         limit = services.settings.server.max_upload_files
         results: list[list[Any]] = []
         parts: list[tuple[Path, Path]] = []

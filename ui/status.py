@@ -32,9 +32,9 @@ def health_markdown(state: AppState) -> str:
     s = services.settings
     try:
         ready = readiness(state)
-        health = f"✅ **Ready**: {ready['chunks']} chunks in the store; model `{html.escape(str(ready['model']))}`."
+        health = f"✓ **Ready**: {ready['chunks']} chunks in the store; model `{html.escape(str(ready['model']))}`."
     except Exception as exc:  # the reason is for administrators: this tab is theirs
-        health = f"❌ **Not ready**: {html.escape(str(exc))}"
+        health = f"✗ **Not ready**: {html.escape(str(exc))}"
     records = services.manifest.all()
     by_status: dict[str, int] = {}
     for r in records:
@@ -46,7 +46,7 @@ def health_markdown(state: AppState) -> str:
     return (f"{health}\n\n- Documents: {len(records)} ({counts})\n- Store: `{store}` · chat model provider: "
             f"`{s.llm.provider}` · embeddings: `{getattr(services.embedding, 'model_name', '?')}`\n"
             f"- Answers waiting: {state.gate.waiting}, being written: {state.gate.running}\n"
-            f"- Feedback: {len(feedback)} rated answers, {down} 👎")
+            f"- Feedback: {len(feedback)} rated answers, {down} of them thumbs down")
 
 
 def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
@@ -79,7 +79,7 @@ def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
             checked = RetrievalSettings.model_validate({**retrieval.model_dump(), "top_k": int(top_k),
                                                         "min_similarity": float(min_similarity), "mode": mode})
         except ValueError as exc:
-            return f"⚠️ {html.escape(str(exc))}"
+            return f"⚠ {html.escape(str(exc))}"
         # The running engine reads these at each question: the change counts from the next one, for everyone.
         retrieval.top_k, retrieval.min_similarity, retrieval.mode = checked.top_k, checked.min_similarity, checked.mode
         services.audit.record("settings", who.name, top_k=checked.top_k, min_similarity=checked.min_similarity,

@@ -171,6 +171,25 @@ def test_documents_upload_list_chunks_search_delete(api: Api) -> None:
     assert all(h["doc_id"] != doc_id for h in hits)
 
 
+def test_a_document_downloads_and_its_pdf_pages_render(api: Api) -> None:
+    docs = {d["name"]: d["id"] for d in api.http.get("/v1/documents").json()["documents"]}
+    memo, notes = docs["fake-memo.pdf"], docs["rust-book-installation.md"]
+    r = api.http.get(f"/v1/documents/{memo}/file")
+    assert r.status_code == 200
+    assert r.content == (SAMPLES / "fake-memo.pdf").read_bytes()
+    assert 'filename="fake-memo.pdf"' in r.headers["content-disposition"]
+    png = api.http.get(f"/v1/documents/{memo}/pages/1.png", params={"width": 400})
+    assert png.status_code == 200
+    assert png.headers["content-type"] == "image/png"
+    assert png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    assert abs(int.from_bytes(png.content[16:20], "big") - 400) <= 2  # the IHDR width
+    r = api.http.get(f"/v1/documents/{memo}/pages/9.png")
+    assert r.status_code == 404
+    assert "has 1 pages" in r.json()["error"]["message"]
+    assert api.http.get(f"/v1/documents/{notes}/pages/1.png").status_code == 415  # not a PDF
+    assert api.http.get("/v1/documents/nope/file").status_code == 404
+
+
 def test_uploads_of_one_name_at_once_keep_one_whole_version(api: Api) -> None:
     texts = [f"Version {v}. The warehouse in Lyon holds {v * 111} pallets of copper wire.\n".encode()
              for v in range(1, 5)]

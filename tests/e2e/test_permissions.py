@@ -116,6 +116,22 @@ def test_anonymous_requests_get_401_everywhere(site: Site) -> None:
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
 
 
+def test_only_readers_download_a_document(site: Site) -> None:
+    alice, bob = site.sign_in("alice"), site.sign_in("bob")
+    docs = {d["name"]: d["id"] for d in alice.get("/v1/documents").json()["documents"]}
+    salaries = docs["salaries.md"]
+    r = alice.get(f"/v1/documents/{salaries}/file")
+    assert r.status_code == 200
+    assert HR_SECRET.encode() in r.content
+    for path in (f"/v1/documents/{salaries}/file", f"/v1/documents/{salaries}/pages/1.png"):
+        r = bob.get(path)
+        assert r.status_code == 404, path  # as if it did not exist
+        assert HR_SECRET not in r.text
+    assert httpx.get(f"{site.url}/v1/documents/{salaries}/file").status_code == 401
+    downloads = [e for e in site.audit() if e["event"] == "read" and e.get("download")]
+    assert any(e["actor"] == "alice" and str(e["path"]).endswith("salaries.md") for e in downloads)
+
+
 def test_each_user_sees_only_their_documents(site: Site) -> None:
     alice, bob = site.sign_in("alice"), site.sign_in("bob")
     names = {u: sorted(d["name"] for d in c.get("/v1/documents").json()["documents"])

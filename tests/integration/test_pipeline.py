@@ -312,3 +312,21 @@ def test_a_file_that_changes_while_it_is_read_is_read_again(services: Any, folde
             assert task.sha != "sha-before"
     assert outcome.status == "failed"
     assert "kept changing while being read" in outcome.error
+
+
+def test_a_forced_re_ingest_replaces_the_chunks_of_an_unchanged_file(services: Any, folder: Path) -> None:
+    services.ingest_pipeline.run([folder])
+    path = str(folder / "leave.txt")
+    before = services.manifest.get(path).chunk_ids
+    count = services.store.count()
+    report = services.ingest_pipeline.run([folder / "leave.txt"], force=True)
+    assert [(Path(f.path).name, f.status) for f in report.files] == [("leave.txt", "updated")]
+    after = services.manifest.get(path).chunk_ids
+    assert len(after) == len(before)
+    assert not set(after) & set(before)  # new points: the published ones were never overwritten in place
+    services.ingest_pipeline.run([folder])  # deletes the superseded chunks (a second after publishing) ...
+    services.ingest_pipeline.close()
+    assert services.store.count() == count  # ... so one version is stored, not two
+    texts = _texts(services, "how many days of annual leave?")
+    assert sum("25 days" in t for t in texts) == 1
+    assert services.ingest_pipeline.run([folder]).count("unchanged") == 2  # and it is not redone
