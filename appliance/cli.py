@@ -414,6 +414,27 @@ def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | Non
     sys.exit(1 if worst(checks) == "fail" else 0)
 
 
+@main.command("bundle")
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--python", "python", default=None, metavar="PATH",
+              help="The x86-64 Linux Python 3.11 to build for (default: this one); its pip builds every wheel.")
+@click.option("--images/--no-images", default=True, show_default=True,
+              help="Also save the container images of deploy/ (where docker or podman runs).")
+def bundle_command(out_dir: Path, python: str | None, images: bool) -> None:
+    """Everything an air-gapped site needs, in OUT_DIR: wheelhouse (models inside), install.sh,
+    manifest.json and SHA256SUMS; run on a machine that reaches the package registries."""
+    from appliance.bundle import BundleError, build_bundle
+
+    try:
+        report = build_bundle(out_dir, python, images, log=lambda line: click.echo(line, err=True))
+    except BundleError as exc:
+        raise click.ClickException(str(exc)) from None
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{report.out}: {report.wheels} wheels, {len(report.images)} images, {report.bytes / 1e6:.0f} MB "
+               f"({report.seconds:.0f} s). On the offline machine: {report.out}/install.sh [TARGET]")
+
+
 @main.group("store")
 def store_group() -> None:
     """Move the vector store between the embedded engine and a Qdrant server."""
@@ -467,6 +488,43 @@ def store_migrate(target_config: Path, progress: bool | None, config_file: Path 
         services.close()
     click.echo(f"{copied} chunks copied to the {target_settings.store.provider} store "
                f"({_store_location(target_settings)}).")
+
+
+@main.command("backup")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@settings_options
+def backup_command(dest: Path, config_file: Path | None, data_dir: Path | None) -> None:
+    """Copy the store's chunks, the manifest, users, conversations, keys, feedback, audit trail and
+    uploads into DEST (a new folder), each file with its SHA-256. Stop `appliance serve` first when
+    the store is the embedded one (it holds the store open)."""
+    from appliance.backup import BackupError, backup
+
+    services = _services(config_file, data_dir)
+    try:
+        report = _fail_cleanly(lambda: backup(services, dest))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo(f"{dest}: {report.points} chunks and {len(report.files)} files ({report.seconds:.1f} s).")
+
+
+@main.command("restore")
+@click.argument("src", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@settings_options
+def restore_command(src: Path, config_file: Path | None, data_dir: Path | None) -> None:
+    """Restore a backup into this data directory (with no documents yet) and an empty collection;
+    every file's checksum is checked first. Nothing is parsed or embedded again."""
+    from appliance.backup import BackupError, restore
+
+    services = _services(config_file, data_dir)
+    try:
+        report = _fail_cleanly(lambda: restore(services, src))
+    except BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        services.close()
+    click.echo(f"restored {report.points} chunks and the databases from {src} ({report.seconds:.1f} s).")
 
 
 def _store_location(settings: Any) -> str:

@@ -334,7 +334,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
 
         outputs = [chatbot, box, qa_state, conv_state, turns_state, source_pick, source_view, conv_list]
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
-        asked = box.submit(answer, [box, chatbot, qa_state, conv_state, turns_state], outputs,
+        asked = box.submit(answer, [box, chatbot, qa_state, conv_state, turns_state], outputs, api_name="respond",
                            concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")
         again = [regen_btn.click(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
                                  concurrency_limit=settings.llm.max_parallel, concurrency_id="answers"),

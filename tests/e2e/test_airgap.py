@@ -32,6 +32,7 @@ SCRIPT = textwrap.dedent(
     if EGRESS_LOG= "$PY" -c "import socket; socket.create_connection(('1.1.1.1', 53), timeout=3)" 2>/dev/null; then
         echo "namespace has network" >&2; exit 90
     fi
+    # (steps before the flows)
     # A clean environment: none of the offline switches set by hand; the appliance sets its own.
     unset HF_HUB_OFFLINE DO_NOT_TRACK SCARF_NO_ANALYTICS ORT_DISABLE_TELEMETRY GRADIO_ANALYTICS_ENABLED
     "$PY" -m appliance.cli ingest "$DOCS" --json --data-dir "$DATA" > "$OUT/ingest.json" || true
@@ -55,7 +56,9 @@ SCRIPT = textwrap.dedent(
     stream = urllib.request.urlopen(f"{base}/gradio_api/call/respond/{event_id}", timeout=300).read().decode()
     lines = stream.splitlines()
     done = lines.index("event: complete")
-    chat, sources = json.loads(lines[done + 1].removeprefix("data: "))[:2]
+    # The outputs that are not per-session state: the chat, the question box, the sources list and panel...
+    chat, _box, pick, panel = json.loads(lines[done + 1].removeprefix("data: "))[:4]
+    sources = json.dumps(pick) + json.dumps(panel)
     print(json.dumps({"page_has_gradio": "gradio" in page.lower(), "chat": chat, "sources": sources}))
     EOF
     # The OpenAI-compatible API, as a program uses it.
@@ -72,18 +75,23 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
+def run_offline(tmp_path: Path, python: str, pythonpath: list[Path], cwd: Path, before: str = "",
+                extra_env: dict[str, str] | None = None, timeout: int = 900) -> Path:
+    """Run `before`, then the main flows, in a network namespace with no network; checks what they
+    produced and returns the folder of their outputs."""
     docs = tmp_path / "docs"
     shutil.copytree(SAMPLES, docs)
     out = tmp_path / "out"
     out.mkdir()
     egress_log = out / "egress.log"
     # Every Python process in there records its own non-loopback attempts, even swallowed ones.
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "PY": sys.executable,
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(tmp_path), "PY": python,
            "DOCS": str(docs), "DATA": str(tmp_path / "data"), "OUT": str(out),
-           "PYTHONPATH": f"{ROOT / 'tests' / 'egress_probe'}:{ROOT}", "EGRESS_LOG": str(egress_log)}
-    proc = subprocess.run(["unshare", "-n", "bash", "-c", SCRIPT], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=900)
+           "PYTHONPATH": ":".join(str(p) for p in [ROOT / "tests" / "egress_probe", *pythonpath]),
+           "EGRESS_LOG": str(egress_log), **(extra_env or {})}
+    script = SCRIPT.replace("# (steps before the flows)\n", before, 1)
+    proc = subprocess.run(["unshare", "-n", "bash", "-c", script], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
     log = (out / "serve.log").read_text() if (out / "serve.log").exists() else ""
     assert proc.returncode == 0, f"{proc.stderr[-3000:]}\nserve.log:\n{log[-2000:]}"
     attempts = egress_log.read_text() if egress_log.exists() else ""
@@ -116,3 +124,8 @@ def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
     doctor = {c["name"]: c for c in json.loads((out / "doctor.json").read_text())}
     assert doctor["telemetry"]["status"] == "ok", doctor["telemetry"]
     assert doctor["remote endpoints"]["status"] == "ok"
+    return out
+
+
+def test_ingest_ask_and_serve_with_no_network(tmp_path: Path) -> None:
+    run_offline(tmp_path, sys.executable, [ROOT], ROOT)

@@ -126,6 +126,13 @@ def _shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"chat-page-{name}.png"), full_page=True)
 
 
+def _audit(site: Site) -> list[dict[str, Any]]:
+    lines = []
+    for path in sorted((site.data / "audit").glob("audit*.jsonl")):
+        lines += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return lines
+
+
 def _cookies(page: Any) -> dict[str, str]:
     return {c["name"]: c["value"] for c in page.context.cookies()}
 
@@ -225,6 +232,19 @@ def test_regenerate_then_reload_finds_the_conversation_again(site: Site, browser
     page.wait_for_selector("#source-view mark#cited-passage", timeout=60_000)
     assert "fake-memo.pdf" in page.inner_text("#source-view")
     _shot(page, "reloaded-conversation")
+    # Rename, then delete: the list and the store follow.
+    page.click("text=Rename or delete this conversation")
+    page.fill("#conv-title input, #conv-title textarea", "Water delivery")
+    page.click("#conv-rename")
+    page.wait_for_function("document.querySelector('#conversations').innerText.includes('Water delivery')",
+                           timeout=30_000)
+    listed = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
+    assert [c["title"] for c in listed] == ["Water delivery"]
+    page.click("#conv-delete")
+    page.wait_for_function("!document.querySelector('#conversations').innerText.includes('Water delivery')",
+                           timeout=30_000)
+    assert httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"] == []
+    assert page.locator("#chat a[href^='#cite-']").count() == 0
     page.context.close()
     assert site.outside == []
 
@@ -319,6 +339,19 @@ def test_an_administrator_sees_status_and_re_ingests_a_document(site: Site, brow
     _shot(page, "library-admin")
     page.click("button[role=tab]:has-text('Status')")
     _shot(page, "status")
+    # Answer settings: a threshold no passage reaches makes every answer say the documents don't.
+    page.fill("#setting-min-similarity input[type=number]", "0.9")
+    page.keyboard.press("Enter")
+    page.click("#settings-apply")
+    page.wait_for_function("document.body.innerText.includes('min_similarity 0.9')", timeout=30_000)
+    page.click("button[role=tab]:has-text('Chat')")
+    assert "ⓘ No document answers this" in _ask(page, WATER)
+    page.click("button[role=tab]:has-text('Status')")
+    page.fill("#setting-min-similarity input[type=number]", "0.35")
+    page.keyboard.press("Enter")
+    page.click("#settings-apply")
+    page.wait_for_function("document.body.innerText.includes('min_similarity 0.35')", timeout=30_000)
+    assert any(e["event"] == "settings" and e["actor"] == "carol" for e in _audit(site))
     # An employee sees no Status tab, and its handlers refuse them anyway.
     employee = _page(site, browser, "alice")
     assert employee.locator("button[role=tab]:has-text('Status')").count() == 0

@@ -1,0 +1,177 @@
+"""`appliance backup DEST` and `appliance restore SRC`: the store's points with the manifest and the
+appliance's own databases, in one folder, restorable into a fresh data directory and an empty
+collection, embedded or on a Qdrant server alike.
+
+Points are written as they are stored (id, dense vector, text, payload), so a restore needs no
+parsing or embedding; the BM25 side is recomputed from the text by the target store. The SQLite
+databases are copied with SQLite's online backup, so a consistent copy is taken even while another
+process reads them. Every file's SHA-256 is in backup.json and checked before anything is restored.
+A Qdrant cluster can instead be snapshotted node by node (docs/deployment.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.services import Services
+
+FORMAT = 1
+POINTS = "points.jsonl"
+
+
+class BackupError(Exception):
+    """A backup or restore that cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class BackupReport:
+    folder: Path
+    points: int
+    files: list[str]
+    seconds: float
+
+
+def _databases(services: Services) -> dict[str, Path]:
+    s = services.settings
+    return {"manifest.sqlite": s.manifest_path, "users.sqlite": s.users_path,
+            "conversations.sqlite": s.conversations_path, "api_keys.sqlite": s.api_keys_path}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    src = sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30)
+    dst = sqlite3.connect(str(target))
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
+    target.chmod(0o600)
+
+
+def backup(services: Services, dest: Path, progress: Callable[[int], object] | None = None) -> BackupReport:
+    started = time.monotonic()
+    if dest.exists() and any(dest.iterdir()):
+        raise BackupError(f"{dest} is not empty: give a new folder")
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    store = services.store
+    store.flush()
+    written = 0
+    with (dest / POINTS).open("w", encoding="utf-8") as out:
+        for batch in store.scroll(512):
+            for p in batch:
+                out.write(json.dumps({"id": p.id, "vector": p.vector, "text": p.text, "payload": p.payload},
+                                     ensure_ascii=False) + "\n")
+            written += len(batch)
+            if progress is not None:
+                progress(len(batch))
+    (dest / POINTS).chmod(0o600)
+    for name, path in _databases(services).items():
+        if path.exists():
+            _copy_database(path, dest / name)
+    data = services.settings.data_dir
+    if (data / "feedback.jsonl").exists():
+        shutil.copy2(data / "feedback.jsonl", dest / "feedback.jsonl")
+    if services.settings.audit_dir.is_dir():
+        shutil.copytree(services.settings.audit_dir, dest / "audit", ignore=shutil.ignore_patterns(".lock"))
+    if services.settings.upload_dir.is_dir():  # the uploaded originals: nowhere else to find them again
+        shutil.copytree(services.settings.upload_dir, dest / "uploads", ignore=shutil.ignore_patterns("*.part"))
+    files = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    hidden = services.manifest.hidden_ids()
+    meta: dict[str, Any] = {
+        "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "points": written,
+        "hidden_points": len(hidden), "documents": len(services.manifest.all()),
+        "embedding_model": getattr(services.embedding, "model_name", "?"), "dimension": services.embedding.dimension,
+        "files": {f: _sha256(dest / f) for f in files}}
+    (dest / "backup.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return BackupReport(dest, written, files, time.monotonic() - started)
+
+
+def verify(src: Path) -> dict[str, Any]:
+    """The backup's description, after checking every file against its SHA-256."""
+    try:
+        meta: dict[str, Any] = json.loads((src / "backup.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BackupError(f"{src} is not a backup made by `appliance backup` (backup.json: {exc})") from None
+    if meta.get("format") != FORMAT:
+        raise BackupError(f"backup format {meta.get('format')!r} is not {FORMAT}: restore it with the version that "
+                          "made it")
+    for name, digest in meta["files"].items():
+        path = src / name
+        if not path.is_file() or _sha256(path) != digest:
+            raise BackupError(f"{name} is missing or changed since the backup was made: nothing was restored")
+    return meta
+
+
+def restore(services: Services, src: Path, progress: Callable[[int], object] | None = None) -> BackupReport:
+    """Into a data directory with no documents and an empty collection (a fresh site, or after a wipe)."""
+    started = time.monotonic()
+    meta = verify(src)
+    model = getattr(services.embedding, "model_name", "?")
+    if meta["embedding_model"] != model or meta["dimension"] != services.embedding.dimension:
+        raise BackupError(f"the backup's vectors are from {meta['embedding_model']} ({meta['dimension']} dims); "
+                          f"this appliance embeds with {model} ({services.embedding.dimension}): restore with the "
+                          "same embedding settings")
+    s = services.settings
+    if s.manifest_path.exists() and services.manifest.all():
+        raise BackupError(f"{s.data_dir} already holds documents: restore into a fresh data directory")
+    store = services.store
+    if store.count():
+        raise BackupError("the collection is not empty: restore into an empty one (a new collection name, or "
+                          "after `appliance docs rm` of everything)")
+    if "manifest" in services.__dict__:  # opened by the check above: closed before its file is replaced
+        services.manifest.close()
+        del services.__dict__["manifest"]
+    from appliance.backends.store import StorePoint
+
+    restored = 0
+    batch: list[StorePoint] = []
+    with (src / POINTS).open(encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            batch.append(StorePoint(row["id"], row["vector"], row["text"], row["payload"]))
+            if len(batch) == 512:
+                store.upsert(batch)
+                restored += len(batch)
+                if progress is not None:
+                    progress(len(batch))
+                batch = []
+    if batch:
+        store.upsert(batch)
+        restored += len(batch)
+        if progress is not None:
+            progress(len(batch))
+    store.optimize()
+    store.flush()
+    if store.count() != meta["points"]:
+        raise BackupError(f"restored {store.count()} points of {meta['points']}: the collection changed meanwhile")
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    for name, path in _databases(services).items():
+        if (src / name).exists():
+            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                stale.unlink(missing_ok=True)
+            _copy_database(src / name, path)
+    if (src / "feedback.jsonl").exists():
+        shutil.copy2(src / "feedback.jsonl", s.data_dir / "feedback.jsonl")
+    if (src / "audit").is_dir():
+        shutil.copytree(src / "audit", s.audit_dir, dirs_exist_ok=True)
+    if (src / "uploads").is_dir():
+        shutil.copytree(src / "uploads", s.upload_dir, dirs_exist_ok=True)
+    files = sorted(meta["files"])
+    return BackupReport(src, restored, files, time.monotonic() - started)
