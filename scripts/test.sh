@@ -5,4 +5,12 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh test
 .venv/bin/ruff check .
 .venv/bin/mypy
+# The egress guard at the libc level, beside the tests' Python audit hook: every process of the run
+# (servers, CLI, parse workers, Chromium) records its non-loopback connects and lookups.
+if command -v gcc >/dev/null 2>&1; then
+    mkdir -p build
+    gcc -shared -fPIC -O2 -o build/egress_guard.so tests/egress_probe/egress_guard.c -ldl
+    export LD_PRELOAD="$PWD/build/egress_guard.so" EGRESS_SYSCALL_LOG="$PWD/build/egress-attempts.log"
+    rm -f "$EGRESS_SYSCALL_LOG"
+fi
 exec .venv/bin/python -m pytest "$@"

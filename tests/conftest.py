@@ -37,12 +37,37 @@ def pytest_configure(config: pytest.Config) -> None:
     sys.addaudithook(_network_guard)
 
 
+def _syscall_attempts() -> list[str]:
+    """What the libc-level guard (tests/egress_probe/egress_guard.c, loaded by scripts/test.sh with
+    LD_PRELOAD into this process and every one it starts) recorded so far."""
+    path = os.environ.get("EGRESS_SYSCALL_LOG")
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read().splitlines()
+
+
 @pytest.fixture(autouse=True)
 def _no_egress() -> Iterator[None]:
-    before = len(_violations)
+    before, native = len(_violations), len(_syscall_attempts())
     yield
     new = _violations[before:]
     assert not new, f"test attempted non-loopback network access: {new}"
+    calls = _syscall_attempts()[native:]
+    assert not calls, f"a process of this test tried to reach beyond loopback (libc-level guard): {calls}"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    preload = os.environ.get("LD_PRELOAD", "")
+    if "egress_guard" in preload and os.environ.get("EGRESS_SYSCALL_LOG"):
+        return f"egress guard: Python audit hook, and libc-level ({preload})"
+    return "egress guard: Python audit hook (the libc-level one is loaded by scripts/test.sh where gcc exists)"
+
+
+def without_egress_guard(env: dict[str, str]) -> dict[str, str]:
+    """The environment for a child that must use the network on purpose (building the bundle from the
+    package registry): the libc-level guard is not loaded into it."""
+    return {k: v for k, v in env.items() if k not in ("LD_PRELOAD", "EGRESS_SYSCALL_LOG")}
 
 
 @pytest.fixture

@@ -56,9 +56,9 @@ SCRIPT = textwrap.dedent(
     stream = urllib.request.urlopen(f"{base}/gradio_api/call/respond/{event_id}", timeout=300).read().decode()
     lines = stream.splitlines()
     done = lines.index("event: complete")
-    # The outputs that are not per-session state: the chat, the question box, the sources list and panel...
-    chat, _box, pick, panel = json.loads(lines[done + 1].removeprefix("data: "))[:4]
-    sources = json.dumps(pick) + json.dumps(panel)
+    # The chat, then the other outputs (the question box, the sources list and panel...).
+    outputs = json.loads(lines[done + 1].removeprefix("data: "))
+    chat, sources = outputs[0], json.dumps(outputs[1:])
     print(json.dumps({"page_has_gradio": "gradio" in page.lower(), "chat": chat, "sources": sources}))
     EOF
     # The OpenAI-compatible API, as a program uses it.
