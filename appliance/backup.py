@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -46,7 +47,7 @@ def _databases(services: Services) -> dict[str, Path]:
             "conversations.sqlite": s.conversations_path, "api_keys.sqlite": s.api_keys_path}
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(1 << 20):
@@ -66,6 +67,15 @@ def _copy_database(source: Path, target: Path) -> None:
 
 
 def backup(services: Services, dest: Path, progress: Callable[[int], object] | None = None) -> BackupReport:
+    """Every file is created readable by its owner only: the backup holds all text and the password hashes."""
+    old = os.umask(0o077)
+    try:
+        return _backup(services, dest, progress)
+    finally:
+        os.umask(old)
+
+
+def _backup(services: Services, dest: Path, progress: Callable[[int], object] | None) -> BackupReport:
     started = time.monotonic()
     if dest.exists() and any(dest.iterdir()):
         raise BackupError(f"{dest} is not empty: give a new folder")
@@ -98,7 +108,7 @@ def backup(services: Services, dest: Path, progress: Callable[[int], object] | N
         "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "points": written,
         "hidden_points": len(hidden), "documents": len(services.manifest.all()),
         "embedding_model": getattr(services.embedding, "model_name", "?"), "dimension": services.embedding.dimension,
-        "files": {f: _sha256(dest / f) for f in files}}
+        "files": {f: sha256_file(dest / f) for f in files}}
     (dest / "backup.json").write_text(json.dumps(meta, indent=2) + "\n")
     return BackupReport(dest, written, files, time.monotonic() - started)
 
@@ -114,9 +124,18 @@ def verify(src: Path) -> dict[str, Any]:
                           "made it")
     for name, digest in meta["files"].items():
         path = src / name
-        if not path.is_file() or _sha256(path) != digest:
+        if not path.is_file() or sha256_file(path) != digest:
             raise BackupError(f"{name} is missing or changed since the backup was made: nothing was restored")
     return meta
+
+
+def _has_rows(path: Path) -> bool:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return any(db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables)
+    finally:
+        db.close()
 
 
 def restore(services: Services, src: Path, progress: Callable[[int], object] | None = None) -> BackupReport:
@@ -131,10 +150,17 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
     s = services.settings
     if s.manifest_path.exists() and services.manifest.all():
         raise BackupError(f"{s.data_dir} already holds documents: restore into a fresh data directory")
+    for name, path in _databases(services).items():
+        if name != "manifest.sqlite" and path.exists() and _has_rows(path):
+            raise BackupError(f"{path} already holds data: restore into a fresh data directory (nothing was "
+                              "changed)")
+    if (s.data_dir / "feedback.jsonl").exists() or any(s.audit_dir.glob("audit*.jsonl")):
+        raise BackupError(f"{s.data_dir} already holds feedback or an audit trail: restore into a fresh data "
+                          "directory (nothing was changed)")
     store = services.store
     if store.count():
-        raise BackupError("the collection is not empty: restore into an empty one (a new collection name, or "
-                          "after `appliance docs rm` of everything)")
+        raise BackupError("the collection is not empty: restore into an empty one (a new collection name in "
+                          "`store.collection`; nothing was changed)")
     if "manifest" in services.__dict__:  # opened by the check above: closed before its file is replaced
         services.manifest.close()
         del services.__dict__["manifest"]
@@ -160,7 +186,12 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
     store.optimize()
     store.flush()
     if store.count() != meta["points"]:
-        raise BackupError(f"restored {store.count()} points of {meta['points']}: the collection changed meanwhile")
+        found = store.count()
+        ids = [p.id for batch in store.scroll(512) for p in batch]
+        store.delete(ids)  # back to empty, so that the restore can simply be run again
+        store.flush()
+        raise BackupError(f"restored {found} points of {meta['points']}: another process wrote to the collection "
+                          "meanwhile; it is empty again: stop the writers and restore again")
     s.data_dir.mkdir(parents=True, exist_ok=True)
     for name, path in _databases(services).items():
         if (src / name).exists():

@@ -9,7 +9,6 @@ On the offline side, `./install.sh [TARGET]` checks every checksum first, instal
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -21,6 +20,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from appliance.backup import sha256_file as _sha256
 
 # llama.cpp compiled for any x86-64 machine with AVX2, never for the build machine's own CPU.
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
@@ -37,6 +38,12 @@ PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 echo "checking the bundle's checksums..." >&2
 if ! sha256sum --quiet --strict -c SHA256SUMS; then
     echo "error: the bundle is damaged or was changed (see above); nothing was installed" >&2; exit 3
+fi
+# A file added to the bundle is refused too: pip would pick a newer wheel dropped beside the others.
+listed=$(sed 's/^[0-9a-f]*  //' SHA256SUMS | sort)
+extra=$(comm -13 <(echo "$listed") <(find . -type f ! -name SHA256SUMS -printf '%%P\\n' | sort))
+if [ -n "$extra" ]; then
+    echo "error: files that the bundle does not list (nothing was installed): $extra" >&2; exit 3
 fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info[:2] != (%(major)d, %(minor)d))'; then
     echo "error: this bundle is for Python %(major)d.%(minor)d: set PYTHON=/path/to/it" >&2; exit 2
@@ -85,14 +92,6 @@ def _python_version(python: str) -> tuple[int, int]:
     if (int(major), int(minor)) != (3, 11):
         raise BundleError(f"{python} is Python {major}.{minor}; the appliance needs Python 3.11")
     return int(major), int(minor)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def compose_images(root: Path) -> list[str]:

@@ -82,14 +82,13 @@ class Conversations:
             self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
         return True
 
-    def drop_last_turn(self, owner: str, cid: str) -> bool:
-        """Forget the last turn (its answer is being regenerated); False when there is none to forget."""
+    def drop_turn(self, owner: str, cid: str, n: int) -> bool:
+        """Forget turn n (its answer is being regenerated); False when the owner has no such turn."""
         with self._lock, self._db:
             if self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone() \
                     is None:
                 return False
-            cur = self._db.execute("DELETE FROM turns WHERE conversation = ? AND n = "
-                                   "(SELECT max(n) FROM turns WHERE conversation = ?)", (cid, cid))
+            cur = self._db.execute("DELETE FROM turns WHERE conversation = ? AND n = ?", (cid, n))
         return cur.rowcount > 0
 
     def list(self, owner: str) -> list[Conversation]:

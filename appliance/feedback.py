@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-Rating = Literal["up", "down"]
+Rating = Literal["up", "down", "withdrawn"]  # withdrawn: the user took their thumb back
 MAX_COMMENT = 2000
 
 
@@ -36,8 +36,8 @@ class FeedbackLog:
 
     def record(self, user: str, rating: Rating, question: str, answer: str, sources: list[dict[str, Any]],
                comment: str = "", conversation: str = "", turn: int | None = None) -> dict[str, Any]:
-        if rating not in ("up", "down"):
-            raise ValueError(f"rating must be 'up' or 'down', not {rating!r}")
+        if rating not in ("up", "down", "withdrawn"):
+            raise ValueError(f"rating must be 'up', 'down' or 'withdrawn', not {rating!r}")
         entry = {"ts": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "user": user, "rating": rating,
                  "comment": " ".join((comment or "").split())[:MAX_COMMENT], "question": question,
                  "answer": answer, "sources": sources, "conversation": conversation or None, "turn": turn}
@@ -49,11 +49,17 @@ class FeedbackLog:
         return entry
 
     def entries(self, latest_only: bool = True) -> list[dict[str, Any]]:
-        """Oldest first; with latest_only, one entry per rated answer (user, conversation, turn): its last."""
+        """Oldest first; with latest_only, one entry per rated answer (user, conversation, turn): its last,
+        unless that was a withdrawal. A line cut short (a full disk, a crash) is skipped."""
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+        rows = []
+        with self._locked(), self.path.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:
+                    continue
         if not latest_only:
             return rows
         last: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -61,7 +67,7 @@ class FeedbackLog:
             key = (row["user"], row.get("conversation"), row.get("turn"), row["question"], row["answer"])
             last.pop(key, None)  # re-inserted at the end: the order is that of the last rating
             last[key] = row
-        return list(last.values())
+        return [row for row in last.values() if row["rating"] != "withdrawn"]
 
     def export(self, out: TextIO, rating: Rating | None = None) -> int:
         n = 0

@@ -7,6 +7,7 @@ import io
 import threading
 from pathlib import Path
 
+MAX_PIXELS = 12_000_000  # a page of absurd proportions must not make a bitmap that fills the memory
 _lock = threading.Lock()  # pdfium is not thread-safe: one rendering at a time in this process
 
 
@@ -20,7 +21,8 @@ def render_page(path: Path, page: int, width: int = 900) -> bytes:
             if not 1 <= page <= len(pdf):
                 raise IndexError(f"{path.name} has {len(pdf)} pages, not a page {page}")
             pdf_page = pdf[page - 1]
-            scale = width / max(pdf_page.get_width(), 1.0)
+            w, h = max(pdf_page.get_width(), 1.0), max(pdf_page.get_height(), 1.0)
+            scale = min(width / w, (MAX_PIXELS / (w * h)) ** 0.5)
             image = pdf_page.render(scale=scale).to_pil()
             pdf_page.close()
         finally:

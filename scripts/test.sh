@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 .venv/bin/mypy
 # The egress guard at the libc level, beside the tests' Python audit hook: every process of the run
 # (servers, CLI, parse workers, Chromium) records its non-loopback connects and lookups.
-if command -v gcc >/dev/null 2>&1; then
+if [[ "$PWD" == *" "* ]]; then
+    echo "note: the checkout's path holds a space: the libc-level egress guard is not loaded" >&2
+elif command -v gcc >/dev/null 2>&1; then
     mkdir -p build
     gcc -shared -fPIC -O2 -o build/egress_guard.so tests/egress_probe/egress_guard.c -ldl
     export LD_PRELOAD="$PWD/build/egress_guard.so" EGRESS_SYSCALL_LOG="$PWD/build/egress-attempts.log"

@@ -180,7 +180,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
             qa = qa[:-1]
             turns = {k: v for k, v in turns.items() if k != str(last + 1)}
             if conv:
-                services.conversations.drop_last_turn(who(request).name, conv)
+                services.conversations.drop_turn(who(request).name, conv, int(old["turn"]))
         yield from answer(message, chat[:last], qa, conv, turns, request)
 
     def open_source(target: str, turns: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
@@ -207,6 +207,9 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         turn = turns.get(str(index))
         if turn is None:
             return gr.update(visible=False), "Only answers from the documents can be rated.", None
+        if data.liked in ("", None):  # the same thumb clicked again: the rating is taken back
+            record_feedback(who(request), turn, conv, "withdrawn", "")
+            return gr.update(visible=False), f"Rating of answer {turn['turn'] + 1} withdrawn.", None
         liked = data.liked if isinstance(data.liked, bool) else data.liked == "Like"
         rating = "up" if liked else "down"
         record_feedback(who(request), turn, conv, rating, "")
@@ -289,7 +292,9 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         handler.__annotations__ = {"request": gr.Request}
     rate.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
 
-    with gr.Blocks(title=settings.ui.title, analytics_enabled=False) as blocks:
+    # Uploads wait in Gradio's cache (in the data directory, owner-only), shared by content between
+    # sessions: Gradio deletes them an hour after they came, checking every 10 minutes.
+    with gr.Blocks(title=settings.ui.title, analytics_enabled=False, delete_cache=(600, 3600)) as blocks:
         with gr.Row():
             gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's "
                         "documents, with numbered sources. Nothing leaves this server.")
@@ -336,9 +341,10 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
         asked = box.submit(answer, [box, chatbot, qa_state, conv_state, turns_state], outputs, api_name="respond",
                            concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")
-        again = [regen_btn.click(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+        # Regenerate during an answer stops that answer first: one question never gets two saved answers.
+        again = [regen_btn.click(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs, cancels=[asked],
                                  concurrency_limit=settings.llm.max_parallel, concurrency_id="answers"),
-                 chatbot.retry(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+                 chatbot.retry(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs, cancels=[asked],
                                concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")]
         for event in (asked, *again):
             event.then(lambda turns: str(max(map(int, turns))) if turns else "", turns_state, shown_state)

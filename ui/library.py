@@ -106,11 +106,11 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
                 except BaseException as exc:
                     if part is not None and (part, target / name) not in parts:
                         part.unlink(missing_ok=True)
+                    if isinstance(exc, OSError):
+                        exc = ApiError(400, f"the upload could not be read ({exc.strerror}): upload it again")
                     if not isinstance(exc, ApiError):
                         raise
                     results.append([tmp.name, "refused", 0, exc.message])
-                finally:
-                    tmp.unlink(missing_ok=True)  # Gradio's copy: the upload now lives in uploads/ only
 
             def bar(total: int) -> Any:
                 return _GradioBar(progress, total, len(parts))

@@ -52,7 +52,14 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     chunks = services.store.chunks_of(doc_id, 10000, exclude=services.manifest.hidden_ids(),
                                       groups=principal.reads) if doc_id else []
     texts = [(h.payload.get("page"), _squash(str(h.payload.get("text", "")))) for h in chunks]
-    marked = [i for i, (_, t) in enumerate(texts) if t and t in cited]
+    index = src.get("chunk_index")
+    # The cited chunk, and its neighbours merged into the passage; a short chunk (a heading, "Page 1")
+    # found inside the passage elsewhere in the document is not one of them.
+    cited_at = {i for i, h in enumerate(chunks)
+                if index is not None and h.payload.get("chunk_index") == index and texts[i][1] in cited}
+    inside = [i for i, (_, t) in enumerate(texts) if len(t) >= 40 and t in cited]
+    anchor = min(cited_at) if cited_at else (inside[0] if inside else None)
+    marked = sorted(cited_at | {i for i in inside if anchor is not None and abs(i - anchor) <= 10})
     if not marked:  # re-ingested since, or no longer readable: the passage as it was shown
         return f"<div class='passage'><mark>{html.escape(cited)}</mark></div>"
     lo, hi = max(0, marked[0] - CONTEXT_CHUNKS), min(len(texts), marked[-1] + CONTEXT_CHUNKS + 1)
@@ -63,7 +70,9 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
         if page is not None and chunk_page != page and i not in marked:
             continue  # the context stays on the cited page
         body = html.escape(text)
-        parts.append(f"<p><mark id='cited-passage'>{body}</mark></p>" if i in marked else f"<p>{body}</p>")
+        first = i == marked[0]
+        parts.append(f"<p><mark{' id=cited-passage' if first else ''}>{body}</mark></p>" if i in marked
+                     else f"<p>{body}</p>")
     return "<div class='passage'>" + "".join(parts) + "</div>"
 
 

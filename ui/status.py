@@ -82,6 +82,7 @@ def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
             return f"⚠ {html.escape(str(exc))}"
         # The running engine reads these at each question: the change counts from the next one, for everyone.
         retrieval.top_k, retrieval.min_similarity, retrieval.mode = checked.top_k, checked.min_similarity, checked.mode
+        services.vector_store.set_mode(checked.mode)  # the search spec was made from the settings once
         services.audit.record("settings", who.name, top_k=checked.top_k, min_similarity=checked.min_similarity,
                               mode=checked.mode)
         return (f"✓ From the next question: top_k {checked.top_k}, min_similarity {checked.min_similarity:g}, "

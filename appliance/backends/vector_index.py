@@ -41,6 +41,12 @@ class ApplianceVectorStore(BasePydanticVectorStore):
         self._spec = spec or SearchSpec()
         self._hidden = hidden
 
+    def set_mode(self, mode: str) -> None:
+        """hybrid | dense | keyword, from the next query on (an administrator's change on the Status tab)."""
+        from dataclasses import replace
+
+        self._spec = replace(self._spec, mode=mode)  # type: ignore[arg-type]
+
     @classmethod
     def class_name(cls) -> str:
         return "ApplianceVectorStore"

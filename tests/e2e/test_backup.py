@@ -74,3 +74,13 @@ def test_backup_wipe_restore_gives_the_same_answers(tmp_path: Path) -> None:
     assert r.returncode != 0
     assert "points.jsonl is missing or changed" in r.stderr
     assert not (tmp_path / "fresh" / "manifest.sqlite").exists()
+    # A data directory with users of its own is never overwritten.
+    other = tmp_path / "other"
+    assert _cli(other, "users", "add", "bob", "--password-stdin", stdin="Granite-Falcon-4410\n").returncode == 0
+    with (saved / "points.jsonl").open("r+") as f:  # the backup as it was made
+        f.seek(0, 2)
+        f.truncate(f.tell() - 1)
+    r = _cli(other, "restore", str(saved))
+    assert r.returncode != 0
+    assert "users.sqlite already holds data" in r.stderr
+    assert "bob" in _cli(other, "users", "list").stdout

@@ -47,7 +47,7 @@ def test_the_bundle_lists_every_file_with_its_checksum(bundle: Path) -> None:
     assert manifest["python"] == "3.11"
 
 
-def test_a_changed_file_stops_the_install_before_anything_is_installed(bundle: Path, tmp_path: Path) -> None:
+def test_a_changed_or_added_file_stops_the_install_before_anything_is_installed(bundle: Path, tmp_path: Path) -> None:
     victim = min((bundle / "wheelhouse").iterdir(), key=lambda p: p.stat().st_size)
     original = victim.read_bytes()
     try:
@@ -59,6 +59,18 @@ def test_a_changed_file_stops_the_install_before_anything_is_installed(bundle: P
     assert r.returncode == 3
     assert "damaged" in r.stderr
     assert victim.name in r.stderr + r.stdout
+    assert not (tmp_path / "venv").exists()
+    # A wheel slipped in beside the others (pip would prefer a higher version) is refused too.
+    intruder = bundle / "wheelhouse" / "requests-99.0-py3-none-any.whl"
+    intruder.write_bytes(b"PK not really")
+    try:
+        r = subprocess.run([str(bundle / "install.sh"), str(tmp_path / "venv")], capture_output=True, text=True,
+                           timeout=300)
+    finally:
+        intruder.unlink()
+    assert r.returncode == 3
+    assert "does not list" in r.stderr
+    assert "requests-99.0" in r.stderr
     assert not (tmp_path / "venv").exists()
 
 

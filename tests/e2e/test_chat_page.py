@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.browser import LAUNCH_ARGS, chromium
 from tests.support.servers import appliance_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -30,8 +31,6 @@ ARTIFACTS = ROOT / "test-artifacts"
 FRAMEWORKS = "Which frameworks are existing deep learning models developed with?"
 WATER = "How many bottles of water were delivered?"
 RUST = "Which command line tool manages Rust versions?"
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-               "--disable-sync", "--no-first-run", "--disable-quic", "--disable-features=Translate,OptimizationHints"]
 
 
 @dataclass
@@ -44,14 +43,6 @@ class Site:
     def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*CLI, *args, "--data-dir", str(self.data)], cwd=ROOT, capture_output=True, text=True,
                               input=stdin, timeout=300)
-
-
-def _chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; scripts/setup.sh test does)")
-    pytest.importorskip("playwright.sync_api")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +67,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    chromium = _chromium()
+    executable = chromium()
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS)
+        b = p.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
         yield b
         b.close()
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
+from tests.support.browser import chromium
 from tests.support.nasty_files import zip_bomb_docx
 from tests.support.servers import appliance_server
 
@@ -316,14 +316,6 @@ def test_ask_as_a_user_checks_the_rules_from_the_command_line(tmp_path: Path) ->
 
 # -- the chat page in a real browser ----------------------------------------------------------------
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium; scripts/setup.sh test does)")
-    pytest.importorskip("playwright.sync_api")
-    return path
-
-
 @pytest.mark.browser
 def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
     from playwright.sync_api import sync_playwright
@@ -331,7 +323,7 @@ def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     outside: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=[
+        browser = p.chromium.launch(executable_path=chromium(), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run", "--disable-quic"])
         seen: dict[str, str] = {}
@@ -386,7 +378,7 @@ def test_an_administrator_manages_users_and_searches_the_audit_trail_in_the_page
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=_chromium(), args=[
+        browser = p.chromium.launch(executable_path=chromium(), args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(site.url + "/")

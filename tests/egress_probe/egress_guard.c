@@ -30,15 +30,17 @@ static void record(const char *what, const char *where) {
     close(fd);
 }
 
-static int outside(const struct sockaddr *sa, char *text, size_t size) {
-    if (sa == NULL) return 0;
+static int outside(const struct sockaddr *sa, socklen_t len, char *text, size_t size) {
+    if (sa == NULL || len < (socklen_t)sizeof(sa_family_t)) return 0; /* no address: the kernel uses none */
     if (sa->sa_family == AF_INET) {
+        if (len < (socklen_t)sizeof(struct sockaddr_in)) return 0; /* the kernel refuses it: EINVAL */
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         inet_ntop(AF_INET, &in->sin_addr, text, (socklen_t)size);
         uint32_t a = ntohl(in->sin_addr.s_addr);
         return (a >> 24) != 127 && a != 0;
     }
     if (sa->sa_family == AF_INET6) {
+        if (len < (socklen_t)sizeof(struct sockaddr_in6)) return 0;
         const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
         inet_ntop(AF_INET6, &in6->sin6_addr, text, (socklen_t)size);
         if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) || IN6_IS_ADDR_UNSPECIFIED(&in6->sin6_addr)) return 0;
@@ -48,15 +50,15 @@ static int outside(const struct sockaddr *sa, char *text, size_t size) {
     return 0; /* unix sockets, netlink, AF_UNSPEC: not the network */
 }
 
-static void check(const char *what, const struct sockaddr *sa) {
+static void check(const char *what, const struct sockaddr *sa, socklen_t len) {
     char text[INET6_ADDRSTRLEN] = "?";
-    if (outside(sa, text, sizeof text)) record(what, text);
+    if (outside(sa, len, text, sizeof text)) record(what, text);
 }
 
 int connect(int fd, const struct sockaddr *sa, socklen_t len) {
     static int (*real)(int, const struct sockaddr *, socklen_t);
     if (real == NULL) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
-    check("connect", sa);
+    check("connect", sa, len);
     return real(fd, sa, len);
 }
 
@@ -64,14 +66,14 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
     static ssize_t (*real)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     if (real == NULL)
         real = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "sendto");
-    check("sendto", sa);
+    check("sendto", sa, len);
     return real(fd, buf, n, flags, sa, len);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     static ssize_t (*real)(int, const struct msghdr *, int);
     if (real == NULL) real = (ssize_t (*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
-    if (msg != NULL) check("sendmsg", (const struct sockaddr *)msg->msg_name);
+    if (msg != NULL) check("sendmsg", (const struct sockaddr *)msg->msg_name, msg->msg_namelen);
     return real(fd, msg, flags);
 }
 

@@ -31,6 +31,11 @@ def test_the_last_rating_of_an_answer_is_the_one_exported(tmp_path: Path) -> Non
     assert log.export(out, "down") == 1
     (row,) = [json.loads(line) for line in out.getvalue().splitlines()]
     assert (row["question"], row["answer"], row["turn"]) == ("How many bottles?", "20,000 [1]", 0)
+    log.record("bob", "withdrawn", "Where is the VPN desk?", "Floor 3 [1]", sources, conversation="c2", turn=0)
+    assert [e["user"] for e in log.entries()] == ["alice"]  # bob took his thumb back
+    with log.path.open("a") as f:
+        f.write('{"cut short')  # a crash mid-line: skipped, not fatal
+    assert [e["user"] for e in log.entries()] == ["alice"]
     with pytest.raises(ValueError, match="rating"):
         log.record("alice", "meh", "q", "a", [])  # type: ignore[arg-type]
 
@@ -74,13 +79,14 @@ class _Recorder:
         pass
 
 
-def test_regenerating_forgets_only_the_owners_last_turn(tmp_path: Path) -> None:
+def test_regenerating_forgets_only_that_turn_of_the_owner(tmp_path: Path) -> None:
     store = Conversations(tmp_path / "conversations.sqlite")
     cid = store.create("alice", "Leave")
     store.add_turn("alice", cid, Turn("q1", "a1"))
     store.add_turn("alice", cid, Turn("q2", "a2"))
-    assert store.drop_last_turn("bob", cid) is False  # not his
-    assert store.drop_last_turn("alice", cid) is True
+    assert store.drop_turn("bob", cid, 1) is False  # not his
+    assert store.drop_turn("alice", cid, 7) is False  # no such turn
+    assert store.drop_turn("alice", cid, 1) is True
     conv = store.get("alice", cid)
     assert conv is not None
     assert [t.question for t in conv.turns] == ["q1"]
