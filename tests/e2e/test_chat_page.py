@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.browser import LAUNCH_ARGS, chromium
+from tests.support.browser import chromium, launch
 from tests.support.servers import appliance_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
@@ -67,12 +67,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site) -> Iterator[Any]:
-    executable = chromium()
+    chromium()  # skips when there is none
     from playwright.sync_api import sync_playwright
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        b = launch(p)
         yield b
         b.close()
 

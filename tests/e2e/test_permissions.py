@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.browser import chromium
+from tests.support.browser import launch
 from tests.support.nasty_files import zip_bomb_docx
 from tests.support.servers import appliance_server
 
@@ -323,9 +323,7 @@ def test_the_chat_page_shows_each_user_only_their_documents(site: Site) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     outside: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = launch(p)
         seen: dict[str, str] = {}
         contexts = {}
         for name in ("alice", "bob"):
@@ -378,8 +376,7 @@ def test_an_administrator_manages_users_and_searches_the_audit_trail_in_the_page
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium(), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1280, "height": 860})
         page.goto(site.url + "/")
         page.fill("#username", "carol")

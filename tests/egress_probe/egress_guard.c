@@ -2,7 +2,10 @@
  * workers, Chromium): records each connect()/sendto()/sendmsg() to a non-loopback address and each
  * name lookup of a non-loopback name, at the libc level, so native code that Python's audit hook
  * never sees (llama.cpp, onnxruntime, a browser) is watched too. The call still goes ahead: this
- * records, the test fixture fails the test. One line per attempt in $EGRESS_SYSCALL_LOG. */
+ * records, the test fixture fails the test. One line per attempt in $EGRESS_SYSCALL_LOG.
+ *
+ * A connect() of a UDP socket sends nothing (programs use it to learn which local address routes to
+ * a host; Chromium does, to 8.8.8.8): it is recorded only once something is sent on that socket. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dlfcn.h>
@@ -55,25 +58,76 @@ static void check(const char *what, const struct sockaddr *sa, socklen_t len) {
     if (outside(sa, len, text, sizeof text)) record(what, text);
 }
 
+#define MAX_FD 65536
+static volatile unsigned char udp_out[MAX_FD]; /* UDP sockets connected beyond loopback, by fd */
+
+static int is_udp(int fd) {
+    int type = 0;
+    socklen_t n = sizeof type;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &n) == 0 && type == SOCK_DGRAM;
+}
+
+/* Something is sent on a connected socket: if it is a UDP socket connected beyond loopback, record it. */
+static void check_connected(const char *what, int fd) {
+    if (fd < 0 || fd >= MAX_FD || !udp_out[fd]) return;
+    struct sockaddr_storage peer;
+    socklen_t n = sizeof peer;
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (is_udp(fd) && getpeername(fd, (struct sockaddr *)&peer, &n) == 0 &&
+        outside((struct sockaddr *)&peer, n, text, sizeof text))
+        record(what, text);
+    else
+        udp_out[fd] = 0; /* the fd was closed and reused since */
+}
+
 int connect(int fd, const struct sockaddr *sa, socklen_t len) {
     static int (*real)(int, const struct sockaddr *, socklen_t);
     if (real == NULL) real = (int (*)(int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "connect");
-    check("connect", sa, len);
+    char text[INET6_ADDRSTRLEN] = "?";
+    if (outside(sa, len, text, sizeof text)) {
+        if (is_udp(fd)) {
+            if (fd >= 0 && fd < MAX_FD) udp_out[fd] = 1;
+        } else {
+            record("connect", text);
+        }
+    } else if (fd >= 0 && fd < MAX_FD) {
+        udp_out[fd] = 0;
+    }
     return real(fd, sa, len);
+}
+
+ssize_t send(int fd, const void *buf, size_t n, int flags) {
+    static ssize_t (*real)(int, const void *, size_t, int);
+    if (real == NULL) real = (ssize_t (*)(int, const void *, size_t, int))dlsym(RTLD_NEXT, "send");
+    check_connected("send", fd);
+    return real(fd, buf, n, flags);
+}
+
+int sendmmsg(int fd, struct mmsghdr *msgs, unsigned int count, int flags) {
+    static int (*real)(int, struct mmsghdr *, unsigned int, int);
+    if (real == NULL) real = (int (*)(int, struct mmsghdr *, unsigned int, int))dlsym(RTLD_NEXT, "sendmmsg");
+    for (unsigned int i = 0; msgs != NULL && i < count; i++) {
+        if (msgs[i].msg_hdr.msg_name != NULL)
+            check("sendmmsg", (const struct sockaddr *)msgs[i].msg_hdr.msg_name, msgs[i].msg_hdr.msg_namelen);
+        else
+            check_connected("sendmmsg", fd);
+    }
+    return real(fd, msgs, count, flags);
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *sa, socklen_t len) {
     static ssize_t (*real)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     if (real == NULL)
         real = (ssize_t (*)(int, const void *, size_t, int, const struct sockaddr *, socklen_t))dlsym(RTLD_NEXT, "sendto");
-    check("sendto", sa, len);
+    if (sa == NULL) check_connected("sendto", fd); else check("sendto", sa, len);
     return real(fd, buf, n, flags, sa, len);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) {
     static ssize_t (*real)(int, const struct msghdr *, int);
     if (real == NULL) real = (ssize_t (*)(int, const struct msghdr *, int))dlsym(RTLD_NEXT, "sendmsg");
-    if (msg != NULL) check("sendmsg", (const struct sockaddr *)msg->msg_name, msg->msg_namelen);
+    if (msg != NULL && msg->msg_name != NULL) check("sendmsg", (const struct sockaddr *)msg->msg_name, msg->msg_namelen);
+    else check_connected("sendmsg", fd);
     return real(fd, msg, flags);
 }
 

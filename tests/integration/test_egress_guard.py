@@ -19,13 +19,17 @@ SOURCE = ROOT / "tests" / "egress_probe" / "egress_guard.c"
 PROBE = """
 import ctypes, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
-fd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
 def sockaddr(ip, port):  # sin_family in the host's byte order, the port and address in the network's
     return struct.pack("=H", socket.AF_INET) + struct.pack("!H4s8x", port, socket.inet_aton(ip))
 addr = sockaddr("192.0.2.1", 53)  # TEST-NET-1: never routed
-libc.connect(fd, addr, len(addr))
+tcp = socket.socket()
+tcp.setblocking(False)  # the connect returns at once (EINPROGRESS)
+libc.connect(tcp.detach(), addr, len(addr))  # recorded
+udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM).detach()
+libc.connect(udp, addr, len(addr))  # not recorded: a UDP connect sends nothing
+libc.send(udp, b"x", 1, 0)  # recorded: now it does
 loop = sockaddr("127.0.0.1", 9)
-libc.connect(fd, loop, len(loop))
+libc.connect(socket.socket().detach(), loop, len(loop))
 res = ctypes.c_void_p()
 libc.getaddrinfo(b"telemetry.example.invalid", None, None, ctypes.byref(res))
 libc.getaddrinfo(b"localhost", None, None, ctypes.byref(res))
@@ -46,9 +50,10 @@ def test_native_connects_and_lookups_beyond_loopback_are_recorded(guard: Path, t
     env = {**without_egress_guard(dict(os.environ)), "LD_PRELOAD": str(guard), "EGRESS_SYSCALL_LOG": str(log)}
     subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, timeout=60)
     lines = log.read_text().splitlines()
-    assert len(lines) == 2, lines  # loopback and localhost are not recorded
+    assert len(lines) == 3, lines  # loopback and localhost are not recorded
     assert lines[0].startswith("connect 192.0.2.1 (pid ")
-    assert lines[1].startswith("lookup telemetry.example.invalid (pid ")
+    assert lines[1].startswith("send 192.0.2.1 (pid ")
+    assert lines[2].startswith("lookup telemetry.example.invalid (pid ")
     assert "python" in lines[0]  # which program tried
 
 
