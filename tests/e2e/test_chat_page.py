@@ -225,15 +225,17 @@ def test_regenerate_then_reload_finds_the_conversation_again(site: Site, browser
     _shot(page, "reloaded-conversation")
     # Rename, then delete: the list and the store follow.
     page.click("text=Rename or delete this conversation")
-    page.fill("#conv-title input, #conv-title textarea", "Water delivery")
+    title = page.locator("#conv-title input, #conv-title textarea").first
+    title.wait_for(state="visible", timeout=30_000)
+    title.fill("Water delivery")
     page.click("#conv-rename")
     page.wait_for_function("document.querySelector('#conversations').innerText.includes('Water delivery')",
-                           timeout=30_000)
+                           timeout=60_000)
     listed = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
     assert [c["title"] for c in listed] == ["Water delivery"]
     page.click("#conv-delete")
     page.wait_for_function("!document.querySelector('#conversations').innerText.includes('Water delivery')",
-                           timeout=30_000)
+                           timeout=60_000)
     assert httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"] == []
     assert page.locator("#chat a[href^='#cite-']").count() == 0
     page.context.close()

@@ -1,10 +1,10 @@
 """Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 
 Chromium is told to resolve no name (only loopback is ever asked for) and to skip its background
-services. Its own network probes (it sends to the resolver and to 8.8.8.8 to learn the network)
-are not the page's: Chromium runs without the libc-level egress guard, and every request of the
-page itself is checked by Playwright's routing in the tests, which blocks and fails anything beyond
-the server."""
+services (updates, safe browsing, sync, DNS over HTTPS...): left to itself it looks up Google's
+update and account servers and probes 8.8.8.8, which the libc-level egress guard reports. It runs
+under that guard like every other process, and every request of the page itself is also checked by
+Playwright's routing in the tests, which blocks and fails anything beyond the server."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic", "--disable-default-apps",
                "--disable-domain-reliability", "--no-pings", "--disable-client-side-phishing-detection",
-               "--disable-breakpad", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost",
+               "--disable-breakpad", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
                "--disable-features=Translate,OptimizationHints,DnsOverHttps,AsyncDns,NetworkTimeServiceQuerying,"
                "MediaRouter,AutofillServerCommunication,CertificateTransparencyComponentUpdater"]
 
@@ -32,7 +32,4 @@ def chromium() -> str:
 
 
 def launch(playwright: Any) -> Any:
-    from tests.conftest import without_egress_guard
-
-    return playwright.chromium.launch(executable_path=chromium(), args=LAUNCH_ARGS,
-                                      env=without_egress_guard(dict(os.environ)))
+    return playwright.chromium.launch(executable_path=chromium(), args=LAUNCH_ARGS, env=dict(os.environ))
