@@ -17,12 +17,13 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from appliance.backends.store import StorePoint
     from appliance.services import Services
 
 FORMAT = 1
@@ -129,6 +130,30 @@ def verify(src: Path) -> dict[str, Any]:
     return meta
 
 
+class _BackupPoints:
+    """points.jsonl read as the source store of a migration: scroll() and count()."""
+
+    def __init__(self, path: Path, count: int) -> None:
+        self._path, self._count = path, count
+
+    def count(self) -> int:
+        return self._count
+
+    def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]:
+        from appliance.backends.store import StorePoint
+
+        points: list[StorePoint] = []
+        with self._path.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                points.append(StorePoint(row["id"], row["vector"], row["text"], row["payload"]))
+                if len(points) == batch:
+                    yield points
+                    points = []
+        if points:
+            yield points
+
+
 def _has_rows(path: Path) -> bool:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
     try:
@@ -164,34 +189,16 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
     if "manifest" in services.__dict__:  # opened by the check above: closed before its file is replaced
         services.manifest.close()
         del services.__dict__["manifest"]
-    from appliance.backends.store import StorePoint
+    from appliance.migrate import MigrationError, migrate
 
-    restored = 0
-    batch: list[StorePoint] = []
-    with (src / POINTS).open(encoding="utf-8") as f:
-        for line in f:
-            row = json.loads(line)
-            batch.append(StorePoint(row["id"], row["vector"], row["text"], row["payload"]))
-            if len(batch) == 512:
-                store.upsert(batch)
-                restored += len(batch)
-                if progress is not None:
-                    progress(len(batch))
-                batch = []
-    if batch:
-        store.upsert(batch)
-        restored += len(batch)
-        if progress is not None:
-            progress(len(batch))
-    store.optimize()
-    store.flush()
-    if store.count() != meta["points"]:
+    try:  # the backup's points into the empty collection, as `store migrate` copies a store
+        restored = migrate(_BackupPoints(src / POINTS, int(meta["points"])), store, progress, batch=512)
+    except MigrationError:
         found = store.count()
-        ids = [p.id for batch in store.scroll(512) for p in batch]
-        store.delete(ids)  # back to empty, so that the restore can simply be run again
+        store.delete([p.id for batch in store.scroll(512) for p in batch])  # empty again: a re-run just works
         store.flush()
         raise BackupError(f"restored {found} points of {meta['points']}: another process wrote to the collection "
-                          "meanwhile; it is empty again: stop the writers and restore again")
+                          "meanwhile; it is empty again: stop the writers and restore again") from None
     s.data_dir.mkdir(parents=True, exist_ok=True)
     for name, path in _databases(services).items():
         if (src / name).exists():

@@ -39,6 +39,11 @@ class Job:
                 "eta_s": None if eta is None else round(eta, 1)}
 
 
+def what_of(names: list[str]) -> str:
+    """A job's files as the Status tab lists them: the first three, and how many more."""
+    return ", ".join(names[:3]) + (f" (+{len(names) - 3})" if len(names) > 3 else "")
+
+
 class _Bar:
     """The progress object IngestPipeline.run drives (update, set_postfix_str, close)."""
 

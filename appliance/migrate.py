@@ -7,18 +7,25 @@ kept, so a re-run (after a killed one, say) overwrites instead of duplicating.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from appliance.backends.store import ChunkStore
+    from appliance.backends.store import ChunkStore, StorePoint
+
+
+class PointSource(Protocol):
+    """What a copy reads from: a store, or a backup's points file (appliance.backup)."""
+
+    def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]: ...
+    def count(self) -> int: ...
 
 
 class MigrationError(RuntimeError):
     """The copy finished but the target does not hold what the source does."""
 
 
-def migrate(source: ChunkStore, target: ChunkStore, progress: Callable[[int], object] | None = None,
+def migrate(source: PointSource, target: ChunkStore, progress: Callable[[int], object] | None = None,
             batch: int = 256) -> int:
     """Copy every point of `source` into `target`; return how many were copied.
 

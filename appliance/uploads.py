@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from appliance.api.schemas import UploadResult
     from appliance.api.state import AppState
     from appliance.auth import Principal
+    from appliance.services import Services
     from appliance.settings import Settings
+    from ingest.pipeline import FileResult
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -40,7 +42,7 @@ def check_uploader(principal: Principal) -> None:
                             "`appliance keys create NAME --user USER`)")
 
 
-def check_names(settings: Settings, raw: Sequence[str | None]) -> list[str]:
+def check_names(raw: Sequence[str | None]) -> list[str]:
     from ingest.parse import SUPPORTED_SUFFIXES
 
     names = [safe_name(n) for n in raw]
@@ -79,6 +81,18 @@ def upload_folder(state: AppState, principal: Principal) -> Path:
     return base if principal.admin or principal.kind not in ("user", "key") else base / principal.name
 
 
+def remove_document(services: Services, path: str, keep_file: bool = False) -> FileResult | None:
+    """A document's chunks and manifest row out of the index; an uploaded file is deleted too (unless
+    keep_file), a file of an ingested folder stays on disk. None when the manifest does not know it."""
+    with services.write_lock:
+        result = services.ingest_pipeline.remove(path)
+        p = Path(path)
+        uploads = services.settings.upload_dir.absolute()
+        if not keep_file and (p.parent == uploads or p.parent.parent == uploads):
+            p.unlink(missing_ok=True)
+    return result
+
+
 def ingest_uploads(state: AppState, parts: list[tuple[Path, Path]], actor: str,
                    progress: Callable[[int], Any] | None = None) -> list[UploadResult]:
     """Move each checked .part file to its final name and ingest them as one job (listed on the admin
@@ -90,8 +104,10 @@ def ingest_uploads(state: AppState, parts: list[tuple[Path, Path]], actor: str,
         for part, final in parts:
             part.replace(final)
         started = time.perf_counter()
-        what = ", ".join(final.name for _, final in parts[:3]) + (f" (+{len(parts) - 3})" if len(parts) > 3 else "")
-        with state.services.jobs.job("upload", actor, what, forward=progress) as bar:
+        from appliance.jobs import what_of
+
+        with state.services.jobs.job("upload", actor, what_of([final.name for _, final in parts]),
+                                     forward=progress) as bar:
             report = state.services.ingest_pipeline.run([final for _, final in parts], progress=bar)
         state.metrics.ingest_seconds.observe(time.perf_counter() - started)
     results = []

@@ -57,7 +57,14 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
 
     from appliance.api.documents import own_upload, visible
     from appliance.api.errors import ApiError
-    from appliance.uploads import check_content, check_names, check_uploader, ingest_uploads, upload_folder
+    from appliance.uploads import (
+        check_content,
+        check_names,
+        check_uploader,
+        ingest_uploads,
+        remove_document,
+        upload_folder,
+    )
 
     services = state.services
     upload_root = services.settings.upload_dir.absolute()
@@ -95,7 +102,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
                 try:
                     if n >= limit:
                         raise ApiError(400, f"at most {limit} files per upload (server.max_upload_files)")
-                    (name,) = check_names(services.settings, [tmp.name])
+                    (name,) = check_names([tmp.name])
                     if name in names:
                         raise ApiError(400, "another file of this upload has the same name")
                     part = target / f".{uuid.uuid4().hex}.part"  # unique: two uploads of one name never mix
@@ -142,14 +149,10 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         if not (principal.admin or own_upload(principal, rec, upload_root)):
             return (*listing(text, status, every, request),
                     "Only an administrator removes documents (a user: their own uploads).", path)
-        with services.write_lock:
-            result = services.ingest_pipeline.remove(rec.path)
-            p = Path(rec.path)
-            if p.parent == upload_root or p.parent.parent == upload_root:
-                p.unlink(missing_ok=True)  # an uploaded file goes; a file of an ingested folder stays
+        result = remove_document(services, rec.path)
         services.audit.record("delete", principal.name, path=rec.path, chunks=result.chunks if result else 0,
                               via="page")
-        return *listing(text, status, every, request), f"Removed `{p.name}` from the index.", ""
+        return *listing(text, status, every, request), f"Removed `{Path(rec.path).name}` from the index.", ""
 
     def reingest(path: str, text: str, status: str, every: bool, request: gr.Request,
                  progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's way)

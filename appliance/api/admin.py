@@ -91,8 +91,9 @@ async def ingest(job: IngestJob, request: Request,
             pass
 
     def run() -> dict[str, Any]:
-        what = ", ".join(job.paths[:3]) + (f" (+{len(job.paths) - 3})" if len(job.paths) > 3 else "")
-        with state.services.write_lock, state.services.jobs.job("ingest", cli_actor(request), what,
+        from appliance.jobs import what_of
+
+        with state.services.write_lock, state.services.jobs.job("ingest", cli_actor(request), what_of(job.paths),
                                                                   forward=Bar) as bar:
             state.ingest_cancel.clear()
             state.ingest_running = True

@@ -211,8 +211,9 @@ def _watch(services: Services) -> Any:
         raise BackendUnavailable(f"ingest.watch: no such folder: {', '.join(missing)}")
 
     def job(paths: list[Path]) -> None:
-        what = ", ".join(p.name for p in paths[:3]) + (f" (+{len(paths) - 3})" if len(paths) > 3 else "")
-        with services.write_lock, services.jobs.job("watch", "server", what) as bar:
+        from appliance.jobs import what_of
+
+        with services.write_lock, services.jobs.job("watch", "server", what_of([p.name for p in paths])) as bar:
             report = services.ingest_pipeline.run(paths, prune=True, progress=bar)
         changed = {s: report.count(s) for s in ("added", "updated", "removed", "failed") if report.count(s)}
         if changed:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 from fastapi import APIRouter, Depends, File, Query, UploadFile
@@ -33,7 +33,14 @@ from appliance.api.schemas import (
 from appliance.api.security import check_question_rate, require_principal
 from appliance.api.state import AppState, state_of
 from appliance.auth import Principal
-from appliance.uploads import check_content, check_names, check_uploader, ingest_uploads, upload_folder
+from appliance.uploads import (
+    check_content,
+    check_names,
+    check_uploader,
+    ingest_uploads,
+    remove_document,
+    upload_folder,
+)
 
 if TYPE_CHECKING:
     from ingest.manifest import FileRecord
@@ -100,7 +107,7 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
     check_uploader(principal)
     if len(files) > settings.server.max_upload_files:
         raise ApiError(400, f"at most {settings.server.max_upload_files} files per request (server.max_upload_files)")
-    names = check_names(settings, [f.filename for f in files])
+    names = check_names([f.filename for f in files])
     limit = int(settings.ingest.max_file_mb * 1024 * 1024)
     upload_dir = upload_folder(state, principal)
     upload_dir.mkdir(parents=True, exist_ok=True)
@@ -144,16 +151,8 @@ async def delete_document(doc_id: str, state: State, principal: Who, keep_file: 
     if not (principal.admin or own_upload(principal, rec, state.services.settings.upload_dir.absolute())):
         raise ApiError(403, "only an administrator removes documents (a user: their own uploads)")
 
-    def remove() -> Any:
-        with state.services.write_lock:
-            result = state.services.ingest_pipeline.remove(rec.path)
-            path = Path(rec.path)
-            uploads = state.services.settings.upload_dir.absolute()
-            if not keep_file and (path.parent == uploads or path.parent.parent == uploads):
-                path.unlink(missing_ok=True)
-        return result
-
-    result = await anyio.to_thread.run_sync(remove, limiter=state.writer())
+    result = await anyio.to_thread.run_sync(lambda: remove_document(state.services, rec.path, keep_file),
+                                            limiter=state.writer())
     if result is None:
         raise ApiError(404, f"no document with id {doc_id!r}")
     state.services.audit.record("delete", principal.name, path=rec.path, chunks=result.chunks)
