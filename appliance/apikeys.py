@@ -9,13 +9,11 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from appliance.sqlite_store import open_database
+from appliance.database import INTEGRITY_ERRORS, Where, columns, open_database
 
 PREFIX = "rag-"
 SCHEMA = """
@@ -23,9 +21,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
     name TEXT PRIMARY KEY,
     sha256 TEXT NOT NULL UNIQUE,
     hint TEXT NOT NULL,          -- the first characters, to tell keys apart in a list
-    created_at REAL NOT NULL,
-    last_used_at REAL,
-    user TEXT,                   -- the key acts as this user (their groups); NULL: a service key
+    created_at DOUBLE PRECISION NOT NULL,
+    last_used_at DOUBLE PRECISION,
+    "user" TEXT,                   -- the key acts as this user (their groups); NULL: a service key
     admin INTEGER NOT NULL DEFAULT 0
 );
 """
@@ -50,13 +48,12 @@ def _digest(token: str) -> str:
 
 
 class ApiKeys:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Where) -> None:
         self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
         with self._lock:
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(api_keys)")}
-            if "user" not in columns:  # keys made before users existed: service keys, not admins
-                self._db.execute("ALTER TABLE api_keys ADD COLUMN user TEXT")
+            if "user" not in columns(self._db, "api_keys"):  # keys made before users existed: service keys, not admins
+                self._db.execute("ALTER TABLE api_keys ADD COLUMN \"user\" TEXT")
                 self._db.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
             self._db.commit()
 
@@ -72,7 +69,7 @@ class ApiKeys:
                 self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?)",
                                  (name, _digest(token), token[:10], time.time(), user, int(admin)))
                 self._db.commit()
-            except sqlite3.IntegrityError:
+            except INTEGRITY_ERRORS:
                 raise ApiKeyError(f"a key named {name!r} exists: revoke it first or choose another name") from None
         return token
 
@@ -81,7 +78,7 @@ class ApiKeys:
         if not token.startswith(PREFIX):
             return None
         with self._lock:
-            row = self._db.execute("SELECT name, hint, created_at, last_used_at, user, admin FROM api_keys "
+            row = self._db.execute("SELECT name, hint, created_at, last_used_at, \"user\", admin FROM api_keys "
                                    "WHERE sha256 = ?", (_digest(token),)).fetchone()
             if row is None:
                 return None
@@ -94,7 +91,7 @@ class ApiKeys:
     def list(self) -> list[ApiKeyInfo]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT name, hint, created_at, last_used_at, user, admin FROM api_keys ORDER BY name").fetchall()
+                "SELECT name, hint, created_at, last_used_at, \"user\", admin FROM api_keys ORDER BY name").fetchall()
         return [_info(r) for r in rows]
 
     def revoke(self, name: str) -> None:

@@ -3,7 +3,8 @@
 Passwords are hashed with Argon2id (argon2-cffi's RFC 9106 defaults). A session is 32 random
 bytes in an HttpOnly cookie; only its SHA-256 is stored, so a copy of the database opens no
 session. Users and sessions live in <data_dir>/users.sqlite (WAL), which the CLI writes while the
-server reads: a user added, disabled or regrouped counts from that user's next request.
+server reads, or in the PostgreSQL database that every replica shares (database.url): a user
+added, disabled or regrouped counts from that user's next request.
 """
 
 from __future__ import annotations
@@ -12,15 +13,13 @@ import hashlib
 import json
 import re
 import secrets
-import sqlite3
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
-from appliance.sqlite_store import open_database
+from appliance.database import INTEGRITY_ERRORS, Where, open_database
 
 EVERYONE = "everyone"  # every signed-in user is in it; files no ACL rule covers are readable by it
 USER_PREFIX = "user:"  # a user's own group: their uploads, and files they own (acl posix)
@@ -38,20 +37,20 @@ CREATE TABLE IF NOT EXISTS users (
     admin INTEGER NOT NULL,
     source TEXT NOT NULL,        -- local | oidc
     disabled INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL,
-    last_sign_in REAL
+    created_at DOUBLE PRECISION NOT NULL,
+    last_sign_in DOUBLE PRECISION
 );
 CREATE TABLE IF NOT EXISTS sessions (
     sha256 TEXT PRIMARY KEY,
-    user TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    created_at REAL NOT NULL,
-    last_seen REAL NOT NULL,
+    "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
+    created_at DOUBLE PRECISION NOT NULL,
+    last_seen DOUBLE PRECISION NOT NULL,
     csrf TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions("user");
 CREATE TABLE IF NOT EXISTS retired (   -- removed users' names: never given to someone else
     name TEXT PRIMARY KEY,
-    removed_at REAL NOT NULL
+    removed_at DOUBLE PRECISION NOT NULL
 );
 """
 
@@ -141,7 +140,7 @@ def check_password(name: str, password: str, min_length: int) -> None:
 
 
 class Users:
-    def __init__(self, path: Path, min_password_length: int = 12, idle_s: float = 8 * 3600,
+    def __init__(self, path: Where, min_password_length: int = 12, idle_s: float = 8 * 3600,
                  max_age_s: float = 24 * 3600) -> None:
         from argon2 import PasswordHasher
 
@@ -171,7 +170,7 @@ class Users:
                                  (name, self._hasher.hash(password), json.dumps(user.groups), int(admin),
                                   user.created_at))
                 self._db.commit()
-            except sqlite3.IntegrityError:
+            except INTEGRITY_ERRORS:
                 raise AuthError(f"a user named {name!r} exists") from None
         return user
 
@@ -204,7 +203,7 @@ class Users:
         with self._lock:
             self._db.execute("UPDATE users SET password = ?, source = 'local' WHERE name = ?",
                              (self._hasher.hash(password), name))
-            self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
             self._db.commit()
 
     def update(self, name: str, groups: Iterable[str] | None = None, admin: bool | None = None,
@@ -218,7 +217,7 @@ class Users:
             if disabled is not None:
                 self._db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
                 if disabled:
-                    self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+                    self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
             self._db.commit()
         user = self.get(name)
         assert user is not None
@@ -227,9 +226,10 @@ class Users:
     def remove(self, name: str) -> None:
         name = self._require(name)
         with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
             self._db.execute("DELETE FROM users WHERE name = ?", (name,))
-            self._db.execute("INSERT OR REPLACE INTO retired VALUES (?, ?)", (name, time.time()))
+            self._db.execute("INSERT INTO retired VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
+                             "SET removed_at = excluded.removed_at", (name, time.time()))
             self._db.commit()
 
     def verify_password(self, name: str, password: str) -> User | None:
@@ -293,8 +293,8 @@ class Users:
         now = time.time()
         key = _digest(token)
         with self._lock:
-            row = self._db.execute("SELECT s.user, s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u "
-                                   "ON u.name = s.user WHERE s.sha256 = ? AND u.disabled = 0", (key,)).fetchone()
+            row = self._db.execute("SELECT s.\"user\", s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u "
+                                   "ON u.name = s.\"user\" WHERE s.sha256 = ? AND u.disabled = 0", (key,)).fetchone()
             if row is None:
                 return None
             if row[2] < now - self._idle_s or row[1] < now - self._max_age_s:
@@ -310,7 +310,7 @@ class Users:
     def end_session(self, token: str) -> str | None:
         """Sign-out; the user whose session it was."""
         with self._lock:
-            row = self._db.execute("SELECT user FROM sessions WHERE sha256 = ?", (_digest(token),)).fetchone()
+            row = self._db.execute("SELECT \"user\" FROM sessions WHERE sha256 = ?", (_digest(token),)).fetchone()
             self._db.execute("DELETE FROM sessions WHERE sha256 = ?", (_digest(token),))
             self._db.commit()
         return None if row is None else str(row[0])

@@ -5,8 +5,10 @@ collection, embedded or on a Qdrant server alike.
 Points are written as they are stored (id, dense vector, text, payload), so a restore needs no
 parsing or embedding; the BM25 side is recomputed from the text by the target store. The SQLite
 databases are copied with SQLite's online backup, so a consistent copy is taken even while another
-process reads them. Every file's SHA-256 is in backup.json and checked before anything is restored.
-A Qdrant cluster can instead be snapshotted node by node (docs/deployment.md).
+process reads them; with the shared PostgreSQL database (database.url), its tables are copied into
+SQLite files of the same shape, so either kind of site restores either kind of backup. Every
+file's SHA-256 is in backup.json and checked before anything is restored. A Qdrant cluster can
+instead be snapshotted node by node (docs/deployment.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from appliance.database import Connection, Postgres, Where, columns, has_rows, open_database
 
 if TYPE_CHECKING:
     from appliance.backends.store import StorePoint
@@ -42,10 +46,76 @@ class BackupReport:
     seconds: float
 
 
-def _databases(services: Services) -> dict[str, Path]:
+@dataclass
+class _Database:
+    sqlite: Path  # the file of a one-server site, and the name of its copy in a backup
+    where: Where  # that file, or the shared database
+    schema: str
+    tables: list[str]  # in the order rows can be inserted (a table before those that reference it)
+
+
+def _databases(services: Services) -> dict[str, _Database]:
+    from appliance import apikeys, auth, conversations
+    from ingest import manifest
+
     s = services.settings
-    return {"manifest.sqlite": s.manifest_path, "users.sqlite": s.users_path,
-            "conversations.sqlite": s.conversations_path, "api_keys.sqlite": s.api_keys_path}
+
+    def db(path: Path, schema: str, tables: list[str]) -> _Database:
+        return _Database(path, s.database_for(path), schema, tables)
+
+    # Not the ingest runs' workers and leases: they describe processes, which a restore does not bring back.
+    return {"manifest.sqlite": db(s.manifest_path, manifest.SCHEMA, ["files", "hidden"]),
+            "users.sqlite": db(s.users_path, auth.SCHEMA, ["users", "sessions", "retired"]),
+            "conversations.sqlite": db(s.conversations_path, conversations.SCHEMA, ["conversations", "turns"]),
+            "api_keys.sqlite": db(s.api_keys_path, apikeys.SCHEMA, ["api_keys"])}
+
+
+def _copy_rows(src: Connection, dst: Connection, tables: list[str]) -> None:
+    """Every row of the tables, in one transaction on each side, by column name."""
+    with src, dst:
+        for table in tables:
+            names = sorted(columns(src, table) & columns(dst, table))
+            quoted = ", ".join(f'"{n}"' for n in names)
+            rows = src.execute(f"SELECT {quoted} FROM {table}").fetchall()
+            dst.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))})",
+                            [tuple(r) for r in rows])
+
+
+def _export(db: _Database, target: Path) -> None:
+    if isinstance(db.where, Postgres):
+        src, dst = open_database(db.where, db.schema), open_database(target, db.schema)
+        try:
+            _copy_rows(src, dst, db.tables)
+        finally:
+            src.close()
+            dst.close()
+    elif db.sqlite.exists():
+        _copy_database(db.sqlite, target)
+
+
+def _import(source: Path, db: _Database) -> None:
+    if isinstance(db.where, Postgres):
+        src, dst = open_database(source, db.schema), open_database(db.where, db.schema)
+        try:
+            _copy_rows(src, dst, db.tables)
+        finally:
+            src.close()
+            dst.close()
+        return
+    path = db.sqlite
+    for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        stale.unlink(missing_ok=True)
+    _copy_database(source, path)
+
+
+def _holds_rows(db: _Database) -> bool:
+    if not isinstance(db.where, Postgres) and not db.sqlite.exists():
+        return False
+    conn = open_database(db.where, db.schema)
+    try:
+        return has_rows(conn, db.tables)
+    finally:
+        conn.close()
 
 
 def sha256_file(path: Path) -> str:
@@ -93,12 +163,10 @@ def _backup(services: Services, dest: Path, progress: Callable[[int], object] | 
             if progress is not None:
                 progress(len(batch))
     (dest / POINTS).chmod(0o600)
-    for name, path in _databases(services).items():
-        if path.exists():
-            _copy_database(path, dest / name)
-    data = services.settings.data_dir
-    if (data / "feedback.jsonl").exists():
-        shutil.copy2(data / "feedback.jsonl", dest / "feedback.jsonl")
+    for name, db in _databases(services).items():
+        _export(db, dest / name)
+    if services.settings.feedback_path.exists():
+        shutil.copy2(services.settings.feedback_path, dest / "feedback.jsonl")
     if services.settings.audit_dir.is_dir():
         shutil.copytree(services.settings.audit_dir, dest / "audit", ignore=shutil.ignore_patterns(".lock"))
     if services.settings.upload_dir.is_dir():  # the uploaded originals: nowhere else to find them again
@@ -154,15 +222,6 @@ class _BackupPoints:
             yield points
 
 
-def _has_rows(path: Path) -> bool:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-        return any(db.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables)
-    finally:
-        db.close()
-
-
 def restore(services: Services, src: Path, progress: Callable[[int], object] | None = None) -> BackupReport:
     """Into a data directory with no documents and an empty collection (a fresh site, or after a wipe)."""
     started = time.monotonic()
@@ -173,13 +232,14 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
                           f"this appliance embeds with {model} ({services.embedding.dimension}): restore with the "
                           "same embedding settings")
     s = services.settings
-    if s.manifest_path.exists() and services.manifest.all():
+    if (s.shared_database or s.manifest_path.exists()) and services.manifest.all():
         raise BackupError(f"{s.data_dir} already holds documents: restore into a fresh data directory")
-    for name, path in _databases(services).items():
-        if name != "manifest.sqlite" and path.exists() and _has_rows(path):
-            raise BackupError(f"{path} already holds data: restore into a fresh data directory (nothing was "
-                              "changed)")
-    if (s.data_dir / "feedback.jsonl").exists() or any(s.audit_dir.glob("audit*.jsonl")):
+    for name, db in _databases(services).items():
+        if name != "manifest.sqlite" and _holds_rows(db):
+            where = "the shared database" if s.shared_database else db.sqlite
+            raise BackupError(f"{where} already holds {name.removesuffix('.sqlite')}: restore into a fresh data "
+                              "directory and an empty database (nothing was changed)")
+    if s.feedback_path.exists() or any(s.audit_dir.glob("audit*.jsonl")):
         raise BackupError(f"{s.data_dir} already holds feedback or an audit trail: restore into a fresh data "
                           "directory (nothing was changed)")
     store = services.store
@@ -200,13 +260,12 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
         raise BackupError(f"restored {found} points of {meta['points']}: another process wrote to the collection "
                           "meanwhile; it is empty again: stop the writers and restore again") from None
     s.data_dir.mkdir(parents=True, exist_ok=True)
-    for name, path in _databases(services).items():
+    for name, db in _databases(services).items():
         if (src / name).exists():
-            for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-                stale.unlink(missing_ok=True)
-            _copy_database(src / name, path)
+            _import(src / name, db)
     if (src / "feedback.jsonl").exists():
-        shutil.copy2(src / "feedback.jsonl", s.data_dir / "feedback.jsonl")
+        s.feedback_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / "feedback.jsonl", s.feedback_path)
     if (src / "audit").is_dir():
         shutil.copytree(src / "audit", s.audit_dir, dirs_exist_ok=True)
     if (src / "uploads").is_dir():

@@ -95,9 +95,10 @@ def _python_version(python: str) -> tuple[int, int]:
 
 
 def compose_images(root: Path) -> list[str]:
-    """The images deploy/ names, each once (exact tags: the compose test checks none is `latest`)."""
+    """The images deploy/ names (compose and Kubernetes), each once (exact tags: the tests check none is `latest`)."""
     images: list[str] = []
-    for compose in sorted((root / "deploy").glob("compose*.yaml")):
+    for compose in [*sorted((root / "deploy").glob("compose*.yaml")),
+                    *sorted((root / "deploy" / "kubernetes").glob("*.yaml"))]:
         for m in re.finditer(r"^\s*image:\s*(\S+)", compose.read_text(), re.M):
             if m.group(1) not in images:
                 images.append(m.group(1))

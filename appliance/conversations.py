@@ -1,4 +1,4 @@
-"""Each user's conversations, kept in <data_dir>/conversations.sqlite.
+"""Each user's conversations, kept in <data_dir>/conversations.sqlite (or the shared database).
 
 Every read and write names the owner, so an id alone never reaches a conversation: another
 user's id answers exactly as an id that does not exist. Ids are random (128 bits), not counters.
@@ -11,18 +11,17 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from appliance.sqlite_store import open_database
+from appliance.database import Where, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     title TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
 );
 CREATE INDEX IF NOT EXISTS conversations_owner ON conversations(owner, updated_at);
 CREATE TABLE IF NOT EXISTS turns (
@@ -31,7 +30,7 @@ CREATE TABLE IF NOT EXISTS turns (
     question TEXT NOT NULL,
     answer TEXT NOT NULL,
     sources TEXT NOT NULL,       -- JSON: file, page, doc_id of each source (what the user was shown)
-    at REAL NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (conversation, n)
 );
 """
@@ -55,7 +54,7 @@ class Conversation:
 
 
 class Conversations:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Where) -> None:
         self._db = open_database(path, SCHEMA)
         self._lock = threading.Lock()
 
@@ -89,7 +88,7 @@ class Conversations:
                     is None:
                 return False
             cur = self._db.execute("DELETE FROM turns WHERE conversation = ? AND n = ?", (cid, n))
-        return cur.rowcount > 0
+        return bool(cur.rowcount > 0)
 
     def list(self, owner: str) -> list[Conversation]:
         with self._lock:
@@ -112,12 +111,12 @@ class Conversations:
         with self._lock, self._db:
             cur = self._db.execute("UPDATE conversations SET title = ? WHERE id = ? AND owner = ?",
                                    (" ".join(title.split())[:120] or "Conversation", cid, owner))
-        return cur.rowcount > 0
+        return bool(cur.rowcount > 0)
 
     def delete(self, owner: str, cid: str) -> bool:
         with self._lock, self._db:
             cur = self._db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (cid, owner))
-        return cur.rowcount > 0
+        return bool(cur.rowcount > 0)
 
     def close(self) -> None:
         with self._lock:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from appliance.feedback import FeedbackLog
     from appliance.jobs import JobBoard
     from appliance.rag import RagEngine, Source
+    from appliance.shared_state import SharedState
     from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
 
@@ -79,7 +80,7 @@ class Services:
     def manifest(self) -> Manifest:
         from ingest.manifest import Manifest
 
-        return Manifest(self.settings.manifest_path)
+        return Manifest(self.settings.database_for(self.settings.manifest_path))
 
     def retriever(self, groups: list[str] | None = None, top_k: int | None = None) -> BaseRetriever:
         from llama_index.core import VectorStoreIndex
@@ -170,8 +171,8 @@ class Services:
         from appliance.auth import Users
 
         a = self.settings.auth
-        return Users(self.settings.users_path, a.min_password_length, idle_s=a.session_idle_minutes * 60,
-                     max_age_s=a.session_max_hours * 3600)
+        return Users(self.settings.database_for(self.settings.users_path), a.min_password_length,
+                     idle_s=a.session_idle_minutes * 60, max_age_s=a.session_max_hours * 3600)
 
     @cached_property
     def audit(self) -> AuditLog:
@@ -181,10 +182,19 @@ class Services:
         return AuditLog(self.settings.audit_dir, a.max_mb << 20, a.keep_files, a.include_text)
 
     @cached_property
+    def shared_state(self) -> SharedState | None:
+        """Rate limits, failed sign-ins and pending OIDC sign-ins, shared by the replicas (None: in memory)."""
+        from appliance.database import Postgres
+        from appliance.shared_state import SharedState
+
+        where = self.settings.database_for(self.settings.users_path)
+        return SharedState(where) if isinstance(where, Postgres) else None
+
+    @cached_property
     def conversations(self) -> Conversations:
         from appliance.conversations import Conversations
 
-        return Conversations(self.settings.conversations_path)
+        return Conversations(self.settings.database_for(self.settings.conversations_path))
 
     def reload_acl(self) -> Settings:
         """The settings file as it is now, for its `acl:` rules and default groups (the rest stays as started)."""
@@ -204,7 +214,7 @@ class Services:
     def feedback(self) -> FeedbackLog:
         from appliance.feedback import FeedbackLog
 
-        return FeedbackLog(self.settings.data_dir / "feedback.jsonl")
+        return FeedbackLog(self.settings.feedback_path)
 
     @cached_property
     def jobs(self) -> JobBoard:
@@ -217,13 +227,13 @@ class Services:
     def api_keys(self) -> ApiKeys:
         from appliance.apikeys import ApiKeys
 
-        return ApiKeys(self.settings.api_keys_path)
+        return ApiKeys(self.settings.database_for(self.settings.api_keys_path))
 
     def close(self) -> None:
         if "ingest_pipeline" in self.__dict__:
             self.ingest_pipeline.close()  # its parse workers
-        for name in ("api_keys", "users", "conversations"):
-            if name in self.__dict__:
+        for name in ("api_keys", "users", "conversations", "shared_state"):
+            if self.__dict__.get(name) is not None:
                 self.__dict__[name].close()
         reranker = self.__dict__.get("reranker")
         if reranker is not None:

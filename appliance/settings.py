@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -27,6 +27,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+if TYPE_CHECKING:
+    from appliance.database import Where
 
 
 class SettingsError(Exception):
@@ -407,6 +410,26 @@ class AuditSettings(Section):
         False, description="Also log the answers and the retrieved passages (document text), not only which sources.")
     max_mb: int = Field(50, ge=1, description="A log file is rotated past this size.")
     keep_files: int = Field(50, ge=1, description="Rotated files kept; older ones are deleted (say so in a policy).")
+    dir: Path | None = Field(
+        None, description="Folder of the trail (None: <data_dir>/audit). Each replica keeps its own chain: give each "
+        "its own folder, e.g. /var/lib/appliance/audit/$(POD_NAME) on a shared volume.")
+
+
+class DatabaseSettings(Section):
+    """Users, sessions, conversations, API keys and the ingestion manifest: SQLite files in data_dir
+    for one server, or one PostgreSQL database that several replicas and ingest workers share."""
+
+    url: str | None = Field(
+        None, description="PostgreSQL for several replicas: postgresql://USER@HOST:5432/NAME (the password goes in "
+        "`password`). None: SQLite files in data_dir, which only one server may use.")
+    password: SecretStr | None = Field(
+        None, description="The database user's password (or 'file:/run/secrets/db' to read it from a file).")
+
+    @model_validator(mode="after")
+    def _postgres(self) -> DatabaseSettings:
+        if self.url is not None and not self.url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError(f"database.url must start with postgresql:// (got {self.url.split(':', 1)[0]}:...)")
+        return self
 
 
 class AclRule(Section):
@@ -441,6 +464,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(
         default_factory=_default_data_dir, description="Holds the store, the manifest and logs."
     )
+    shared_dir: Path | None = Field(
+        None, description="Uploaded files and feedback (None: in data_dir). Several replicas: a folder on a volume "
+        "all of them mount (ReadWriteMany), with database.url set.")
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     llm: LLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
     embeddings: EmbeddingSettings = Field(
@@ -453,6 +479,8 @@ class Settings(BaseSettings):
     ui: UISettings = Field(default_factory=UISettings, description="Chat page.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="Users, sign-in and sessions.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The audit trail.")
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="Where users, sessions, conversations and the manifest live.")
     acl: list[AclRule] = Field(
         default_factory=list,
         description="Who may read which documents; files no rule covers get ingest.default_groups.",
@@ -494,14 +522,31 @@ class Settings(BaseSettings):
     def conversations_path(self) -> Path:
         return self.data_dir / "conversations.sqlite"
 
+    def database_for(self, sqlite_path: Path) -> Where:
+        """That SQLite file, or the shared PostgreSQL database when database.url is set."""
+        from appliance.database import Postgres
+
+        d = self.database
+        if d.url is None:
+            return sqlite_path
+        return Postgres(d.url, None if d.password is None else d.password.get_secret_value())
+
+    @property
+    def shared_database(self) -> bool:
+        return self.database.url is not None
+
     @property
     def audit_dir(self) -> Path:
-        return self.data_dir / "audit"
+        return self.audit.dir or self.data_dir / "audit"
 
     @property
     def upload_dir(self) -> Path:
         """Files uploaded through POST /v1/documents, ingested from here."""
-        return self.data_dir / "uploads"
+        return (self.shared_dir or self.data_dir) / "uploads"
+
+    @property
+    def feedback_path(self) -> Path:
+        return (self.shared_dir or self.data_dir) / "feedback.jsonl"
 
 
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

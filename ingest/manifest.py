@@ -1,28 +1,36 @@
-"""The ingestion manifest: one SQLite row per source file, the truth of what the store holds.
+"""The ingestion manifest: one row per source file, the truth of what the store holds.
 
 A file's row names the chunks that are published (searchable). Chunks in the store that are not
 published yet, or no longer, are listed in the `hidden` table and every search excludes them in
-the store query itself: the new version of a file is written while hidden, then one SQLite
-transaction publishes it and hides the old version, whose chunks are deleted a moment later
-(see ingest.pipeline). So a question sees a file's old or new version, never both or neither,
-and a run killed at any moment leaves only hidden chunks behind, which the next run deletes.
+the store query itself: the new version of a file is written while hidden, then one transaction
+publishes it and hides the old version, whose chunks are deleted a moment later (see
+ingest.pipeline). So a question sees a file's old or new version, never both or neither, and a run
+killed at any moment leaves only hidden chunks behind, which a later run deletes.
+
+Several ingest runs may share one manifest and store (processes on one machine, or workers on
+several with the manifest in PostgreSQL). Each run is a row of `workers`, kept alive by a
+heartbeat; a run processes a file only while it holds the file's lease, and publishes only if it
+still does. Hidden chunks are deleted by another run only once their writer is dead.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.database import Where, columns, open_database
+
+WORKER_TTL_S = 60.0  # a run whose heartbeat is this old is dead: its leases and hidden chunks are free
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
+    size BIGINT NOT NULL,
+    mtime_ns BIGINT NOT NULL,
     sha256 TEXT,
     status TEXT NOT NULL,          -- ok | failed | skipped
     error TEXT,
@@ -31,7 +39,7 @@ CREATE TABLE IF NOT EXISTS files (
     chunk_ids TEXT NOT NULL DEFAULT '[]',
     acl TEXT NOT NULL DEFAULT '[]',
     notes TEXT NOT NULL DEFAULT '[]',
-    ingested_at REAL NOT NULL,
+    ingested_at DOUBLE PRECISION NOT NULL,
     config TEXT                    -- what the file was processed with (IngestPipeline.config); NULL: unknown
 );
 CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
@@ -40,9 +48,29 @@ CREATE TABLE IF NOT EXISTS hidden (
     point_id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
     kind TEXT NOT NULL,            -- new | stale
-    since REAL NOT NULL
+    since DOUBLE PRECISION NOT NULL,
+    owner TEXT                     -- the run that will publish or delete them; NULL: a run of an older version
+);
+-- Ingest runs in progress, and which file each is processing.
+CREATE TABLE IF NOT EXISTS workers (
+    owner TEXT PRIMARY KEY,        -- host:pid:random
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,   -- the process's start time: a reused pid is another process
+    expires DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+    path TEXT PRIMARY KEY,
+    owner TEXT NOT NULL
 );
 """
+
+_FILES = "path, size, mtime_ns, sha256, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config"
+_LIVE = "EXISTS (SELECT 1 FROM workers w WHERE w.owner = {0}.owner AND w.expires >= ?)"
+
+
+class LeaseLost(RuntimeError):
+    """Another run took the file over (this one was thought dead): nothing of this run is published."""
 
 
 @dataclass
@@ -62,22 +90,31 @@ class FileRecord:
     config: str | None = None
 
 
+@dataclass
+class Worker:
+    owner: str
+    host: str
+    pid: int
+    started: float
+    expires: float
+
+
 class Manifest:
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    def __init__(self, where: Where | str) -> None:
+        # A str is a SQLite path too (tests and tools that name the file).
+        self._db = open_database(Path(where) if isinstance(where, str) else where, SCHEMA)
         # The server reads and writes from several threads: one statement (and its commit) at a time.
         self._lock = threading.RLock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-        if "config" not in columns:  # a manifest written before rows recorded their settings
-            self._db.execute("ALTER TABLE files ADD COLUMN config TEXT")
-        self._db.commit()
+        with self._lock, self._db:
+            have = columns(self._db, "files")
+            if "config" not in have:  # a manifest written before rows recorded their settings
+                self._db.execute("ALTER TABLE files ADD COLUMN config TEXT")
+            if "owner" not in columns(self._db, "hidden"):  # before several runs could share a manifest
+                self._db.execute("ALTER TABLE hidden ADD COLUMN owner TEXT")
 
     def get(self, path: str) -> FileRecord | None:
         with self._lock:
-            row = self._db.execute("SELECT * FROM files WHERE path = ?", (path,)).fetchone()
+            row = self._db.execute(f"SELECT {_FILES} FROM files WHERE path = ?", (path,)).fetchone()
             return _record(row) if row else None
 
     def put(self, rec: FileRecord) -> None:
@@ -86,75 +123,139 @@ class Manifest:
 
     def _put(self, rec: FileRecord) -> None:
         rec.ingested_at = rec.ingested_at or time.time()
+        updates = ", ".join(f"{c} = excluded.{c}" for c in _FILES.split(", ")[1:])
         self._db.execute(
-            "INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO files ({_FILES}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) "
+            f"ON CONFLICT(path) DO UPDATE SET {updates}",
             (rec.path, rec.size, rec.mtime_ns, rec.sha256, rec.status, rec.error, rec.parser, rec.pages,
              json.dumps(rec.chunk_ids), json.dumps(rec.acl), json.dumps(rec.notes), rec.ingested_at, rec.config),
         )
 
     def set_acl(self, path: str, acl: list[str]) -> None:
-        with self._lock:
+        with self._lock, self._db:
             self._db.execute("UPDATE files SET acl = ? WHERE path = ?", (json.dumps(acl), path))
-            self._db.commit()
 
     def touch(self, path: str, size: int, mtime_ns: int) -> None:
-        with self._lock:
+        with self._lock, self._db:
             self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
-            self._db.commit()
 
-    def hide_new(self, path: str, ids: list[str]) -> None:
+    def hide_new(self, path: str, ids: list[str], owner: str | None = None) -> None:
         """Before a file's new chunks are written: none of them may be found until published."""
-        with self._lock:
-            now = time.time()
-            self._db.executemany("INSERT OR REPLACE INTO hidden VALUES (?, ?, 'new', ?)",
-                                 [(i, path, now) for i in ids])
-            self._db.commit()
-
-    def publish(self, rec: FileRecord, stale: list[str]) -> None:
-        """In one transaction: the row names its new chunks, which become searchable, and the
-        superseded ones are hidden until the writer deletes them."""
         with self._lock, self._db:
             now = time.time()
-            self._db.execute("DELETE FROM hidden WHERE path = ? AND kind = 'new'", (rec.path,))
-            self._db.executemany("INSERT OR REPLACE INTO hidden VALUES (?, ?, 'stale', ?)",
-                                 [(i, rec.path, now) for i in stale])
+            self._db.executemany("INSERT INTO hidden VALUES (?, ?, 'new', ?, ?) ON CONFLICT(point_id) DO UPDATE "
+                                 "SET path = excluded.path, kind = 'new', since = excluded.since, "
+                                 "owner = excluded.owner",
+                                 [(i, path, now, owner) for i in ids])
+
+    def publish(self, rec: FileRecord, stale: list[str], owner: str | None = None) -> None:
+        """In one transaction: the row names its new chunks, which become searchable, and the
+        superseded ones are hidden until the writer deletes them. With an owner: only while that run
+        still holds the file's lease (LeaseLost otherwise, and nothing changes)."""
+        with self._lock, self._db:
+            # The lease row is written first: it is locked until the commit, so no run can take it meanwhile.
+            if owner is not None and not self._db.execute(
+                    "UPDATE leases SET owner = owner WHERE path = ? AND owner = ?", (rec.path, owner)).rowcount:
+                raise LeaseLost(f"{rec.path}: another ingest run took this file over")
+            now = time.time()
+            self._db.executemany("DELETE FROM hidden WHERE point_id = ? AND kind = 'new'",
+                                 [(i,) for i in rec.chunk_ids])
+            self._db.executemany("INSERT INTO hidden VALUES (?, ?, 'stale', ?, ?) ON CONFLICT(point_id) DO UPDATE "
+                                 "SET kind = 'stale', since = excluded.since, owner = excluded.owner",
+                                 [(i, rec.path, now, owner) for i in stale])
             self._put(rec)
 
     def hidden_ids(self) -> list[str]:
         with self._lock:
-            return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden")]
+            return [str(r[0]) for r in self._db.execute("SELECT point_id FROM hidden").fetchall()]
+
+    def orphaned_ids(self) -> list[str]:
+        """Hidden chunks no live run will publish or delete: left by a run that was killed."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT point_id FROM hidden WHERE owner IS NULL OR NOT {_LIVE.format('hidden')}",
+                                    (time.time(),)).fetchall()
+            return [str(r[0]) for r in rows]
 
     def unhide(self, ids: list[str]) -> None:
         """After the chunks are deleted from the store."""
         with self._lock, self._db:
             self._db.executemany("DELETE FROM hidden WHERE point_id = ?", [(i,) for i in ids])
 
+    # -- runs and leases -------------------------------------------------------------------------
+    def register(self, owner: str, host: str, pid: int, started: float) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT INTO workers VALUES (?, ?, ?, ?, ?) ON CONFLICT(owner) DO UPDATE "
+                             "SET expires = excluded.expires", (owner, host, pid, started, time.time() + WORKER_TTL_S))
+
+    def heartbeat(self, owner: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("UPDATE workers SET expires = ? WHERE owner = ?", (time.time() + WORKER_TTL_S, owner))
+
+    def unregister(self, owner: str) -> None:
+        """The run ended: its leases go with it (its hidden chunks are its own to delete first)."""
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM leases WHERE owner = ?", (owner,))
+            self._db.execute("DELETE FROM workers WHERE owner = ?", (owner,))
+
+    def workers(self) -> list[Worker]:
+        with self._lock:
+            rows = self._db.execute("SELECT owner, host, pid, started, expires FROM workers ORDER BY owner").fetchall()
+        return [Worker(str(o), str(h), int(p), float(s), float(e)) for o, h, p, s, e in rows]
+
+    def reap(self, dead: list[str]) -> None:
+        """Forget runs known to be dead (their process is gone) and those whose heartbeat stopped:
+        their leases are free, and their hidden chunks orphaned."""
+        with self._lock, self._db:
+            self._db.executemany("DELETE FROM workers WHERE owner = ?", [(o,) for o in dead])
+            self._db.execute("DELETE FROM workers WHERE expires < ?", (time.time(),))
+            self._db.execute("DELETE FROM leases WHERE owner NOT IN (SELECT owner FROM workers)")
+
+    def claim(self, path: str, owner: str) -> bool:
+        """Take the file's lease: True when this run holds it now (it was free, its holder dead, or ours)."""
+        with self._lock, self._db:
+            self._db.execute(f"INSERT INTO leases VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET owner = excluded.owner "
+                             f"WHERE leases.owner = excluded.owner OR NOT {_LIVE.format('leases')}",
+                             (path, owner, time.time()))
+            row = self._db.execute("SELECT owner FROM leases WHERE path = ?", (path,)).fetchone()
+        return row is not None and row[0] == owner
+
+    def release(self, path: str, owner: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("DELETE FROM leases WHERE path = ? AND owner = ?", (path, owner))
+
+    def held_by_live(self, path: str) -> bool:
+        """Whether a live run holds the file's lease."""
+        with self._lock:
+            return self._db.execute(f"SELECT 1 FROM leases WHERE path = ? AND {_LIVE.format('leases')}",
+                                    (path, time.time())).fetchone() is not None
+
+    # -- reading -----------------------------------------------------------------------------------
     def with_content(self, sha256: str, config: str) -> FileRecord | None:
         """A published file with this content, processed with these settings (its chunks can be copied)."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM files WHERE sha256 = ? AND config = ? AND status = 'ok' LIMIT 1", (sha256, config)
+                f"SELECT {_FILES} FROM files WHERE sha256 = ? AND config = ? AND status = 'ok' LIMIT 1",
+                (sha256, config),
             ).fetchone()
             return _record(row) if row else None
 
     def remove(self, path: str) -> None:
-        with self._lock:
+        with self._lock, self._db:
             self._db.execute("DELETE FROM files WHERE path = ?", (path,))
-            self._db.commit()
 
     def under(self, root: str) -> Iterator[FileRecord]:
         """Rows for files at or below root (a file path or a folder)."""
         with self._lock:
             prefix = root.rstrip("/") + "/"
             rows = self._db.execute(
-                "SELECT * FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
+                f"SELECT {_FILES} FROM files WHERE path = ? OR substr(path, 1, ?) = ? ORDER BY path",
                 (root, len(prefix), prefix),
             ).fetchall()
             return (_record(r) for r in rows)
 
     def all(self) -> list[FileRecord]:
         with self._lock:
-            return [_record(r) for r in self._db.execute("SELECT * FROM files ORDER BY path").fetchall()]
+            return [_record(r) for r in self._db.execute(f"SELECT {_FILES} FROM files ORDER BY path").fetchall()]
 
     def close(self) -> None:
         with self._lock:

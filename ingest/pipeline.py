@@ -9,12 +9,18 @@ hash, settings and index, so a redo overwrites rather than duplicates); one tran
 publishes the new row and hides the superseded chunks, which are deleted STALE_GRACE_S later
 (a search that read the hidden list just before the switch still finds the old version). A run
 killed anywhere leaves only hidden chunks behind; the next run deletes them first.
+
+Several runs may share the manifest and store (ingest.runs): a run takes a file's lease before it
+reads the file's row, so each changed file is processed by one run; a file another run holds is
+waited for at the end, so when a run returns, every file it was given has been ingested, by it
+or by the other.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -29,8 +35,9 @@ from typing import TYPE_CHECKING, Any
 
 from ingest.chunk import Chunk
 from ingest.discover import Discovery, discover
-from ingest.manifest import FileRecord, Manifest
+from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.parse import SUPPORTED_SUFFIXES
+from ingest.runs import RunLease
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
 if TYPE_CHECKING:
@@ -39,6 +46,7 @@ if TYPE_CHECKING:
     from appliance.backends.store import ChunkStore, StorePoint
     from appliance.settings import IngestSettings
 
+log = logging.getLogger("ingest")
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 UPSERT_BATCH = 256
 EMBED_BATCH_CHUNKS = 512  # parsed files are embedded together up to this many chunks
@@ -109,6 +117,13 @@ ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), 
 
 
 @dataclass
+class _Held:
+    """A file another live run is processing: waited for, then planned again."""
+
+    path: Path
+
+
+@dataclass
 class _Task:
     """A file that must be (re)processed."""
 
@@ -163,6 +178,8 @@ class IngestPipeline:
         self._stale: list[tuple[float, list[str]]] = []  # (published at, superseded ids), oldest first
         self._vectors: dict[str, Any] = {}
         self._stages: dict[str, float] = {}  # the current run's IngestReport.stages
+        self._lease: RunLease | None = None  # this run among those sharing the manifest (not in a dry run)
+        self._held: list[Path] = []  # files other runs held when planned
 
     def run(self, paths: list[Path], *, prune: bool = False, dry_run: bool = False,
             retry_failed: bool = False, progress: ProgressFactory | None = None,
@@ -176,6 +193,20 @@ class IngestPipeline:
         if self._access_source is not None:
             self.access = self._access_source()
         if not dry_run:
+            self._lease = RunLease(self._manifest)
+            self._lease.start()
+        try:
+            return self._run(paths, report, started, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
+                             progress=progress, cancel=cancel, force=force)
+        finally:
+            if self._lease is not None:
+                self._lease.stop()
+                self._lease = None
+
+    def _run(self, paths: list[Path], report: IngestReport, started: float, *, prune: bool, dry_run: bool,
+             retry_failed: bool, progress: ProgressFactory | None, cancel: threading.Event | None,
+             force: bool) -> IngestReport:
+        if not dry_run:
             self._recover()
             self.apply_access()
         found = discover(paths, self._exclude)
@@ -187,16 +218,23 @@ class IngestPipeline:
         bar = progress(sum(sizes.values())) if progress else None
         meter = _Meter(bar)
         changed = False
+        pending = found.files
         try:
-            for task, result in self._stream(found.files, dry_run=dry_run, retry_failed=retry_failed,
-                                             force=force):
-                report.files.append(result)
-                meter.done(sizes.get(task, 0), result)
-                changed = changed or result.status in ("added", "updated")
-                if cancel is not None and cancel.is_set():
-                    report.interrupted = True
-                    self._shutdown_pool(cancel=True)  # what is parsing now is dropped; the next run redoes it
-                    break
+            while pending:
+                self._held = []
+                for task, result in self._stream(pending, dry_run=dry_run, retry_failed=retry_failed,
+                                                 force=force):
+                    if self._lease is not None:
+                        self._lease.release(result.path)
+                    report.files.append(result)
+                    meter.done(sizes.get(task, 0), result)
+                    changed = changed or result.status in ("added", "updated")
+                    if cancel is not None and cancel.is_set():
+                        report.interrupted = True
+                        self._shutdown_pool(cancel=True)  # what is parsing now is dropped; the next run redoes it
+                        break
+                pending = [] if report.interrupted else self._wait_for_other_runs(self._held, cancel)
+                report.interrupted = report.interrupted or bool(cancel and cancel.is_set())
         except KeyboardInterrupt:
             report.interrupted = True  # what was published stays; the next run resumes with the rest
             self._shutdown_pool(cancel=True)
@@ -215,6 +253,17 @@ class IngestPipeline:
                 self._store.flush()
         report.seconds = time.monotonic() - started
         return report
+
+    def _wait_for_other_runs(self, held: list[Path], cancel: threading.Event | None) -> list[Path]:
+        """Wait until no live run holds these files, and return them to plan again."""
+        if held:
+            log.info("waiting for %d file(s) that another ingest run is processing", len(held))
+        while held and any(self._manifest.held_by_live(str(p)) for p in held):
+            if cancel is not None and cancel.wait(0.5):
+                return []
+            if cancel is None:
+                time.sleep(0.5)
+        return held
 
     def remove(self, path: str) -> FileResult | None:
         """Drop one file's chunks and manifest row (the file itself stays); None when it is not known."""
@@ -266,6 +315,8 @@ class IngestPipeline:
                     item = next(planned, None)
                 if item is None:
                     exhausted = True
+                elif isinstance(item, _Held):
+                    self._held.append(item.path)
                 elif isinstance(item, FileResult):
                     yield Path(item.path), item
                 elif item.donor is not None:
@@ -301,22 +352,41 @@ class IngestPipeline:
                 yield from self._embed_and_write(batch)
             self._delete_stale(wait=False)
 
-    def _plan(self, path: Path, *, dry_run: bool, retry_failed: bool, force: bool = False) -> FileResult | _Task:
+    def _unchanged(self, old: FileRecord | None, st: os.stat_result, *, retry_failed: bool,
+                   force: bool) -> FileResult | None:
+        """The file as the manifest has it, when nothing says it must be processed again."""
+        if old is None:
+            return None
+        same_stat = old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
+        done = old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
+        # Processed with other settings (chunk size, parser, embedding model): do it again. Groups are
+        # not among them: a new rule is a payload update (apply_access), never a re-embedding.
+        current = old.config == self.config or old.status != "ok"
+        retry = force or (retry_failed and old.status in ("failed", "skipped"))
+        if done and same_stat and current and not retry:
+            return FileResult(old.path, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
+                              pages=old.pages)
+        return None
+
+    def _plan(self, path: Path, *, dry_run: bool, retry_failed: bool,
+              force: bool = False) -> FileResult | _Task | _Held:
         key = str(path)
         try:
             st = path.stat()
         except OSError as exc:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
         old = self._manifest.get(key)
-        same_stat = old is not None and old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
-        done = old is not None and old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
-        # Processed with other settings (chunk size, parser, embedding model): do it again. Groups are
-        # not among them: a new rule is a payload update (apply_access), never a re-embedding.
-        current = old is not None and (old.config == self.config or old.status != "ok")
-        retry = force or (retry_failed and old is not None and old.status in ("failed", "skipped"))
-        if old and done and same_stat and current and not retry:
-            return FileResult(key, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
-                              pages=old.pages)
+        unchanged = self._unchanged(old, st, retry_failed=retry_failed, force=force)
+        if unchanged is not None:
+            return unchanged
+        if self._lease is not None:
+            if not self._lease.claim(key):
+                return _Held(path)
+            # Read again under the lease: another run may have published the file since.
+            old = self._manifest.get(key)
+            unchanged = self._unchanged(old, st, retry_failed=retry_failed, force=force)
+            if unchanged is not None:
+                return unchanged
         if path.suffix.lower() not in SUPPORTED_SUFFIXES:
             return self._record_problem(key, st, "skipped", f"unsupported file type {path.suffix or '(none)'!r}",
                                         old, dry_run)
@@ -384,8 +454,12 @@ class IngestPipeline:
             mine = vectors[at: at + len(parsed.chunks)]
             at += len(parsed.chunks)
             points = self._points(task, parsed.chunks, mine, parsed.parser)
-            with self._timed("write"):
-                self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
+            try:
+                with self._timed("write"):
+                    self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
+            except LeaseLost as exc:  # its chunks stay hidden; a later run deletes them
+                yield task.path, FileResult(task.key, "skipped", error=str(exc))
+                continue
             yield task.path, FileResult(task.key, task.status, chunks=len(points), pages=parsed.pages,
                                         notes=parsed.notes)
 
@@ -406,7 +480,7 @@ class IngestPipeline:
         ids = [p.id for p in points]
         old = task.old
         published = set(old.chunk_ids) if old and old.status == "ok" else set()
-        self._manifest.hide_new(task.key, [i for i in ids if i not in published])
+        self._manifest.hide_new(task.key, [i for i in ids if i not in published], self._owner)
         for start in range(0, len(points), UPSERT_BATCH):
             self._store.upsert(points[start: start + UPSERT_BATCH])
         new = set(ids)
@@ -415,7 +489,7 @@ class IngestPipeline:
             path=task.key, size=task.st.st_size, mtime_ns=task.st.st_mtime_ns, sha256=task.sha, status="ok",
             parser=parser, pages=pages, chunk_ids=ids, acl=self.access.groups_for(task.key, task.st), notes=notes,
             ingested_at=time.time(), config=self.config,
-        ), stale)
+        ), stale, self._owner)
         if stale:
             self._stale.append((time.monotonic(), stale))
 
@@ -435,8 +509,11 @@ class IngestPipeline:
             payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
                        "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
             points.append(_point(point_id(task.key, task.sha, self.config + task.salt, i), p.vector, p.text, payload))
-        with self._timed("write"):
-            self._write(task, points, donor.parser, donor.pages, donor.notes)
+        try:
+            with self._timed("write"):
+                self._write(task, points, donor.parser, donor.pages, donor.notes)
+        except LeaseLost as exc:
+            return FileResult(task.key, "skipped", error=str(exc))
         return FileResult(task.key, task.status, chunks=len(points), pages=donor.pages, notes=donor.notes)
 
     def _record_problem(self, key: str, st: os.stat_result, status: str, reason: str, old: FileRecord | None,
@@ -444,9 +521,12 @@ class IngestPipeline:
         if not dry_run:
             # The file changed into something unreadable: its old chunks go, through the same
             # publish-then-delete order as an update.
-            self._manifest.publish(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
-                                              status="failed" if status == "failed" else "skipped", error=reason),
-                                   list(old.chunk_ids) if old else [])
+            try:
+                self._manifest.publish(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
+                                                  status="failed" if status == "failed" else "skipped",
+                                                  error=reason), list(old.chunk_ids) if old else [], self._owner)
+            except LeaseLost as exc:
+                return FileResult(key, "skipped", error=str(exc))
             if old and old.chunk_ids:
                 self._stale.append((time.monotonic(), list(old.chunk_ids)))
         return FileResult(key, status, error=reason)
@@ -465,9 +545,14 @@ class IngestPipeline:
                     report.files.append(FileResult(rec.path, "removed", chunks=len(rec.chunk_ids)))
         return removed and not dry_run
 
+    @property
+    def _owner(self) -> str | None:
+        return None if self._lease is None else self._lease.owner
+
     def _recover(self) -> None:
-        """Delete what a killed run left hidden: chunks written but never published, or superseded."""
-        ids = self._manifest.hidden_ids()
+        """Delete what a killed run left hidden: chunks written but never published, or superseded
+        (never those of a live run, which publishes or deletes them itself)."""
+        ids = self._manifest.orphaned_ids()
         if ids:
             self._store.delete(ids)
             self._store.flush()

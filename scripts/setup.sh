@@ -40,6 +40,13 @@ if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         chromium; } >/dev/null 2>&1 || echo "note: chromium not installed; the browser tests will be skipped" >&2
 fi
+# The shared-database tests (several replicas, several ingest runs) start a throwaway PostgreSQL server.
+if [ "${1:-}" = "test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    echo "installing PostgreSQL (Debian's package) for the shared-database tests..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        postgresql; } >/dev/null 2>&1 || echo "note: PostgreSQL not installed; its tests will be skipped" >&2
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 echo "installing the appliance into .venv (the first time compiles llama.cpp: about 5 minutes)..." >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" ./packages/en_core_web_sm

@@ -14,6 +14,8 @@ import pytest
 from appliance.offline import enforce_offline
 from tests.egress_probe.sitecustomize import egress_attempt
 
+pytest_plugins = ["tests.support.postgres"]  # postgres_server, postgres_url
+
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 SHARED = ROOT.parent / "shared"

@@ -23,6 +23,7 @@ from appliance.api.signin import login_page, safe_next, start_session
 if TYPE_CHECKING:
     from appliance.api.state import AppState
     from appliance.settings import OidcSettings
+    from appliance.shared_state import SharedState
 
 router = APIRouter(include_in_schema=False)
 STATE_COOKIE = "appliance_oidc_state"
@@ -34,8 +35,9 @@ class OidcError(Exception):
 
 
 class OidcClient:
-    def __init__(self, settings: OidcSettings) -> None:
+    def __init__(self, settings: OidcSettings, shared: SharedState | None = None) -> None:
         self.settings = settings
+        self._shared = shared  # several replicas: the callback may reach another one than start()
         self._config: dict[str, Any] | None = None
         self._pending: dict[str, tuple[float, str, str, str]] = {}  # state -> (at, nonce, verifier, next)
         self._lock = threading.Lock()
@@ -67,9 +69,12 @@ class OidcClient:
         state, nonce, verifier = secrets.token_urlsafe(24), secrets.token_urlsafe(24), secrets.token_urlsafe(48)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         now = time.monotonic()
-        with self._lock:
-            self._pending = {k: v for k, v in self._pending.items() if v[0] > now - PENDING_S}
-            self._pending[state] = (now, nonce, verifier, safe_next(next_path))
+        if self._shared is not None:
+            self._shared.put_sign_in(state, nonce, verifier, safe_next(next_path))
+        else:
+            with self._lock:
+                self._pending = {k: v for k, v in self._pending.items() if v[0] > now - PENDING_S}
+                self._pending[state] = (now, nonce, verifier, safe_next(next_path))
         query = {"response_type": "code", "client_id": self.settings.client_id, "scope": " ".join(self.settings.scopes),
                  "redirect_uri": self.settings.redirect_url, "state": state, "nonce": nonce,
                  "code_challenge": challenge, "code_challenge_method": "S256"}
@@ -79,11 +84,16 @@ class OidcClient:
         """The verified ID-token claims and the page to go to."""
         import jwt
 
-        with self._lock:
-            pending = self._pending.pop(state, None)
-        if pending is None or pending[0] < time.monotonic() - PENDING_S:
+        if self._shared is not None:
+            taken = self._shared.pop_sign_in(state, PENDING_S)
+        else:
+            with self._lock:
+                pending = self._pending.pop(state, None)
+            fresh = pending is not None and pending[0] >= time.monotonic() - PENDING_S
+            taken = pending[1:] if pending is not None and fresh else None
+        if taken is None:
             raise OidcError("this sign-in expired or was already used: please sign in again")
-        _at, nonce, verifier, next_path = pending
+        nonce, verifier, next_path = taken
         config = self.config()
         form = {"grant_type": "authorization_code", "code": code, "redirect_uri": self.settings.redirect_url,
                 "code_verifier": verifier, "client_id": self.settings.client_id}
@@ -136,7 +146,7 @@ def _client(state: AppState) -> OidcClient:
 
         raise ApiError(404, "sign-in with an identity provider is not configured (auth.oidc)")
     if state.oidc is None:
-        state.oidc = OidcClient(oidc)
+        state.oidc = OidcClient(oidc, state.services.shared_state)
     return state.oidc
 
 

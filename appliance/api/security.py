@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -42,6 +42,20 @@ CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; sty
 HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "same-origin",
            "content-security-policy": CSP, "cross-origin-opener-policy": "same-origin",
            "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()"}
+
+
+class Limiter(Protocol):
+    per_minute: int
+
+    def hit(self, key: str) -> float | None: ...
+
+
+class Throttle(Protocol):
+    def blocked(self, *keys: str) -> bool: ...
+
+    def failed(self, *keys: str) -> None: ...
+
+    def succeeded(self, *keys: str) -> None: ...
 
 
 class RateLimiter:

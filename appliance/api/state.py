@@ -15,8 +15,9 @@ from fastapi import Request
 from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
 from appliance.api.errors import ApiError
 from appliance.api.metrics import Metrics
-from appliance.api.security import RateLimiter, SignInThrottle
+from appliance.api.security import Limiter, RateLimiter, SignInThrottle, Throttle
 from appliance.backends.common import BackendUnavailable
+from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle
 
 if TYPE_CHECKING:
     from appliance.api.oidc import OidcClient
@@ -40,9 +41,15 @@ class AppState:
         self.ingest_cancel = threading.Event()  # set to stop the handed-over job that is running
         self.ingest_running = False
         auth = services.settings.auth
-        self.requests = RateLimiter(auth.requests_per_minute)
-        self.questions = RateLimiter(auth.questions_per_minute)
-        self.sign_in_throttle = SignInThrottle(auth.sign_in_attempts)
+        shared = services.shared_state
+        if shared is None:
+            self.requests: Limiter = RateLimiter(auth.requests_per_minute)
+            self.questions: Limiter = RateLimiter(auth.questions_per_minute)
+            self.sign_in_throttle: Throttle = SignInThrottle(auth.sign_in_attempts)
+        else:  # several replicas: each user's limits are counted across all of them
+            self.requests = SharedRateLimiter(shared, "requests", auth.requests_per_minute)
+            self.questions = SharedRateLimiter(shared, "questions", auth.questions_per_minute)
+            self.sign_in_throttle = SharedSignInThrottle(shared, auth.sign_in_attempts)
         self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
         self.metrics = Metrics()
         self.metrics.waiting.set_function(lambda: self.gate.waiting)

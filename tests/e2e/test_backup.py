@@ -4,6 +4,7 @@ wipe it, restore, and get the same answers, sources, documents and users."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -18,15 +19,17 @@ QUESTIONS = ["How many bottles of water were delivered?", "Which command line to
              "What activities are planned for the family day?"]
 
 
-def _cli(data: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def _cli(data: Path, *args: str, stdin: str | None = None,
+         database: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **({"APPLIANCE_DATABASE__URL": database} if database else {})}
     return subprocess.run([sys.executable, "-m", "appliance.cli", *args, "--data-dir", str(data)], cwd=ROOT,
-                          capture_output=True, text=True, input=stdin, timeout=600)
+                          capture_output=True, text=True, input=stdin, timeout=600, env=env)
 
 
-def _answers(data: Path) -> list[dict[str, object]]:
+def _answers(data: Path, database: str | None = None) -> list[dict[str, object]]:
     out = []
     for q in QUESTIONS:
-        r = _cli(data, "ask", q, "--json")
+        r = _cli(data, "ask", q, "--json", database=database)
         assert r.returncode == 0, r.stderr
         a = json.loads(r.stdout)
         out.append({"answer": a["answer"], "grounded": a["grounded"],
@@ -82,5 +85,36 @@ def test_backup_wipe_restore_gives_the_same_answers(tmp_path: Path) -> None:
         f.truncate(f.tell() - 1)
     r = _cli(other, "restore", str(saved))
     assert r.returncode != 0
-    assert "users.sqlite already holds data" in r.stderr
+    assert "already holds users" in r.stderr
     assert "bob" in _cli(other, "users", "list").stdout
+
+
+def test_a_backup_moves_between_sqlite_and_the_shared_database(tmp_path: Path, postgres_url: str) -> None:
+    """A one-server site's backup restores into PostgreSQL (the move to several replicas), and back."""
+    docs, single, shared, back = tmp_path / "docs", tmp_path / "single", tmp_path / "shared", tmp_path / "back"
+    docs.mkdir()
+    for name in ("fake-memo.pdf", "family-day.eml"):
+        shutil.copy(SAMPLES / name, docs / name)
+    assert _cli(single, "ingest", str(docs)).returncode == 0
+    assert _cli(single, "users", "add", "alice", "--group=hr", "--password-stdin",
+                stdin="Tulip-Harbor-9921\n").returncode == 0
+    before = _answers(single)
+    documents = _cli(single, "docs", "list", "--json").stdout
+    assert _cli(single, "backup", str(tmp_path / "b1")).returncode == 0
+
+    r = _cli(shared, "restore", str(tmp_path / "b1"), database=postgres_url)
+    assert r.returncode == 0, r.stderr
+    assert not (shared / "manifest.sqlite").exists()  # the tables went to PostgreSQL
+    assert _answers(shared, postgres_url) == before
+    assert _cli(shared, "docs", "list", "--json", database=postgres_url).stdout == documents
+    assert "alice" in _cli(shared, "users", "list", database=postgres_url).stdout
+    r = _cli(tmp_path / "again", "restore", str(tmp_path / "b1"), database=postgres_url)
+    assert r.returncode != 0
+    assert "already holds documents" in r.stderr  # the shared database is not overwritten
+
+    r = _cli(shared, "backup", str(tmp_path / "b2"), database=postgres_url)
+    assert r.returncode == 0, r.stderr
+    r = _cli(back, "restore", str(tmp_path / "b2"))
+    assert r.returncode == 0, r.stderr
+    assert _cli(back, "docs", "list", "--json").stdout == documents
+    assert "alice" in _cli(back, "users", "list").stdout

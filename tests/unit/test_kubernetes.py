@@ -32,16 +32,22 @@ def _of_kind(kind: str) -> list[dict[str, Any]]:
     return [d for d in _documents() if d["kind"] == kind]
 
 
-def _containers() -> list[tuple[str, dict[str, Any]]]:
-    return [(w["metadata"]["name"], c) for w in _documents() if w["kind"] in WORKLOADS
-            for c in w["spec"]["template"]["spec"]["containers"]]
+def _pod_spec(w: dict[str, Any]) -> dict[str, Any]:
+    spec = w["spec"]["jobTemplate"]["spec"] if w["kind"] == "CronJob" else w["spec"]
+    return dict(spec["template"]["spec"])
+
+
+def _containers(kinds: tuple[str, ...] = WORKLOADS) -> list[tuple[str, dict[str, Any]]]:
+    """Containers of the servers (Deployments, StatefulSets), or of the kinds given."""
+    return [(w["metadata"]["name"], c) for w in _documents() if w["kind"] in kinds
+            for c in _pod_spec(w)["containers"]]
 
 
 def test_every_manifest_is_valid_against_the_kubernetes_schemas() -> None:
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is in the test extras")
     docs = _documents()
     assert {d["kind"] for d in docs} >= {"Namespace", "NetworkPolicy", "Deployment", "StatefulSet", "Service",
-                                         "PersistentVolumeClaim", "PodDisruptionBudget"}
+                                         "PersistentVolumeClaim", "PodDisruptionBudget", "CronJob"}
     for doc in docs:
         kv.validate(doc, "1.30.0", strict=True)  # a cluster of the last two years; raises on any error
     listed = set(_kustomization()["resources"]) | {"kustomization.yaml", "appliance-settings.yaml"}
@@ -68,18 +74,59 @@ def test_the_settings_in_the_config_map_are_valid_appliance_settings() -> None:
     mounts = {m["mountPath"] for _, c in _containers() if c["name"] == "appliance" for m in c["volumeMounts"]}
     assert "/etc/appliance" in mounts
     assert str(settings.data_dir) in mounts
+    assert str(settings.shared_dir) in mounts
+    assert settings.database.url == "postgresql://appliance@postgres:5432/appliance"
+    assert settings.database.password is None  # from the Secret, never in the config map
+
+
+def test_the_appliance_runs_as_several_replicas_sharing_their_state() -> None:
+    (deployment,) = [d for d in _of_kind("Deployment") if d["metadata"]["name"] == "appliance"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    spec = _pod_spec(deployment)
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    claims = {d["metadata"]["name"]: d for d in _of_kind("PersistentVolumeClaim")}
+    for v in volumes.values():  # per-pod scratch, or a volume every replica can mount at once
+        if "persistentVolumeClaim" in v:
+            modes = claims[v["persistentVolumeClaim"]["claimName"]]["spec"]["accessModes"]
+            assert set(modes) & {"ReadWriteMany", "ReadOnlyMany"}, v["name"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert "$(POD_NAME)" in env["APPLIANCE_AUDIT__DIR"]["value"]  # one audit chain per replica
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert env["APPLIANCE_DATABASE__PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "database-password"
+    (postgres,) = [c for _, c in _containers() if c["name"] == "postgres"]
+    pg_env = {e["name"]: e for e in postgres["env"]}
+    assert pg_env["POSTGRES_PASSWORD"]["valueFrom"] == env["APPLIANCE_DATABASE__PASSWORD"]["valueFrom"]
+
+
+def test_ingest_workers_share_the_manifest_and_the_documents() -> None:
+    (job,) = _of_kind("CronJob")
+    assert job["spec"]["concurrencyPolicy"] == "Forbid"
+    assert job["spec"]["jobTemplate"]["spec"]["parallelism"] >= 2
+    ((_, worker),) = _containers(("CronJob",))
+    assert worker["args"][0] == "ingest"
+    (appliance,) = [c for _, c in _containers() if c["name"] == "appliance"]
+    documents = {m["mountPath"] for m in appliance["volumeMounts"] if m["name"] == "documents"}
+    assert documents == {m["mountPath"] for m in worker["volumeMounts"] if m["name"] == "documents"}
+    assert documents <= set(worker["args"])  # what the workers ingest is what the replicas serve from
 
 
 def test_images_are_pinned() -> None:
-    for workload, container in _containers():
+    from appliance.bundle import compose_images
+
+    for workload, container in _containers((*WORKLOADS, "CronJob")):
         image = container["image"]
         name, _, tag = image.partition("@")[0].rpartition(":")
         assert name, f"{workload}: {image} has no tag"
         assert tag not in ("latest", "main", "nightly"), f"{workload}: {image} is not a fixed version"
         assert "@sha256:" in image or any(ch.isdigit() for ch in tag), f"{workload}: {image}"
     compose = (ROOT / "deploy" / "compose.vllm.yaml").read_text()
-    for _, container in _containers():
-        assert container["image"] in compose, f"{container['image']} differs from the compose stack's"
+    for _, container in _containers((*WORKLOADS, "CronJob")):
+        image = container["image"]
+        if image.split(":")[0] + ":" in compose:  # the same version as the compose stack's
+            assert image in compose, f"{image} differs from the compose stack's"
+        assert image in compose_images(ROOT), f"{image} is not saved into the air-gapped bundle"
 
 
 def test_every_container_has_probes_and_resources() -> None:
@@ -113,7 +160,7 @@ def test_no_pod_may_reach_beyond_the_namespace() -> None:
 
 
 def test_qdrant_nodes_run_on_different_machines_in_distributed_mode() -> None:
-    (qdrant,) = _of_kind("StatefulSet")
+    (qdrant,) = [d for d in _of_kind("StatefulSet") if d["metadata"]["name"] == "qdrant"]
     spec = qdrant["spec"]["template"]["spec"]
     (rule,) = spec["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     assert rule["topologyKey"] == "kubernetes.io/hostname"
@@ -139,8 +186,11 @@ def test_vllm_shards_the_model_over_the_gpus_it_requests_and_stays_offline() -> 
 
 
 def test_the_secret_the_manifests_need_is_documented() -> None:
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for _, c in _containers() for e in c.get("env", [])
-            if "valueFrom" in e}
-    assert refs == {"appliance-secrets"}
-    assert "create secret generic appliance-secrets" in (ROOT / "docs" / "deployment.md").read_text()
+    refs = [e["valueFrom"]["secretKeyRef"] for _, c in _containers((*WORKLOADS, "CronJob"))
+            for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+    assert {r["name"] for r in refs} == {"appliance-secrets"}
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert "create secret generic appliance-secrets" in docs
+    for key in {r["key"] for r in refs}:
+        assert f"--from-literal={key}=" in docs or f"--from-file={key}=" in docs, key
 

@@ -1,0 +1,180 @@
+"""The appliance's tables on both databases: SQLite files (one server) and a real PostgreSQL server
+(several replicas). Two instances of each store stand for two replicas, or two ingest runs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from appliance.apikeys import ApiKeyError, ApiKeys
+from appliance.auth import AuthError, Users
+from appliance.conversations import Conversations, Turn
+from appliance.database import Postgres, Where
+from ingest.manifest import FileRecord, LeaseLost, Manifest
+from ingest.runs import RunLease
+
+PASSWORD = "Tulip-Harbor-9921"
+Opener = Callable[[str], Where]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """name -> where that store lives: a SQLite file of the data directory, or the shared database."""
+    if request.param == "sqlite":
+        return lambda name: tmp_path / f"{name}.sqlite"
+    url = request.getfixturevalue("postgres_url")
+    return lambda name: Postgres(url)
+
+
+def test_a_session_started_on_one_replica_is_seen_and_ended_on_another(where: Opener) -> None:
+    a, b = Users(where("users")), Users(where("users"))
+    a.add("alice", PASSWORD, ["hr"])
+    assert b.verify_password("alice", PASSWORD) is not None
+    token = a.start_session("alice")
+    session = b.session(token)
+    assert session is not None
+    assert session.user.groups == ["hr"]
+    assert b.end_session(token) == "alice"
+    assert a.session(token) is None
+    with pytest.raises(AuthError, match="exists"):
+        b.add("alice", PASSWORD)
+    token = b.start_session("alice")
+    a.update("alice", disabled=True)
+    assert b.session(token) is None
+    a.update("alice", disabled=False)
+    b.remove("alice")
+    with pytest.raises(AuthError, match="removed user"):
+        a.add("alice", PASSWORD)
+    assert a.count() == 0
+    a.close()
+    b.close()
+
+
+def test_api_keys_work_on_every_replica(where: Opener) -> None:
+    a, b = ApiKeys(where("api_keys")), ApiKeys(where("api_keys"))
+    token = a.create("reporting", user="alice")
+    info = b.verify(token)
+    assert info is not None
+    assert (info.name, info.user) == ("reporting", "alice")
+    with pytest.raises(ApiKeyError, match="exists"):
+        b.create("reporting")
+    b.revoke("reporting")
+    assert a.verify(token) is None
+    with pytest.raises(ApiKeyError, match="no key"):
+        a.revoke("reporting")
+
+
+def test_a_conversation_continues_on_another_replica(where: Opener) -> None:
+    a, b = Conversations(where("conversations")), Conversations(where("conversations"))
+    cid = a.create("alice", "What does band E4 pay?")
+    assert b.add_turn("alice", cid, Turn("q1", "a1", [{"path": "/x", "page": 2}]))
+    assert a.add_turn("alice", cid, Turn("q2", "a2"))
+    assert not b.add_turn("bob", cid, Turn("q", "a"))
+    got = a.get("alice", cid)
+    assert got is not None
+    assert [t.question for t in got.turns] == ["q1", "q2"]
+    assert got.turns[0].sources == [{"path": "/x", "page": 2}]
+    assert b.drop_turn("alice", cid, 1)
+    assert b.rename("alice", cid, "Band E4")
+    assert [c.title for c in a.list("alice")] == ["Band E4"]
+    assert b.get("bob", cid) is None
+    assert a.delete("alice", cid)
+    assert b.get("alice", cid) is None
+
+
+def _record(path: str, ids: list[str]) -> FileRecord:
+    return FileRecord(path=path, size=1, mtime_ns=1_700_000_000_123_456_789, sha256="ab", status="ok",
+                      chunk_ids=ids, acl=["everyone"])
+
+
+def test_one_file_is_leased_to_one_run_until_it_ends_or_dies(where: Opener) -> None:
+    m1, m2 = Manifest(where("manifest")), Manifest(where("manifest"))
+    first, second = RunLease(m1), RunLease(m2)
+    first.start()
+    second.start()
+    assert first.claim("/docs/a.pdf")
+    assert not second.claim("/docs/a.pdf")
+    assert second.claim("/docs/b.pdf")
+    assert m2.held_by_live("/docs/a.pdf")
+    # The first run's new chunks are hidden, and no other run may delete them while it lives.
+    m1.hide_new("/docs/a.pdf", ["p1", "p2"], first.owner)
+    assert sorted(m2.hidden_ids()) == ["p1", "p2"]
+    assert m2.orphaned_ids() == []
+    # A run may publish only a file it holds.
+    with pytest.raises(LeaseLost):
+        m2.publish(_record("/docs/a.pdf", ["p1", "p2"]), [], second.owner)
+    m1.publish(_record("/docs/a.pdf", ["p1", "p2"]), [], first.owner)
+    assert m2.hidden_ids() == []
+    got = m2.get("/docs/a.pdf")
+    assert got is not None
+    assert got.mtime_ns == 1_700_000_000_123_456_789  # a nanosecond time needs 64 bits
+    first.release("/docs/a.pdf")
+    assert second.claim("/docs/a.pdf")
+    # A run that dies (no heartbeat) frees its files and orphans its hidden chunks.
+    m2.hide_new("/docs/b.pdf", ["p3"], second.owner)
+    m1.reap([second.owner])
+    assert m1.orphaned_ids() == ["p3"]
+    assert first.claim("/docs/b.pdf")
+    with pytest.raises(LeaseLost):
+        m2.publish(_record("/docs/b.pdf", ["p3"]), [], second.owner)
+    first.stop()
+    assert not m2.held_by_live("/docs/b.pdf")
+    assert m2.workers() == []
+    # Hidden rows of an older version (no owner) are orphans too.
+    m1.hide_new("/docs/c.pdf", ["p4"])
+    assert sorted(m2.orphaned_ids()) == ["p3", "p4"]
+
+
+def test_a_run_whose_process_is_gone_is_dead_at_once_on_its_machine(where: Opener) -> None:
+    import subprocess
+    import sys
+
+    m = Manifest(where("manifest"))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(gone.stdout)
+    run = RunLease(m)
+    m.register("ghost", run.host, pid, time.time() - 5)
+    m.claim("/docs/a.pdf", "ghost")
+    run.start()  # reaps the dead run of this machine: no 60 s wait for its heartbeat to run out
+    assert [w.owner for w in m.workers()] == [run.owner]
+    assert run.claim("/docs/a.pdf")
+    run.stop()
+
+
+def test_limits_and_sign_ins_are_counted_across_replicas(postgres_url: str) -> None:
+    from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle, SharedState
+
+    a, b = SharedState(Postgres(postgres_url)), SharedState(Postgres(postgres_url))
+    on_a, on_b = SharedRateLimiter(a, "questions", 3), SharedRateLimiter(b, "questions", 3)
+    assert [on_a.hit("alice"), on_b.hit("alice"), on_a.hit("alice")] == [None, None, None]
+    wait = on_b.hit("alice")
+    assert wait is not None
+    assert 0 < wait <= 60
+    assert on_b.hit("bob") is None
+    throttle_a, throttle_b = SharedSignInThrottle(a, 2), SharedSignInThrottle(b, 2)
+    throttle_a.failed("user:alice", "ip:1")
+    throttle_b.failed("user:alice", "ip:2")
+    assert throttle_a.blocked("user:alice")
+    assert not throttle_b.blocked("ip:1")
+    throttle_b.succeeded("user:alice")
+    assert not throttle_a.blocked("user:alice")
+    # An identity-provider sign-in started on one replica finishes on another, once.
+    a.put_sign_in("state-1", "nonce", "verifier", "/")
+    assert b.pop_sign_in("state-1", 600) == ("nonce", "verifier", "/")
+    assert a.pop_sign_in("state-1", 600) is None
+
+
+def test_database_url_must_be_postgresql() -> None:
+    from appliance.settings import Settings
+
+    with pytest.raises(ValueError, match="postgresql://"):
+        Settings(database={"url": "mysql://db/appliance"})
+    s = Settings(database={"url": "postgresql://appliance@db:5432/appliance", "password": "pw"})
+    target = s.database_for(s.users_path)
+    assert isinstance(target, Postgres)
+    assert target.engine_url().password == "pw"
+    assert target.engine_url().drivername == "postgresql+psycopg"
+
