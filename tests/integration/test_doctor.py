@@ -12,7 +12,7 @@ from appliance.backends.store import EdgeStore
 from appliance.doctor import Check, checks_to_json, render_table, run_checks, worst
 from tests.conftest import make_services
 
-NAMES = ["configuration", "chat model", "embedding model", "store", "embedding dimension", "reranker",
+NAMES = ["configuration", "chat model", "embedding model", "store", "database", "embedding dimension", "reranker",
          "sign-in", "audit trail", "disk space", "telemetry", "proxy", "remote endpoints"]
 # Nothing listens on port 9 (discard): a model server that is down.
 OLLAMA_DOWN = {"provider": "ollama", "model": "mistral-small4", "host": "http://127.0.0.1:9"}
@@ -46,6 +46,8 @@ def test_embedded_default_is_healthy(doctor: Any) -> None:
     assert ".gguf" in checks["chat model"].detail
     assert "384 dimensions" in checks["embedding model"].detail
     assert checks["store"].detail.startswith("0 chunks")
+    assert checks["database"].detail.startswith("SQLite files in ")
+    assert "0 documents" in checks["database"].detail
     assert "384-dimension" in checks["embedding dimension"].detail
     assert checks["reranker"].detail == "none configured"
     assert "GiB free" in checks["disk space"].detail
@@ -131,3 +133,15 @@ def test_sign_in_without_users_and_weak_secrets_are_reported(doctor: Any) -> Non
     assert checks["configuration"].status == "fail"
     assert "rerank.api_key" in checks["configuration"].detail
     assert "changeme" not in checks["configuration"].detail
+
+
+def test_the_shared_database_is_checked(doctor: Any, postgres_url: str, tmp_path: Path) -> None:
+    checks = doctor(database={"url": postgres_url})
+    assert checks["database"].status == "ok", checks["database"]
+    assert "shared by every replica" in checks["database"].detail
+    assert "0 users, 0 documents" in checks["database"].detail
+    down = doctor(database={"url": f"postgresql://appliance@/appliance?host={tmp_path / 'no-server'}"})
+    assert down["database"].status == "fail"
+    assert "PostgreSQL database 'appliance'" in down["database"].detail
+    assert "check database.url and database.password" in down["database"].detail
+    assert down["chat model"].status == "ok"  # the rest is still told

@@ -178,3 +178,22 @@ def test_database_url_must_be_postgresql() -> None:
     assert target.engine_url().password == "pw"
     assert target.engine_url().drivername == "postgresql+psycopg"
 
+
+
+def test_a_replica_outlives_the_database_dropping_its_connections(postgres_url: str) -> None:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    users = Users(Postgres(postgres_url))
+    users.add("alice", PASSWORD)
+    token = users.start_session("alice")
+    url = make_url(postgres_url)
+    with psycopg.connect(host=url.query["host"], user=url.username, dbname=url.database, autocommit=True) as c:
+        dropped = c.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+    assert dropped is not None
+    assert dropped[0] >= 1  # the replica's pooled connection is gone (a restart, a fail-over)
+    session = users.session(token)  # no error: the pool finds the dead connection and opens another
+    assert session is not None
+    assert session.user.name == "alice"
+    users.close()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -43,17 +44,19 @@ class PgServer:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PgServer]:
+@contextlib.contextmanager
+def running_postgres(durable: bool = False) -> Iterator[PgServer | None]:
+    """A throwaway server until the block ends; None where PostgreSQL is not installed. Not durable
+    (no fsync) unless asked: the tests need speed, the benchmarks a real server's costs."""
     bin_dir = _binaries()
     if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (Debian's postgresql package; scripts/setup.sh test installs it)")
+        yield None
+        return
     root = Path(tempfile.mkdtemp(prefix="appliance-pg-"))
     data, sockets = root / "data", root / "run"
     sockets.mkdir()
     # initdb refuses to run as root: the cluster belongs to the postgres user then.
     as_user: list[str] = []
-    user = os.environ.get("USER") or "postgres"
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         shutil.chown(sockets, "postgres")
@@ -70,8 +73,9 @@ def postgres_server() -> Iterator[PgServer]:
         log.touch()
         shutil.chown(log, "postgres")
     subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
-                    "-o", f"-c listen_addresses='' -k {sockets} -c fsync=off -c synchronous_commit=off "
-                          "-c full_page_writes=off -c max_connections=200", "start"],
+                    "-o", f"-c listen_addresses='' -k {sockets} -c max_connections=200"
+                          + ("" if durable else " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"),
+                    "start"],
                    check=True, capture_output=True)
     try:
         yield PgServer(sockets, user)
@@ -79,6 +83,14 @@ def postgres_server() -> Iterator[PgServer]:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PgServer]:
+    with running_postgres() as server:
+        if server is None:
+            pytest.skip("PostgreSQL is not installed (Debian's postgresql package; scripts/setup.sh test installs it)")
+        yield server
 
 
 @pytest.fixture
