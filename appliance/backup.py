@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.database import Connection, Postgres, Where, columns, has_rows, open_database
+from appliance.database import Connection, Postgres, Where, columns, has_rows, is_postgres, open_database
 
 if TYPE_CHECKING:
     from appliance.backends.store import StorePoint
@@ -73,6 +73,8 @@ def _databases(services: Services) -> dict[str, _Database]:
 def _copy_rows(src: Connection, dst: Connection, tables: list[str]) -> None:
     """Every row of the tables, in one transaction on each side, by column name."""
     with src, dst:
+        if is_postgres(src):  # one snapshot of every table, as SQLite's backup takes
+            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for table in tables:
             names = sorted(columns(src, table) & columns(dst, table))
             quoted = ", ".join(f'"{n}"' for n in names)

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.database import Where, open_database
+from appliance.database import INTEGRITY_ERRORS, Where, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -69,6 +69,14 @@ class Conversations:
 
     def add_turn(self, owner: str, cid: str, turn: Turn) -> bool:
         """False when the conversation is not the owner's (or is gone)."""
+        for _ in range(3):  # two replicas adding a turn at once pick the same number: the second tries again
+            try:
+                return self._add_turn(owner, cid, turn)
+            except INTEGRITY_ERRORS:
+                time.sleep(0.05)
+        return self._add_turn(owner, cid, turn)
+
+    def _add_turn(self, owner: str, cid: str, turn: Turn) -> bool:
         with self._lock, self._db:
             if self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone() \
                     is None:

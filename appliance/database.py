@@ -9,6 +9,7 @@ PRECISION, a quoted "user"). One connection per store, used under the store's ow
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ _SCHEMA_LOCK = 0x5A6_1A4C
 
 class IntegrityError(Exception):
     """A row breaks a key or constraint (PostgreSQL); SQLite raises its own sqlite3.IntegrityError."""
+
+
+class TransactionAborted(RuntimeError):
+    """A statement after a failed one in the same PostgreSQL transaction, which is rolled back whole."""
 
 
 class DatabaseUnavailable(BackendUnavailable):
@@ -93,6 +98,10 @@ def open_database(where: Where, schema: str) -> Connection:
     return db
 
 
+def is_postgres(db: Connection) -> bool:
+    return isinstance(db, _Postgres)
+
+
 def columns(db: Connection, table: str) -> set[str]:
     """The table's column names (for adding the ones an older version did not have)."""
     if isinstance(db, _Postgres):
@@ -138,13 +147,16 @@ class _Postgres:
         self._conn: SAConnection | None = None  # checked out for the transaction under way
         self._writing = False  # a write is pending: the transaction stays open until commit()
         self._depth = 0  # inside `with db:`
+        self._failed = False  # a statement of this `with db:` failed: the transaction is rolled back
 
     @classmethod
     def open(cls, where: Postgres, schema: str) -> _Postgres:
         from sqlalchemy import create_engine
 
         # pre_ping: a replica outlives a database restart or fail-over without an error on its next request.
-        db = cls(create_engine(where.engine_url(), pool_size=1, max_overflow=2, pool_pre_ping=True))
+        # Timeouts: a database cut off by the network fails a request in seconds instead of hanging it.
+        db = cls(create_engine(where.engine_url(), pool_size=1, max_overflow=2, pool_pre_ping=True,
+                               connect_args={"connect_timeout": 10, "options": "-c statement_timeout=60000"}))
         with db:
             db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
             for statement in _statements(schema):
@@ -168,22 +180,28 @@ class _Postgres:
     def _run(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]]) -> _Result:
         from sqlalchemy import exc
 
+        if self._failed:  # PostgreSQL rolled the whole transaction back: nothing after may commit alone
+            raise TransactionAborted("an earlier statement of this transaction failed: it was rolled back")
         try:
             conn = self._connection()
-            result = conn.exec_driver_sql(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+            # psycopg's placeholders are %s, and a literal % is written %%.
+            result = conn.exec_driver_sql(sql.replace("%", "%%").replace("?", "%s"), params)  # type: ignore[arg-type]
             rows = list(result.fetchall()) if result.returns_rows else []
             out = _Result(rows, result.rowcount)
         except exc.IntegrityError as error:
             self._end(commit=False)
+            self._failed = self._depth > 0
             raise IntegrityError(str(error.orig)) from None
         except exc.OperationalError as error:  # not reached, refused, or gone away
             self._end(commit=False)
+            self._failed = self._depth > 0
             first = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
             raise DatabaseUnavailable(f"{self._name}: {first} (check database.url and database.password)") from None
         except exc.DBAPIError:
             self._end(commit=False)
+            self._failed = self._depth > 0
             raise
-        if sql.lstrip()[:6].upper() == "SELECT" and not self._writing and not self._depth:
+        if not _WRITES.match(sql) and not self._writing and not self._depth:
             self._end(commit=True)  # a read on its own: no connection idles in a transaction
         else:
             self._writing = True
@@ -215,11 +233,15 @@ class _Postgres:
                  tb: TracebackType | None, /) -> None:
         self._depth -= 1
         if not self._depth:
-            self._end(commit=kind is None)
+            failed, self._failed = self._failed, False
+            self._end(commit=kind is None and not failed)
 
     def close(self) -> None:
         self._end(commit=False)
         self._engine.dispose()
+
+
+_WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE)\b", re.IGNORECASE)
 
 
 def _statements(script: str) -> list[str]:

@@ -47,7 +47,7 @@ CREATE INDEX IF NOT EXISTS files_sha256 ON files (sha256);
 CREATE TABLE IF NOT EXISTS hidden (
     point_id TEXT PRIMARY KEY,
     path TEXT NOT NULL,
-    kind TEXT NOT NULL,            -- new | stale
+    kind TEXT NOT NULL,            -- new | stale | deleting
     since DOUBLE PRECISION NOT NULL,
     owner TEXT                     -- the run that will publish or delete them; NULL: a run of an older version
 );
@@ -139,27 +139,54 @@ class Manifest:
         with self._lock, self._db:
             self._db.execute("UPDATE files SET size = ?, mtime_ns = ? WHERE path = ?", (size, mtime_ns, path))
 
-    def hide_new(self, path: str, ids: list[str], owner: str | None = None) -> None:
-        """Before a file's new chunks are written: none of them may be found until published."""
+    def _hold(self, path: str, owner: str | None, now: float) -> None:
+        """Inside a transaction: the run still holds the file's lease and is alive (LeaseLost otherwise).
+        The lease row is written, so it stays locked until the commit: no run can take it meanwhile."""
+        if owner is not None and not self._db.execute(
+                f"UPDATE leases SET owner = owner WHERE path = ? AND owner = ? AND {_LIVE.format('leases')}",
+                (path, owner, now)).rowcount:
+            raise LeaseLost(f"{path}: another ingest run took this file over")
+
+    def hide_new(self, path: str, ids: list[str], owner: str | None = None) -> list[str]:
+        """Before a file's new chunks are written: none of them may be found until published. Returns
+        the ids another live run is deleting at this moment (the caller waits and calls again); a row
+        of a dead run, or one superseded (stale) and not yet being deleted, is taken over."""
         with self._lock, self._db:
             now = time.time()
-            self._db.executemany("INSERT INTO hidden VALUES (?, ?, 'new', ?, ?) ON CONFLICT(point_id) DO UPDATE "
-                                 "SET path = excluded.path, kind = 'new', since = excluded.since, "
-                                 "owner = excluded.owner",
-                                 [(i, path, now, owner) for i in ids])
+            self._hold(path, owner, now)
+            self._db.executemany(
+                "INSERT INTO hidden VALUES (?, ?, 'new', ?, ?) ON CONFLICT(point_id) DO UPDATE "
+                "SET path = excluded.path, kind = 'new', since = excluded.since, owner = excluded.owner "
+                f"WHERE hidden.owner IS NULL OR hidden.kind = 'stale' OR NOT {_LIVE.format('hidden')}",
+                [(i, path, now, owner, now) for i in ids])
+            return self._not_mine(ids, owner)
+
+    def hidden_by_others(self, ids: list[str], owner: str | None) -> list[str]:
+        """Those of the ids that another run holds hidden."""
+        with self._lock:
+            return self._not_mine(ids, owner)
+
+    def _not_mine(self, ids: list[str], owner: str | None) -> list[str]:
+        found: list[str] = []
+        other = "owner IS NOT NULL" if owner is None else "(owner IS NULL OR owner <> ?)"
+        for start in range(0, len(ids), 500):
+            part = ids[start:start + 500]
+            marks = ",".join("?" * len(part))
+            found += [str(r[0]) for r in self._db.execute(
+                f"SELECT point_id FROM hidden WHERE point_id IN ({marks}) AND {other}",
+                (*part, *(() if owner is None else (owner,)))).fetchall()]
+        return found
 
     def publish(self, rec: FileRecord, stale: list[str], owner: str | None = None) -> None:
         """In one transaction: the row names its new chunks, which become searchable, and the
         superseded ones are hidden until the writer deletes them. With an owner: only while that run
-        still holds the file's lease (LeaseLost otherwise, and nothing changes)."""
+        is alive and still holds the file's lease (LeaseLost otherwise, and nothing changes)."""
         with self._lock, self._db:
-            # The lease row is written first: it is locked until the commit, so no run can take it meanwhile.
-            if owner is not None and not self._db.execute(
-                    "UPDATE leases SET owner = owner WHERE path = ? AND owner = ?", (rec.path, owner)).rowcount:
-                raise LeaseLost(f"{rec.path}: another ingest run took this file over")
             now = time.time()
-            self._db.executemany("DELETE FROM hidden WHERE point_id = ? AND kind = 'new'",
-                                 [(i,) for i in rec.chunk_ids])
+            self._hold(rec.path, owner, now)
+            mine = "owner IS NULL" if owner is None else "owner = ?"
+            self._db.executemany(f"DELETE FROM hidden WHERE point_id = ? AND kind = 'new' AND {mine}",
+                                 [(i,) if owner is None else (i, owner) for i in rec.chunk_ids])
             self._db.executemany("INSERT INTO hidden VALUES (?, ?, 'stale', ?, ?) ON CONFLICT(point_id) DO UPDATE "
                                  "SET kind = 'stale', since = excluded.since, owner = excluded.owner",
                                  [(i, rec.path, now, owner) for i in stale])
@@ -176,10 +203,31 @@ class Manifest:
                                     (time.time(),)).fetchall()
             return [str(r[0]) for r in rows]
 
-    def unhide(self, ids: list[str]) -> None:
-        """After the chunks are deleted from the store."""
+    def start_deleting(self, owner: str | None, ids: list[str] | None = None) -> list[str]:
+        """Mark hidden chunks as being deleted by this run, and return them: these superseded ids of its
+        own (those another run has not taken over since), or, without ids, every orphaned one. No other
+        run takes a row over while this run deletes it (hide_new waits)."""
         with self._lock, self._db:
-            self._db.executemany("DELETE FROM hidden WHERE point_id = ?", [(i,) for i in ids])
+            now = time.time()
+            if ids is None:
+                self._db.execute(f"UPDATE hidden SET owner = ?, kind = 'deleting' WHERE owner IS NULL OR NOT "
+                                 f"{_LIVE.format('hidden')}", (owner, now))
+            else:
+                mine = "owner IS NULL" if owner is None else "owner = ?"
+                self._db.executemany(f"UPDATE hidden SET kind = 'deleting' WHERE point_id = ? AND kind = 'stale' "
+                                     f"AND {mine}", [(i,) if owner is None else (i, owner) for i in ids])
+            mine = "owner IS NULL" if owner is None else "owner = ?"
+            return [str(r[0]) for r in self._db.execute(f"SELECT point_id FROM hidden WHERE kind = 'deleting' AND "
+                                                        f"{mine}", () if owner is None else (owner,)).fetchall()]
+
+    def unhide(self, ids: list[str], owner: str | None = None) -> None:
+        """After the chunks are deleted from the store (with an owner: only the rows it was deleting)."""
+        with self._lock, self._db:
+            if owner is None:
+                self._db.executemany("DELETE FROM hidden WHERE point_id = ?", [(i,) for i in ids])
+            else:
+                self._db.executemany("DELETE FROM hidden WHERE point_id = ? AND owner = ? AND kind = 'deleting'",
+                                     [(i, owner) for i in ids])
 
     # -- runs and leases -------------------------------------------------------------------------
     def register(self, owner: str, host: str, pid: int, started: float) -> None:
@@ -187,9 +235,11 @@ class Manifest:
             self._db.execute("INSERT INTO workers VALUES (?, ?, ?, ?, ?) ON CONFLICT(owner) DO UPDATE "
                              "SET expires = excluded.expires", (owner, host, pid, started, time.time() + WORKER_TTL_S))
 
-    def heartbeat(self, owner: str) -> None:
+    def heartbeat(self, owner: str) -> bool:
+        """Renew the run; False when it was reaped meanwhile (counted dead: it must stop writing)."""
         with self._lock, self._db:
-            self._db.execute("UPDATE workers SET expires = ? WHERE owner = ?", (time.time() + WORKER_TTL_S, owner))
+            return bool(self._db.execute("UPDATE workers SET expires = ? WHERE owner = ? AND expires >= ?",
+                                         (time.time() + WORKER_TTL_S, owner, time.time())).rowcount)
 
     def unregister(self, owner: str) -> None:
         """The run ended: its leases go with it (its hidden chunks are its own to delete first)."""
@@ -213,9 +263,12 @@ class Manifest:
     def claim(self, path: str, owner: str) -> bool:
         """Take the file's lease: True when this run holds it now (it was free, its holder dead, or ours)."""
         with self._lock, self._db:
-            self._db.execute(f"INSERT INTO leases VALUES (?, ?) ON CONFLICT(path) DO UPDATE SET owner = excluded.owner "
+            now = time.time()
+            # Only a live run takes a lease: one counted dead that does not know it yet gets none.
+            self._db.execute(f"INSERT INTO leases SELECT ?, ? WHERE EXISTS (SELECT 1 FROM workers w WHERE w.owner = ? "
+                             f"AND w.expires >= ?) ON CONFLICT(path) DO UPDATE SET owner = excluded.owner "
                              f"WHERE leases.owner = excluded.owner OR NOT {_LIVE.format('leases')}",
-                             (path, owner, time.time()))
+                             (path, owner, owner, now, now))
             row = self._db.execute("SELECT owner FROM leases WHERE path = ?", (path,)).fetchone()
         return row is not None and row[0] == owner
 

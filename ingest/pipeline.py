@@ -197,8 +197,9 @@ class IngestPipeline:
         if self._access_source is not None:
             self.access = self._access_source()
         if not dry_run:
-            self._lease = RunLease(self._manifest)
-            self._lease.start()
+            lease = RunLease(self._manifest)
+            lease.start()
+            self._lease = lease
         try:
             return self._run(paths, report, started, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
                              progress=progress, cancel=cancel, force=force)
@@ -494,9 +495,44 @@ class IngestPipeline:
         ids = [p.id for p in points]
         old = task.old
         published = set(old.chunk_ids) if old and old.status == "ok" else set()
-        self._manifest.hide_new(task.key, [i for i in ids if i not in published], self._owner)
-        for start in range(0, len(points), UPSERT_BATCH):
-            self._store.upsert(points[start: start + UPSERT_BATCH])
+        self._hide_new(task.key, [i for i in ids if i not in published])
+        try:
+            for start in range(0, len(points), UPSERT_BATCH):
+                self._check_alive(task.key)
+                self._store.upsert(points[start: start + UPSERT_BATCH])
+            self._check_alive(task.key)
+            self._publish_written(task, ids, parser, pages, notes)
+        except LeaseLost:
+            self._withdraw(task.key, [i for i in ids if i not in published])
+            raise
+
+    def _hide_new(self, key: str, ids: list[str]) -> None:
+        """List the chunks as hidden; a few of them may be in another run's hands for a moment (it is
+        deleting a superseded copy with the same id): wait for it."""
+        deadline = time.monotonic() + 60
+        while busy := self._manifest.hide_new(key, ids, self._owner):
+            if time.monotonic() > deadline:
+                raise LeaseLost(f"{key}: {len(busy)} of its chunks stayed in another ingest run's hands")
+            time.sleep(0.2)
+
+    def _check_alive(self, key: str) -> None:
+        if self._lease is not None and not self._lease.healthy():
+            raise LeaseLost(f"{key}: this run lost touch with the manifest long enough to be counted dead")
+
+    def _withdraw(self, key: str, ids: list[str]) -> None:
+        """After a lost lease: delete what this run wrote, unless another run has published it since
+        (the same content gives the same ids) or holds it hidden. Left alone, a chunk that another
+        run's recovery deleted and unhid before this run's write landed would be found by searches."""
+        rec = self._manifest.get(key)
+        kept = set(rec.chunk_ids) if rec else set()
+        others = set(self._manifest.hidden_by_others(ids, self._owner))
+        mine = [i for i in ids if i not in kept and i not in others]
+        if mine:
+            self._store.delete(mine)
+
+    def _publish_written(self, task: _Task, ids: list[str], parser: str | None, pages: int | None,
+                         notes: list[str]) -> None:
+        old = task.old
         new = set(ids)
         stale = [i for i in (old.chunk_ids if old else []) if i not in new]
         self._manifest.publish(FileRecord(
@@ -553,8 +589,12 @@ class IngestPipeline:
             for rec in self._manifest.under(str(root)):
                 if rec.path not in present and not Path(rec.path).exists():
                     if not dry_run:
+                        if self._lease is not None and not self._lease.claim(rec.path):
+                            continue  # another run has it in hand: it or the next run prunes it
                         self._store.delete(rec.chunk_ids)
                         self._manifest.remove(rec.path)
+                        if self._lease is not None:
+                            self._lease.release(rec.path)
                     removed = True
                     report.files.append(FileResult(rec.path, "removed", chunks=len(rec.chunk_ids)))
         return removed and not dry_run
@@ -566,11 +606,14 @@ class IngestPipeline:
     def _recover(self) -> None:
         """Delete what a killed run left hidden: chunks written but never published, or superseded
         (never those of a live run, which publishes or deletes them itself)."""
-        ids = self._manifest.orphaned_ids()
+        if not self._manifest.orphaned_ids():
+            return
+        # Taken over first, so that no run writes the same ids again while they are being deleted.
+        ids = self._manifest.start_deleting(self._owner)
         if ids:
             self._store.delete(ids)
             self._store.flush()
-            self._manifest.unhide(ids)
+            self._manifest.unhide(ids, self._owner)
 
     def _delete_stale(self, *, wait: bool) -> None:
         while self._stale:
@@ -580,8 +623,11 @@ class IngestPipeline:
                 if not wait:
                     return
                 time.sleep(left)
-            self._store.delete(ids)
-            self._manifest.unhide(ids)
+            # Only those no other run has taken over since (a file back to this content has these ids).
+            mine = self._manifest.start_deleting(self._owner, ids)
+            if mine:
+                self._store.delete(mine)
+                self._manifest.unhide(mine, self._owner)
             self._stale.pop(0)
 
     @contextmanager

@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 
 import psutil
 
@@ -27,18 +28,27 @@ class RunLease:
         self._held: set[str] = set()
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+        self._last_beat = time.monotonic()
+        self.lost = False  # reaped by another run (thought dead): nothing more may be written
 
     def start(self) -> None:
         reap_dead(self._manifest, self.host)
         me = psutil.Process()
         self._manifest.register(self.owner, self.host, me.pid, me.create_time())
+        self._last_beat = time.monotonic()
         self._beat = threading.Thread(target=self._heartbeat, name="ingest-heartbeat", daemon=True)
         self._beat.start()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             try:
-                self._manifest.heartbeat(self.owner)
+                if self._manifest.heartbeat(self.owner):
+                    self._last_beat = time.monotonic()
+                else:
+                    self.lost = True
+                    log.error("this ingest run was counted dead by another (no heartbeat for %.0f s): it stops "
+                              "writing; the files it had not published are left to the other runs", WORKER_TTL_S)
+                    return
             except Exception as exc:  # the database is away for a moment: the next beat may reach it
                 log.warning("ingest heartbeat failed (other runs take this run's files after %.0f s "
                             "without one): %s", WORKER_TTL_S, exc)
@@ -49,6 +59,11 @@ class RunLease:
             self._beat.join()
         self._manifest.unregister(self.owner)
         self._held.clear()
+
+    def healthy(self) -> bool:
+        """Whether this run may still write: not reaped, and renewed well within the time-to-live (a run
+        paused or cut off from the database longer than that may already be counted dead)."""
+        return not self.lost and time.monotonic() - self._last_beat < WORKER_TTL_S / 2
 
     def claim(self, path: str) -> bool:
         if path in self._held:

@@ -12,7 +12,7 @@ import pytest
 from appliance.apikeys import ApiKeyError, ApiKeys
 from appliance.auth import AuthError, Users
 from appliance.conversations import Conversations, Turn
-from appliance.database import Postgres, Where
+from appliance.database import IntegrityError, Postgres, Where
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.runs import RunLease
 
@@ -197,3 +197,69 @@ def test_a_replica_outlives_the_database_dropping_its_connections(postgres_url: 
     assert session is not None
     assert session.user.name == "alice"
     users.close()
+
+
+def test_a_run_counted_dead_can_neither_claim_nor_write_and_hides_nothing_published(where: Opener) -> None:
+    ma, mb = Manifest(where("manifest")), Manifest(where("manifest"))
+    a, b = RunLease(ma), RunLease(mb)
+    a.start()
+    b.start()
+    assert a.claim("/docs/p.pdf")
+    assert ma.hide_new("/docs/p.pdf", ["x1", "x2"], a.owner) == []
+    mb.reap([a.owner])  # a paused too long: counted dead, its file taken over by b
+    assert not ma.heartbeat(a.owner)  # a learns it at its next beat
+    assert not a.claim("/docs/q.pdf")  # a dead run takes no lease
+    assert b.claim("/docs/p.pdf")
+    assert mb.hide_new("/docs/p.pdf", ["x1", "x2"], b.owner) == []  # a's rows taken over: a is dead
+    mb.publish(_record("/docs/p.pdf", ["x1", "x2"]), [], b.owner)
+    # a wakes up: it may not hide b's published chunks again, nor publish.
+    with pytest.raises(LeaseLost):
+        ma.hide_new("/docs/p.pdf", ["x1", "x2"], a.owner)
+    with pytest.raises(LeaseLost):
+        ma.publish(_record("/docs/p.pdf", ["x1", "x2"]), [], a.owner)
+    assert mb.hidden_ids() == []
+    assert mb.orphaned_ids() == []
+    b.stop()
+
+
+def test_superseded_chunks_taken_over_by_another_run_are_not_deleted(where: Opener) -> None:
+    ma, mc = Manifest(where("manifest")), Manifest(where("manifest"))
+    a, c = RunLease(ma), RunLease(mc)
+    a.start()
+    c.start()
+    path = "/docs/p.pdf"
+    assert a.claim(path)
+    ma.hide_new(path, ["v2"], a.owner)
+    ma.publish(_record(path, ["v2"]), ["v1"], a.owner)  # v1 superseded, to be deleted by a in a moment
+    a.release(path)
+    assert c.claim(path)  # the file is back to its first content: the same ids as v1
+    assert mc.hide_new(path, ["v1"], c.owner) == []  # c takes the stale row over
+    assert ma.start_deleting(a.owner, ["v1"]) == []  # so a deletes nothing of it
+    mc.publish(_record(path, ["v1"]), ["v2"], c.owner)
+    mine = mc.start_deleting(c.owner, ["v2"])
+    assert mine == ["v2"]
+    # While c deletes v2, nobody else may take those rows over: a run writing them waits.
+    c.release(path)
+    assert a.claim(path)
+    assert ma.hide_new(path, ["v2"], a.owner) == ["v2"]
+    mc.unhide(mine, c.owner)
+    assert ma.hide_new(path, ["v2"], a.owner) == []
+    a.stop()
+    c.stop()
+
+
+def test_the_postgresql_connection_keeps_sqlite_semantics(postgres_url: str) -> None:
+    from appliance.database import TransactionAborted, open_database
+
+    db = open_database(Postgres(postgres_url), "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT)")
+    with db:
+        db.execute("INSERT INTO t VALUES (?, ?)", ("a", "100%"))
+    assert db.execute("SELECT k FROM t WHERE v LIKE '%!%' ESCAPE '!' AND k = ?", ("a",)).fetchall() == [("a",)]
+    with db:  # a failed statement: the whole transaction is rolled back, nothing after commits alone
+        db.execute("INSERT INTO t VALUES (?, ?)", ("b", "first"))
+        with pytest.raises(IntegrityError):
+            db.execute("INSERT INTO t VALUES (?, ?)", ("a", "again"))
+        with pytest.raises(TransactionAborted):
+            db.execute("INSERT INTO t VALUES (?, ?)", ("c", "after"))
+    assert db.execute("SELECT k FROM t ORDER BY k").fetchall() == [("a",)]
+    db.close()
