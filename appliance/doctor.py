@@ -140,8 +140,12 @@ def _database(services: Services) -> Outcome:
     if not s.shared_database:
         return "ok", f"SQLite files in {s.data_dir} (one server); {documents} documents{running}", ""
     users = services.users.count()
-    return "ok", (f"PostgreSQL {s.database.url}, shared by every replica and ingest run: {users} users, "
-                  f"{documents} documents{running}"), ""
+    detail = (f"PostgreSQL {s.database.url}, shared by every replica and ingest run: {users} users, "
+              f"{documents} documents{running}")
+    if s.store.provider == "embedded":  # the manifest would be shared, the chunks not
+        return "warn", detail + "; but the store is embedded, in this data directory only", (
+            "several replicas or ingest machines need one Qdrant server or cluster (store.provider: qdrant)")
+    return "ok", detail, ""
 
 
 def _sign_in(services: Services) -> Outcome:
