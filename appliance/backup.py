@@ -83,26 +83,26 @@ def _copy_rows(src: Connection, dst: Connection, tables: list[str]) -> None:
                             [tuple(r) for r in rows])
 
 
+def _transfer(db: _Database, source: Where, target: Where) -> None:
+    """The database's tables from one place to the other (the shared database and a SQLite file)."""
+    src, dst = open_database(source, db.schema), open_database(target, db.schema)
+    try:
+        _copy_rows(src, dst, db.tables)
+    finally:
+        src.close()
+        dst.close()
+
+
 def _export(db: _Database, target: Path) -> None:
     if isinstance(db.where, Postgres):
-        src, dst = open_database(db.where, db.schema), open_database(target, db.schema)
-        try:
-            _copy_rows(src, dst, db.tables)
-        finally:
-            src.close()
-            dst.close()
+        _transfer(db, db.where, target)
     elif db.sqlite.exists():
         _copy_database(db.sqlite, target)
 
 
 def _import(source: Path, db: _Database) -> None:
     if isinstance(db.where, Postgres):
-        src, dst = open_database(source, db.schema), open_database(db.where, db.schema)
-        try:
-            _copy_rows(src, dst, db.tables)
-        finally:
-            src.close()
-            dst.close()
+        _transfer(db, source, db.where)
         return
     path = db.sqlite
     for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):

@@ -207,16 +207,14 @@ class Manifest:
         """Mark hidden chunks as being deleted by this run, and return them: these superseded ids of its
         own (those another run has not taken over since), or, without ids, every orphaned one. No other
         run takes a row over while this run deletes it (hide_new waits)."""
+        mine = "owner IS NULL" if owner is None else "owner = ?"
         with self._lock, self._db:
-            now = time.time()
             if ids is None:
                 self._db.execute(f"UPDATE hidden SET owner = ?, kind = 'deleting' WHERE owner IS NULL OR NOT "
-                                 f"{_LIVE.format('hidden')}", (owner, now))
+                                 f"{_LIVE.format('hidden')}", (owner, time.time()))
             else:
-                mine = "owner IS NULL" if owner is None else "owner = ?"
                 self._db.executemany(f"UPDATE hidden SET kind = 'deleting' WHERE point_id = ? AND kind = 'stale' "
                                      f"AND {mine}", [(i,) if owner is None else (i, owner) for i in ids])
-            mine = "owner IS NULL" if owner is None else "owner = ?"
             return [str(r[0]) for r in self._db.execute(f"SELECT point_id FROM hidden WHERE kind = 'deleting' AND "
                                                         f"{mine}", () if owner is None else (owner,)).fetchall()]
 
