@@ -50,10 +50,10 @@ class SharedState:
             # One key's count and insert at a time across replicas (the lock ends with the transaction).
             self._db.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (f"{kind} {key}",))
             self._sweep(now)
-            rows = self._db.execute("SELECT at FROM events WHERE kind = ? AND key = ? AND at > ? ORDER BY at",
-                                    (kind, key, now - window_s)).fetchall()
-            if len(rows) >= limit:
-                return max(0.0, window_s - (now - float(rows[0][0])))
+            seen, oldest = self._db.execute("SELECT count(*), min(at) FROM events WHERE kind = ? AND key = ? "
+                                            "AND at > ?", (kind, key, now - window_s)).fetchone()
+            if seen >= limit:
+                return max(0.0, window_s - (now - float(oldest)))
             self._db.execute("INSERT INTO events VALUES (?, ?, ?)", (kind, key, now))
         return None
 

@@ -117,14 +117,25 @@ def bench_database() -> list[Row]:
                 return [("database", "skipped", "PostgreSQL is not installed (scripts/setup.sh test installs it)")]
             lite = _tables(lambda name: root / f"{name}.sqlite")
             url = pg.new_database()
-            shared = _tables(lambda name: Postgres(url))
+            on_pg = _tables(lambda name: Postgres(url))
             names = {"session": "session check (each request of a signed-in user)",
                      "turn": "conversation turn saved",
                      "lease": "file lease taken and released (each changed file an ingest run processes)",
                      "hidden": "hidden-chunk list read (each search)"}
             for key, what in names.items():
-                rows.append((what, f"SQLite {lite[key]:.3f} ms, PostgreSQL {shared[key]:.3f} ms",
-                             f"median of 5 rounds; ratio {shared[key] / lite[key]:.1f}x"))
+                rows.append((what, f"SQLite {lite[key]:.3f} ms, PostgreSQL {on_pg[key]:.3f} ms",
+                             f"median of 5 rounds; ratio {on_pg[key] / lite[key]:.1f}x"))
+            from appliance.api.security import RateLimiter
+            from appliance.shared_state import SharedRateLimiter, SharedState
+
+            memory = RateLimiter(10**9)
+            shared = SharedState(Postgres(url))
+            across = SharedRateLimiter(shared, "requests", 10**9)
+            here, there = _per_call(lambda: memory.hit("alice"), 500), _per_call(lambda: across.hit("alice"), 200)
+            shared.close()
+            rows.append(("rate-limit count (each request of a user or key)",
+                         f"in memory {here:.3f} ms, PostgreSQL (across replicas) {there:.3f} ms",
+                         "median of 5 rounds; one user's window of events"))
             for label, new_db in (("SQLite manifest", None), ("PostgreSQL manifest", pg.new_database)):
                 one, three, processed = _ingest_side_by_side(root, new_db)
                 rows.append((f"ingest samples/ (18 files): 1 run vs 3 runs at once, {label}",
