@@ -258,6 +258,21 @@ def audit_verify(config_file: Path | None, data_dir: Path | None) -> None:
     sys.exit(0 if result.ok else 1)
 
 
+@audit_group.command("archive")
+@click.argument("dest", type=click.Path(file_okay=False, path_type=Path))
+@settings_options
+def audit_archive(dest: Path, config_file: Path | None, data_dir: Path | None) -> None:
+    """Verify the chain, then move the rotated files (not the current one) to DEST, a 0700 folder."""
+    from appliance.audit import AuditError
+
+    services = _services(config_file, data_dir)
+    try:
+        moved = services.audit.archive(dest, actor=actor())
+    except AuditError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{len(moved)} files moved to {dest.absolute()}; `appliance audit verify` checks what stays.")
+
+
 @click.group("feedback")
 def feedback_group() -> None:
     """Employees' thumbs up/down on answers, with their questions, sources and comments."""

@@ -5,6 +5,7 @@ Every check runs on its own: an exception becomes a failed row, and the checks a
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -138,7 +139,12 @@ def _database(services: Services) -> Outcome:
     runs = len(services.manifest.workers())
     running = f", {runs} ingest run(s) in progress" if runs else ""
     if not s.shared_database:
-        return "ok", f"SQLite files in {s.data_dir} (one server); {documents} documents{running}", ""
+        damaged = [f"{name}: {problem}" for name, problem in sqlite_integrity(s.data_dir)]
+        if damaged:
+            return "fail", "SQLite integrity check failed: " + "; ".join(damaged), (
+                "stop serve, restore the file from `appliance backup`, or rebuild it (`.recover` in sqlite3)")
+        return "ok", (f"SQLite files in {s.data_dir} (one server, integrity checked); "
+                      f"{documents} documents{running}"), ""
     users = services.users.count()
     detail = (f"PostgreSQL {s.database.url}, shared by every replica and ingest run: {users} users, "
               f"{documents} documents{running}")
@@ -146,6 +152,23 @@ def _database(services: Services) -> Outcome:
         return "warn", detail + "; but the store is embedded, in this data directory only", (
             "several replicas or ingest machines need one Qdrant server or cluster (store.provider: qdrant)")
     return "ok", detail, ""
+
+
+def sqlite_integrity(folder: Path) -> list[tuple[str, str]]:
+    """SQLite's own integrity check of every database file in the folder: (file, first problem) of the
+    damaged ones. Read-only, so it is safe while serve runs (WAL readers do not block writers)."""
+    import sqlite3
+
+    damaged = []
+    for path in sorted(folder.glob("*.sqlite")):
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+                rows = [str(r[0]) for r in db.execute("PRAGMA integrity_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            rows = [str(exc)]
+        if rows != ["ok"]:
+            damaged.append((path.name, rows[0]))
+    return damaged
 
 
 def _sign_in(services: Services) -> Outcome:
@@ -166,7 +189,12 @@ def _audit(services: Services) -> Outcome:
     result = services.audit.verify()
     if not result.ok:
         return "fail", f"{len(result.problems)} problem(s), first: {result.problems[0]}", ""
-    return "ok", f"{result.lines} lines, chain intact ({services.settings.audit_dir})", ""
+    folder = services.settings.audit_dir
+    if services.audit.over_quota:  # rotation never deletes: the administrator moves the old files out
+        return ("warn", f"{result.lines} lines, chain intact; {services.audit.rotated_count} rotated files in "
+                f"{folder}, over audit.keep_files ({services.audit.keep})",
+                f"move the rotated files out of {folder}: appliance audit archive DEST")
+    return "ok", f"{result.lines} lines, chain intact ({folder})", ""
 
 
 def _chat_fix(services: Services) -> str:
