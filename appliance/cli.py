@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 @click.version_option(package_name="rag-appliance")
 def main() -> None:
     """Private, on-prem RAG appliance: ingest folders, ask questions, serve the chat UI."""
+    _private_files()
+
+
+def _private_files() -> None:
+    """Everything a command creates (SQLite -wal files, store, uploads, logs, Gradio's cache) is the owner's
+    alone: without this the umask (usually 022) left all but the chmod-ed files readable by every local user."""
+    import os
+
+    os.umask(0o077)
 
 
 @main.command("ingest")
@@ -626,6 +635,7 @@ _register()
 
 def ingest_main() -> None:
     """The `ingest` console script: the same as `appliance ingest`."""
+    _private_files()
     ingest_command(prog_name="ingest")
 
 

@@ -49,10 +49,13 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
 def _fail_cleanly(func: Callable[[], Any]) -> Any:
     from appliance.backends.common import BackendUnavailable
     from appliance.backends.store import StoreLocked
+    from appliance.rag import QuestionTooLong
     from appliance.settings import SettingsError
 
     try:
         return func()
+    except QuestionTooLong as exc:
+        raise click.ClickException(str(exc)) from None
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
     except StoreLocked as exc:

@@ -29,6 +29,28 @@ CONDENSE_PROMPT = ("Rewrite the last question so that it can be understood witho
                    "Reply with the rewritten question only.")
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class QuestionTooLong(ValueError):
+    """A question over retrieval.max_question_chars: refused before it is searched, logged or stored."""
+
+
+def clean_text(text: str) -> str:
+    """Client text as UTF-8 can carry it: a lone surrogate (valid JSON, invalid Unicode) becomes U+FFFD,
+    so it cannot fail the tokenizer, the audit line or SQLite halfway through an answer."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def checked_question(question: str, max_chars: int) -> str:
+    """The question every channel passes on: whitespace collapsed, text cleaned, and its length bounded."""
+    question = " ".join(clean_text(question).split())
+    if len(question) > max_chars:
+        raise QuestionTooLong(f"the question has {len(question):,} characters; at most {max_chars:,} are accepted "
+                              "(retrieval.max_question_chars): shorten it, or ask about one part at a time")
+    return question
+
+
 @dataclass
 class Source:
     number: int
@@ -172,7 +194,8 @@ class RagEngine:
 
         whole_document: answer from the whole of the best-matching document, when it fits.
         max_tokens: a shorter answer than the model's max_answer_tokens (never a longer one)."""
-        question = " ".join(question.split())
+        question = checked_question(question, self._settings.max_question_chars)
+        history = [(clean_text(q)[: self._settings.max_question_chars], clean_text(a)) for q, a in history]
         if not question:
             yield Answer(question, "Please ask a question.", [], grounded=False)
             return
@@ -241,6 +264,8 @@ class RagEngine:
         if self._document_chunks is None or not best.doc_id:
             return None
         most = budget // 8 + 1  # no chunk is shorter than a few tokens: more than this cannot fit
+        if most < 2:
+            return None
         chunks = self._document_chunks(best.doc_id, most + 1, groups)  # the reader's chunks only
         if len(chunks) <= 1 or len(chunks) > most:
             return None  # one chunk: the passage already is the whole document; too many: too long

@@ -253,5 +253,19 @@ def _mtime(path: Path | None) -> int | None:
 
 def build_services(settings: Settings, config_file: Path | None = None) -> Services:
     enforce_offline()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _private_dir(settings.data_dir)
     return Services(settings, config_file)
+
+
+def _private_dir(path: Path) -> None:
+    """Create the data directory owner-only (0700), and tighten one an older version left open."""
+    import os
+    import stat
+
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    st = path.stat()
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():  # not ours (a mounted volume): leave it
+        try:
+            path.chmod(stat.S_IMODE(st.st_mode) & 0o700)
+        except OSError as exc:
+            log.warning("could not make %s owner-only: %s", path, exc)

@@ -52,11 +52,58 @@ class ServerSettings(Section):
     max_queued: int = Field(
         32, ge=0, description="Answers that may wait for the chat model; past this the API answers 503 busy."
     )
+    max_queued_per_user: int = Field(
+        4, ge=1, description="Most of one user's requests that may wait in the chat page's queue at once (their "
+        "fair share of server.max_queued); more are refused with 429."
+    )
     max_upload_files: int = Field(20, ge=1, description="Most files in one POST /v1/documents.")
+    max_request_kb: int = Field(
+        1024, ge=64, description="Largest request body in KB but for file uploads (JSON, forms, the page's events); "
+        "a larger one is refused with 413 before it is read."
+    )
     model_id: str = Field("rag-appliance", description="The model name the OpenAI-compatible API lists and accepts.")
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDR networks of the reverse proxies in front of the server (e.g. ['172.30.0.10'], "
+        "['10.244.0.0/16']). Only a request whose TCP peer is one of them may name the client's address "
+        "(X-Forwarded-For) and scheme (X-Forwarded-Proto); empty: nobody may, loopback included. A proxy serves "
+        "other machines, so with any set sign-in is required as if the server listened beyond loopback.",
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds a client has to send a request's line and headers, from connecting (or "
+        "from the previous answer on a kept-alive connection); then it gets 408 and the connection is closed. "
+        "Dripping bytes does not extend it."
+    )
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="Longest pause in seconds while a client sends a request body (an upload); then it "
+        "gets 408 and the connection is closed. Answers streamed to the client are not timed."
+    )
+    body_min_rate: float = Field(
+        500.0, ge=0, description="Bytes a second a request body must average once body_timeout_s has passed, so a "
+        "large upload on a slow link goes through and one dripped a byte at a time does not (0: pauses only)."
+    )
+    max_connections: int = Field(
+        512, ge=1, description="Connections served at once (a browser opens up to 6); a request arriving while more "
+        "are open, or while as many requests run, is answered 503 busy."
+    )
+
+    @model_validator(mode="after")
+    def _proxies_are_addresses(self) -> ServerSettings:
+        import ipaddress
+
+        # uvicorn reads a malformed entry ('10.0.0.1/8', a host name, '*' aside) as a literal that never matches.
+        for entry in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry)
+            except ValueError as exc:
+                raise ValueError(f"server.trusted_proxies: {entry!r} is not an address or a network ({exc})") from None
+        return self
 
     @property
     def loopback_only(self) -> bool:
+        # Behind a reverse proxy the server answers other machines, whatever address it listens on.
+        if self.trusted_proxies:
+            return False
         return self.host in ("127.0.0.1", "localhost", "::1") or self.host.startswith("127.")
 
     @property
@@ -315,6 +362,11 @@ class RetrievalSettings(Section):
         description="Follow-up questions in a conversation become standalone queries: rewritten by the chat "
         "model (llm; for capable models), or a short follow-up carries the previous question (append).",
     )
+    max_question_chars: int = Field(
+        4000, ge=100, le=100_000,
+        description="Longest question accepted, on every channel (page, API, CLI); a longer one is refused with "
+        "the reason, before it is searched, logged or stored.",
+    )
     min_similarity: float = Field(
         0.35,
         ge=-1.0,
@@ -409,7 +461,9 @@ class AuditSettings(Section):
     include_text: bool = Field(
         False, description="Also log the answers and the retrieved passages (document text), not only which sources.")
     max_mb: int = Field(50, ge=1, description="A log file is rotated past this size.")
-    keep_files: int = Field(50, ge=1, description="Rotated files kept; older ones are deleted (say so in a policy).")
+    keep_files: int = Field(50, ge=1, description="An alert threshold, not a deletion: past this many rotated files "
+                            "the server logs a warning and `appliance doctor` warns; nothing is deleted until an "
+                            "administrator runs `appliance audit archive DEST`.")
     dir: Path | None = Field(
         None, description="Folder of the trail (None: <data_dir>/audit). Each replica keeps its own chain: give each "
         "its own folder, e.g. /var/lib/appliance/audit/$(POD_NAME) on a shared volume.")

@@ -21,6 +21,13 @@ if TYPE_CHECKING:
     from ingest.pipeline import FileResult
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:[^\s'\"()<>,;:/]+/)+([^\s'\"()<>,;:/]*)")
+
+
+def without_paths(text: str | None) -> str | None:
+    """A reason shown to a user, with every absolute path cut to its last part: a parser's message may
+    name the server's folders (the data directory, a library's install path)."""
+    return None if text is None else _ABSOLUTE.sub(lambda m: m.group(1) or "…", text)
 
 
 def safe_name(name: str | None) -> str:
@@ -116,5 +123,6 @@ def ingest_uploads(state: AppState, parts: list[tuple[Path, Path]], actor: str,
         if f.status in ("added", "updated"):
             state.metrics.ingest_chunks.inc(f.chunks)
         results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
-                                    id=doc_id_of(f.path), chunks=f.chunks, error=f.error, notes=f.notes))
+                                    id=doc_id_of(f.path), chunks=f.chunks, error=without_paths(f.error),
+                                    notes=[without_paths(n) or "" for n in f.notes]))
     return results

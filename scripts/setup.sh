@@ -47,6 +47,13 @@ if [ "${1:-}" = "test" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
         postgresql; } >/dev/null 2>&1 || echo "note: PostgreSQL not installed; its tests will be skipped" >&2
 fi
+# The reverse-proxy test runs deploy/nginx/appliance.conf in Debian's nginx (TLS in front of `appliance serve`).
+if [ "${1:-}" = "test" ] && ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ] && [ "$(id -u)" = 0 ] \
+        && command -v apt-get >/dev/null 2>&1; then
+    echo "installing nginx (Debian's package) for the reverse-proxy test..." >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        nginx; } >/dev/null 2>&1 || echo "note: nginx not installed; the reverse-proxy test will be skipped" >&2
+fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 echo "installing the appliance into .venv (the first time compiles llama.cpp: about 5 minutes)..." >&2
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e "$spec" ./packages/en_core_web_sm

@@ -100,7 +100,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     from appliance.api.errors import ApiError
     from appliance.api.security import COOKIE, check_question_rate
     from appliance.conversations import Turn
-    from appliance.rag import UNGROUNDED_REPLIES, Answer
+    from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, checked_question
     from ui.admin import build_admin_tabs
     from ui.library import build_library_tab
 
@@ -116,6 +116,12 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         message = (message or "").strip()
         if not message:
             yield chat, keep, qa, conv, turns, keep, keep, keep
+            return
+        try:
+            checked_question(message, settings.retrieval.max_question_chars)
+        except QuestionTooLong as exc:  # the question stays in the box, to be shortened
+            chat = [*chat, {"role": "assistant", "content": f"⚠ {inert(str(exc))}"}]
+            yield chat, message, qa, conv, turns, keep, keep, keep
             return
         chat = [*chat, {"role": "user", "content": inert(message)}, {"role": "assistant", "content": ""}]
         index = len(chat) - 1
@@ -366,7 +372,8 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         blocks.load(on_load, None, [who_bar, *admin_only, admin_tabs.timer, conv_list]) \
             .then(admin_tabs.refresh, None, admin_tabs.refreshed).then(library_tab.refresh, library_tab.inputs,
                                                                        library_tab.outputs)
-    blocks.queue(max_size=max(1, settings.server.max_queued))
+    # api_open=False: Gradio's /run and /api routes would run an answer beside the queue, past its limits.
+    blocks.queue(max_size=max(1, settings.server.max_queued), api_open=False)
     return cast("gr.Blocks", blocks)
 
 

@@ -25,11 +25,12 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from appliance.api.errors import install_error_handlers
     from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
-    from appliance.api.security import GuardMiddleware, gradio_user, require_principal
+    from appliance.api.security import GuardMiddleware, gradio_user, require_admin, require_principal
     from appliance.api.state import AppState
 
     state = AppState(services)
-    app = FastAPI(title="RAG appliance", version=_version(), docs_url=None, redoc_url=None,
+    # The schema names no version: an anonymous scanner learns nothing to match against advisories.
+    app = FastAPI(title="RAG appliance", version="1", docs_url=None, redoc_url=None,
                   description="Answers from your documents with citations. OpenAI-compatible chat under /v1, "
                               "documents and search REST, health and Prometheus metrics.")
     app.state.appliance = state
@@ -50,17 +51,19 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
 
     @app.get("/readyz", tags=["Health"], responses={503: {"description": "Not ready: the reason is in `error`."}})
     async def readyz() -> Any:
-        """Readiness: the store answers and the chat model is loaded (or its server has it)."""
+        """Readiness: the store answers and the chat model is loaded (or its server has it). Anonymous, so
+        it says no more than that: counts and model names are on the Status tab and in /metrics."""
         try:
-            detail = await run_in_threadpool(readiness, state)
+            await run_in_threadpool(readiness, state)
         except Exception as exc:  # report, don't crash the probe; the detail (hosts, paths) goes to the log only
             log.warning("not ready: %s", exc)
             return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
-        return {"status": "ready", **detail}
+        return {"status": "ready"}
 
-    @app.get("/metrics", tags=["Health"], response_class=Response, dependencies=keyed)
+    @app.get("/metrics", tags=["Health"], response_class=Response, dependencies=[Depends(require_admin)])
     def metrics() -> Any:
-        """Prometheus text format: requests, latencies, answers, tokens, queue, ingestion, chunks."""
+        """Prometheus text format: requests, latencies, answers, tokens, queue, ingestion, chunks. For an
+        administrator or an admin key (`appliance keys create prometheus --admin`)."""
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -74,18 +77,24 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         os.environ["GRADIO_TEMP_DIR"] = str(upload_tmp)
         import gradio as gr
 
+        from appliance.api.gradio_guard import GradioGuard, harden_mounted_gradio
         from ui.chat import build_chat_ui
         from ui.page import CSS, JS, theme
 
         blocks = build_chat_ui(services, state)
         # Our guard (below) refuses anonymous requests before Gradio sees them; Gradio learns the user
         # name from it, for gr.Request.username.
+        # show_error=False: an exception's text (paths, hosts) never reaches the page; gr.Error messages do.
         app = gr.mount_gradio_app(app, blocks, path="/", theme=theme(), css=CSS, head=JS, footer_links=[],
-                                  ssr_mode=False, show_error=True, enable_monitoring=False, mcp_server=False, pwa=False,
-                                  auth_dependency=gradio_user(state))
+                                  ssr_mode=False, show_error=False, enable_monitoring=False, mcp_server=False,
+                                  pwa=False, auth_dependency=gradio_user(state),
+                                  max_file_size=int(services.settings.ingest.max_file_mb * (1 << 20)))
+        harden_mounted_gradio(blocks, services.settings, upload_tmp)
+        app.state.gradio_blocks = blocks
+        app.add_middleware(GradioGuard, state=state, cache=upload_tmp, blocks=blocks)  # inside the body limit
     server = services.settings.server
     limit = server.max_upload_files * int(services.settings.ingest.max_file_mb * (1 << 20)) + (1 << 20)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limit)
+    app.add_middleware(BodyLimitMiddleware, max_upload_bytes=limit, max_other_bytes=server.max_request_kb << 10)
     app.add_middleware(GuardMiddleware, state=state)  # before any body is read: anonymous is refused first
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts the 413s and 401s too
     return app
@@ -179,6 +188,7 @@ def serve(services: Services) -> None:
         print(f"Chat UI: http://{cfg.host}:{cfg.port}/", flush=True)
     print(f"API: http://{cfg.host}:{cfg.port}/v1 (OpenAI-compatible; schema at /openapi.json)  "
           "(Ctrl+C to stop)", flush=True)
+    from appliance.api.connections import client_limits
     from appliance.handover import announce, withdraw
 
     # `appliance ingest` on this data directory hands its job to this server (appliance/handover.py).
@@ -188,7 +198,11 @@ def serve(services: Services) -> None:
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     watcher = _watch(services)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False)
+        # uvicorn's default trusts X-Forwarded-For/-Proto from 127.0.0.1: any local process could then name
+        # its own address (and dodge the per-address sign-in throttle). Only the configured proxies may.
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level="info", access_log=False, server_header=False,
+                    proxy_headers=bool(cfg.trusted_proxies), forwarded_allow_ips=cfg.trusted_proxies,
+                    **client_limits(cfg))  # slow clients and open connections: appliance/api/connections.py
     finally:
         if watcher is not None:
             watcher.stop()

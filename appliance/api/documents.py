@@ -33,6 +33,7 @@ from appliance.api.schemas import (
 from appliance.api.security import check_question_rate, require_principal
 from appliance.api.state import AppState, state_of
 from appliance.auth import Principal
+from appliance.rag import checked_question
 from appliance.uploads import (
     check_content,
     check_names,
@@ -220,7 +221,7 @@ def search(body: SearchRequest, state: State, principal: Who) -> SearchResponse:
     Only passages the caller may read are searched (the filter is part of the store query)."""
     from appliance.api.openai_compat import source_out
 
-    query = " ".join(body.query.split())
+    query = checked_question(body.query, state.services.settings.retrieval.max_question_chars)
     if not query:
         raise ApiError(422, "invalid request: query: is blank")
     check_question_rate(state, principal)

@@ -51,6 +51,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _response(exc)
 
+    from appliance.rag import QuestionTooLong
+
+    @app.exception_handler(QuestionTooLong)
+    async def too_long(request: Request, exc: QuestionTooLong) -> JSONResponse:
+        return _response(ApiError(400, str(exc)))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = []

@@ -30,6 +30,7 @@ from appliance.api.schemas import (
 )
 from appliance.api.security import check_question_rate, require_principal
 from appliance.auth import Principal
+from appliance.rag import checked_question
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState
@@ -84,6 +85,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     if body.model != state.model_id:
         raise ApiError(404, f"model {body.model!r} does not exist: this server serves {state.model_id!r}")
     question, history = conversation(body)
+    # Refused before a 200 goes out; rag.stream checks it again for every other caller.
+    checked_question(question, state.services.settings.retrieval.max_question_chars)
     ident = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
     if state.gate.full():  # checked before the 200 of a stream is sent

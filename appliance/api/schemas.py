@@ -114,7 +114,8 @@ class ModelList(BaseModel):
 
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    query: str = Field(min_length=1, max_length=4000)
+    query: str = Field(min_length=1, max_length=100_000, description="At most retrieval.max_question_chars (4,000) "
+                       "characters once whitespace is collapsed.")
     top_k: int = Field(10, ge=1, le=100, description="Most results.")
 
 

@@ -32,7 +32,6 @@ MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' (an admin
 _CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
 PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/logout"})
 PUBLIC_PREFIX = "/auth/oidc/"
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "[::1]")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 # Gradio's page needs inline scripts and styles; nothing may be fetched from another origin, and the
 # page may not be framed (clickjacking).
@@ -42,6 +41,23 @@ CSP = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; sty
 HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "same-origin",
            "content-security-policy": CSP, "cross-origin-opener-policy": "same-origin",
            "permissions-policy": "camera=(), microphone=(), geolocation=(), payment=()"}
+
+
+_PORT = re.compile(r":[0-9]{1,5}$")
+
+
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback exactly: localhost, [::1] or an IPv4 address
+    in 127.0.0.0/8, with an optional port. `127.0.0.1.rebind.example` and an empty Host are not."""
+    import ipaddress
+
+    name = _PORT.sub("", host.strip().lower()) if not host.strip().endswith("]") else host.strip().lower()
+    if name in ("localhost", "[::1]"):
+        return True
+    try:
+        return ipaddress.IPv4Address(name) in ipaddress.IPv4Network("127.0.0.0/8")
+    except ValueError:
+        return False
 
 
 class Limiter(Protocol):
@@ -140,7 +156,8 @@ def resolve(request: Request, state: AppState, token: str | None) -> Principal |
         return session.user.principal()
     if services.auth_required():
         return None
-    return LOCAL
+    # Open to the machine's own operator only: a request relayed by a proxy on this host is someone else's.
+    return LOCAL if local_request(request) else None
 
 
 def _bearer(request: Any) -> str | None:
@@ -232,6 +249,10 @@ class GuardMiddleware:
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k.encode(), v.encode()) for k, v in HEADERS.items() if k.encode() not in present]
+                if scope.get("scheme") in ("https", "wss") and b"strict-transport-security" not in present:
+                    # "https" only when a trusted proxy (server.trusted_proxies) said so: a backstop for proxies
+                    # that do not add HSTS themselves.
+                    headers.append((b"strict-transport-security", b"max-age=63072000"))
                 if path.startswith("/v1/") and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
@@ -284,9 +305,8 @@ class GuardMiddleware:
         """On a loopback-only server, only loopback names may be in Host (beyond loopback, sign-in guards)."""
         if not self._state.services.settings.server.loopback_only:
             return True
-        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return not host or name in LOOPBACK_HOSTS or name.startswith("127.")
+        host = dict(scope.get("headers") or []).get(b"host", b"").decode("latin-1")
+        return loopback_host(host)
 
     async def _refuse(self, scope: Message, receive: Any, send: Any, request: Any) -> None:
         from fastapi.responses import JSONResponse

@@ -108,9 +108,18 @@ class AppState:
             m.answers.labels(outcome).inc()
 
 
+PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
 def local_request(request: Request) -> bool:
+    """A request made on this machine, not one a proxy relays (the server.json token is honoured only then)."""
     from appliance.handover import is_local_client
 
+    # A proxy's connection comes from loopback, or from an address server.trusted_proxies may cover as a
+    # whole network, and the client it names may be anything (127.0.0.1 included): whoever it relays is
+    # never local. The local CLI talks to the server directly and sends none of these headers.
+    if any(h in request.headers for h in PROXY_HEADERS):
+        return False
     server = request.scope.get("server")
     return is_local_client(request.client.host if request.client else "", server[0] if server else None)
 

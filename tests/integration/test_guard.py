@@ -45,6 +45,19 @@ def test_dns_rebinding_is_refused(client: Any) -> None:
     assert client.get("/v1/models", headers={"host": "localhost:7860"}).status_code == 200
 
 
+def test_a_host_that_merely_starts_like_loopback_is_refused(client: Any) -> None:
+    """Issue 17, finding 4: `127.0.0.1.rebind.attacker.example` (with a matching Origin) searched and
+    uploaded as the local operator, and an empty Host passed. Loopback names now match exactly."""
+    for host in ("127.0.0.1.rebind.attacker.example", "127.0.0.1.rebind.attacker.example:7860", "", "127.evil",
+                 "localhost.attacker.example", "0127.0.0.1", "[::1].example", "127.0.0.1:7860@evil.example"):
+        origin = {"origin": f"http://{host}"} if host else {}
+        r = client.post("/v1/search", json={"query": "salaries"}, headers={"host": host, **origin})
+        assert r.status_code == 421, (host, r.status_code)
+        assert client.get("/v1/models", headers={"host": host}).status_code == 421, host
+    for host in ("127.0.0.1", "127.0.0.1:7860", "127.1.2.3:80", "localhost", "LOCALHOST:7860", "[::1]:7860"):
+        assert client.get("/v1/models", headers={"host": host}).status_code == 200, host
+
+
 def test_reserved_and_removed_names_are_never_given(tmp_path: Path) -> None:
     users = Users(tmp_path / "users.sqlite")
     for name in ("server.json", "local"):

@@ -124,14 +124,17 @@ def test_every_service_has_a_healthcheck(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", STACKS)
-def test_only_the_appliance_is_reachable_from_outside(name: str) -> None:
+def test_only_the_proxy_is_reachable_from_outside(name: str) -> None:
     compose = _compose(name)
     assert compose["networks"]["backend"] == {"internal": True}
     for service, spec in compose["services"].items():
         for key in ("network_mode", "ipc", "pid"):
             assert spec.get(key) != "host", f"{name}: {service} uses the host's {key}"
-        if service == "appliance":
-            assert [p.rsplit(":", 1)[1] for p in spec["ports"]] == ["7860"]
+        if service == "nginx":  # HTTPS, and 80 that only redirects (tests/e2e/test_reverse_proxy.py)
+            assert [p.rsplit(":", 1)[1] for p in spec["ports"]] == ["443", "80"]
+            assert list(spec["networks"]) == ["frontend"]
+        elif service == "appliance":
+            assert "ports" not in spec, f"{name}: the appliance publishes a port past the proxy"
             assert "frontend" in spec["networks"]
         else:
             # Qdrant and the model server: no published port, and no route out of the host.

@@ -301,3 +301,31 @@ def test_a_merged_passage_too_long_for_the_budget_falls_back_to_its_best_chunk()
     answer = rag.ask("q")
     assert answer.sources[0].text.startswith("best")
     assert "before" not in answer.sources[0].text
+
+
+def test_a_question_longer_than_the_context_never_asks_the_store_for_a_negative_count() -> None:
+    """Issue 17: a long question left a negative budget, and the whole-document offer asked Qdrant for
+    a negative number of chunks (OverflowError, a 500). Qdrant refuses a negative limit; so does this double."""
+    def chunks(doc_id: str, limit: int, groups: Any) -> list[Source]:
+        if limit < 0:
+            raise OverflowError("can't convert negative int to unsigned")
+        return [_chunk("0", 0, "part of the manual")]
+
+    retriever = ScriptedRetriever([("part of the manual", 0.9)])
+    llm = ScriptedLLM("answer [1]", context_window=400)
+    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+                    RetrievalSettings(min_similarity=0.3, max_question_chars=100_000), EmbeddedLLMSettings(),
+                    document_chunks=chunks)
+    answer = rag.ask("manual " * 2000)
+    assert not answer.grounded
+    assert "too long" in answer.text
+
+
+def test_questions_over_the_bound_are_refused_and_lone_surrogates_cleaned() -> None:
+    import pytest
+
+    from appliance.rag import QuestionTooLong, checked_question
+
+    with pytest.raises(QuestionTooLong, match="max_question_chars"):
+        checked_question("x" * 4001, 4000)
+    assert checked_question("  what\ud800 is   it? ", 4000) == "what\ufffd is it?"
