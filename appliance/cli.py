@@ -61,18 +61,13 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
 
     def job(targets: list[Path], prune: bool, quiet: bool = False) -> dict[str, Any]:
         from appliance.backends.store import StoreLocked
+        from appliance.cli_access import actor
         from appliance.handover import find
+        from appliance.usecases import run_ingest
 
         try:
-            report: dict[str, Any] = services.ingest_pipeline.run(
-                targets, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
-                progress=bar if show else None).to_dict()
-            if not dry_run:
-                from appliance.cli_access import actor
-
-                services.audit.record("ingest", actor(), paths=[str(p.absolute()) for p in targets],
-                                      **{s: report[s] for s in ("added", "updated", "removed", "failed")})
-            return report
+            return run_ingest(services, targets, actor(), "ingest", "cli", progress=bar if show else None,
+                              prune=prune, dry_run=dry_run, retry_failed=retry_failed).to_dict()
         except StoreLocked:
             server = find(services.settings.data_dir)
             if server is None:

@@ -159,13 +159,9 @@ def acl_apply(dry_run: bool, config_file: Path | None, data_dir: Path | None) ->
 
     def run() -> list[dict[str, Any]]:
         try:
-            with services.write_lock:
-                changes = services.ingest_pipeline.apply_access(dry_run=dry_run)
-            out = [c.__dict__ for c in changes]
-            if not dry_run:
-                services.audit.record("permissions", actor(), rules=[r.model_dump() for r in services.settings.acl],
-                                      changed=[{k: c[k] for k in ("path", "before", "after")} for c in out])
-            return out
+            from appliance.usecases import apply_acl
+
+            return [c.__dict__ for c in apply_acl(services, actor(), "cli", dry_run=dry_run)]
         except StoreLocked:
             server = find(services.settings.data_dir)
             if server is None:

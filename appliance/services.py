@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from appliance.conversations import Conversations
     from appliance.feedback import FeedbackLog
     from appliance.jobs import JobBoard
+    from appliance.metrics import Metrics
     from appliance.rag import RagEngine, Source
     from appliance.shared_state import SharedState
     from ingest.manifest import Manifest
@@ -45,7 +46,14 @@ class Services:
         self.config_file = config_file  # read again for its acl rules (reload_acl, current_access_rules)
         self._acl_mtime = _mtime(config_file)
         # One writer at a time: ingestion and deletion through the API share the store and the manifest.
-        self.write_lock = threading.Lock()
+        self.write_lock = threading.RLock()  # reentrant: an upload moves its files, then runs its ingest job
+
+    @cached_property
+    def metrics(self) -> Metrics:
+        """What /metrics reports; every channel's use case counts into it (appliance/usecases.py)."""
+        from appliance.metrics import Metrics
+
+        return Metrics()
 
     @cached_property
     def embedding(self) -> Embedding:
@@ -112,9 +120,9 @@ class Services:
 
     def document_chunks(self, doc_id: str, limit: int, groups: list[str] | None = None) -> list[Source]:
         from appliance.rag import source_from_payload
+        from appliance.usecases import readable_chunks
 
-        hits = self.store.chunks_of(doc_id, limit, exclude=self.manifest.hidden_ids(), groups=groups)
-        return [source_from_payload(hit.payload) for hit in hits]
+        return [source_from_payload(hit.payload) for hit in readable_chunks(self, doc_id, groups, limit)]
 
     @cached_property
     def rag(self) -> RagEngine:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,28 +99,20 @@ def remove_document(services: Services, path: str, keep_file: bool = False) -> F
     return result
 
 
-def ingest_uploads(state: AppState, parts: list[tuple[Path, Path]], actor: str,
+def ingest_uploads(services: Services, parts: list[tuple[Path, Path]], actor: str, via: str,
                    progress: Callable[[int], Any] | None = None) -> list[UploadResult]:
     """Move each checked .part file to its final name and ingest them as one job (listed on the admin
     tab); a file of the same name is replaced. Runs in a worker thread."""
     from appliance.api.schemas import UploadResult
+    from appliance.usecases import run_ingest
     from ingest.pipeline import doc_id_of
 
-    with state.services.write_lock:  # nothing replaces a file while another upload ingests it
+    with services.write_lock:  # nothing replaces a file while another upload ingests it
         for part, final in parts:
             part.replace(final)
-        started = time.perf_counter()
-        from appliance.jobs import what_of
-
-        with state.services.jobs.job("upload", actor, what_of([final.name for _, final in parts]),
-                                     forward=progress) as bar:
-            report = state.services.ingest_pipeline.run([final for _, final in parts], progress=bar)
-        state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        report = run_ingest(services, [final for _, final in parts], actor, "upload", via, progress=progress)
     results = []
     for f in report.files:
-        state.metrics.ingest_files.labels(f.status).inc()
-        if f.status in ("added", "updated"):
-            state.metrics.ingest_chunks.inc(f.chunks)
         results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
                                     id=doc_id_of(f.path), chunks=f.chunks, error=without_paths(f.error),
                                     notes=[without_paths(n) or "" for n in f.notes]))

@@ -65,6 +65,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         remove_document,
         upload_folder,
     )
+    from appliance.usecases import run_ingest
 
     services = state.services
     upload_root = services.settings.upload_dir.absolute()
@@ -123,7 +124,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
                 return _GradioBar(progress, total, len(parts))
 
             if parts:
-                for r in ingest_uploads(state, parts, principal.name, progress=bar):
+                for r in ingest_uploads(services, parts, principal.name, "page", progress=bar):
                     results.append([r.name, r.status, r.chunks, r.error or "; ".join(r.notes)])
         except BaseException:
             for part, _ in parts:
@@ -167,10 +168,8 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         rec = services.manifest.get(path) if path else None
         if rec is None:
             return *listing(text, status, every, request), "Select a document in the table first.", ""
-        with services.write_lock, services.jobs.job("ingest", principal.name, Path(path).name,
-                                                    forward=lambda total: _GradioBar(progress, total, 1)) as bar:
-            report = services.ingest_pipeline.run([Path(path)], progress=bar, force=True)
-        services.audit.record("ingest", principal.name, paths=[path], via="page", forced=True)
+        report = run_ingest(services, [Path(path)], principal.name, "reingest", "page", force=True,
+                            progress=lambda total: _GradioBar(progress, total, 1))
         f = report.files[0] if report.files else None
         note = (f"`{Path(path).name}`: {f.status}, {f.chunks} chunks" + (f" ({f.error})" if f.error else "")
                 if f else "nothing to do")

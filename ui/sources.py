@@ -10,6 +10,8 @@ import html
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from appliance.usecases import readable_chunks
+
 if TYPE_CHECKING:
     from appliance.auth import Principal
     from appliance.rag import Answer
@@ -49,8 +51,7 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     come from the store filtered by the reader's groups, so nothing unreadable is ever shown."""
     cited = _squash(str(src.get("text", "")))
     doc_id = str(src.get("doc_id") or "")
-    chunks = services.store.chunks_of(doc_id, 10000, exclude=services.manifest.hidden_ids(),
-                                      groups=principal.reads) if doc_id else []
+    chunks = readable_chunks(services, doc_id, principal.reads) if doc_id else []
     texts = [(h.payload.get("page"), _squash(str(h.payload.get("text", "")))) for h in chunks]
     index = src.get("chunk_index")
     # The cited chunk, and its neighbours merged into the passage; a short chunk (a heading, "Page 1")

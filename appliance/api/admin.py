@@ -91,27 +91,19 @@ async def ingest(job: IngestJob, request: Request,
             pass
 
     def run() -> dict[str, Any]:
-        from appliance.jobs import what_of
+        from appliance.usecases import run_ingest
 
-        with state.services.write_lock, state.services.jobs.job("ingest", cli_actor(request), what_of(job.paths),
-                                                                  forward=Bar) as bar:
-            state.ingest_cancel.clear()
-            state.ingest_running = True
-            try:
-                report = state.services.ingest_pipeline.run(paths, prune=job.prune, dry_run=job.dry_run,
-                                                            retry_failed=job.retry_failed, progress=bar,
-                                                            cancel=state.ingest_cancel)
-            finally:
-                state.ingest_running = False
-        for f in report.files:
-            state.metrics.ingest_files.labels(f.status).inc()
+        state.ingest_cancel.clear()
+        state.ingest_running = True
+        try:  # the CLI's own job, run here: the same act as `ingest` in its own process
+            report = run_ingest(state.services, paths, cli_actor(request), "ingest", "cli", progress=Bar,
+                                cancel=state.ingest_cancel, prune=job.prune, dry_run=job.dry_run,
+                                retry_failed=job.retry_failed)
+        finally:
+            state.ingest_running = False
         if report.interrupted:
             log.info("handed-over ingest stopped by its client after %d files", len(report.files))
-        data = report.to_dict()
-        if not job.dry_run:
-            state.services.audit.record("ingest", cli_actor(request), paths=job.paths,
-                                        **{s: data[s] for s in ("added", "updated", "removed", "failed")})
-        return data
+        return report.to_dict()
 
     # The job runs to its end even if the client goes away (as `ingest` would in its own process).
     task = asyncio.ensure_future(anyio.to_thread.run_sync(run, limiter=state.writer()))
@@ -151,16 +143,10 @@ async def apply_acl(request: Request, principal: Admin, dry_run: bool = False) -
     state: AppState = request.app.state.appliance
 
     def run() -> AclApplied:
-        services = state.services
-        fresh = services.reload_acl()
-        with services.write_lock:
-            changes = services.ingest_pipeline.apply_access(services.access_rules(fresh), dry_run=dry_run)
-            if not dry_run:
-                services.settings.acl = fresh.acl
-                services.settings.ingest.default_groups = fresh.ingest.default_groups
-        if not dry_run:
-            services.audit.record("permissions", principal.name, rules=[r.model_dump() for r in fresh.acl],
-                                  changed=[{"path": c.path, "before": c.before, "after": c.after} for c in changes])
+        from appliance.usecases import apply_acl as apply
+
+        fresh = state.services.reload_acl()
+        changes = apply(state.services, principal.name, "api", fresh, dry_run=dry_run)
         return AclApplied(rules=len(fresh.acl), changed=[AccessChangeOut(**c.__dict__) for c in changes],
                           dry_run=dry_run)
 

@@ -170,10 +170,10 @@ def serve(services: Services) -> None:
     _ = services.rag  # builds the reranker, if one is configured
     app = create_app(services, ui=services.settings.ui.enabled)
     cfg = services.settings.server
-    changed = services.ingest_pipeline.apply_access()  # acl rules edited while the server was down
+    from appliance.usecases import apply_acl
+
+    changed = apply_acl(services, "serve", "serve")  # acl rules edited while the server was down
     if changed:
-        services.audit.record("permissions", "serve", rules=[r.model_dump() for r in services.settings.acl],
-                              changed=[{"path": c.path, "before": c.before, "after": c.after} for c in changed])
         print(f"Permissions: {len(changed)} document(s) follow the current acl rules now.", flush=True)
     if services.auth_required():
         if not services.users.count() and services.settings.auth.oidc is None:
@@ -225,10 +225,9 @@ def _watch(services: Services) -> Any:
         raise BackendUnavailable(f"ingest.watch: no such folder: {', '.join(missing)}")
 
     def job(paths: list[Path]) -> None:
-        from appliance.jobs import what_of
+        from appliance.usecases import run_ingest
 
-        with services.write_lock, services.jobs.job("watch", "server", what_of([p.name for p in paths])) as bar:
-            report = services.ingest_pipeline.run(paths, prune=True, progress=bar)
+        report = run_ingest(services, paths, "server", "watch", "watch", prune=True)
         changed = {s: report.count(s) for s in ("added", "updated", "removed", "failed") if report.count(s)}
         if changed:
             log.info("watch: %s", ", ".join(f"{n} {s}" for s, n in changed.items()))

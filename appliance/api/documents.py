@@ -42,6 +42,7 @@ from appliance.uploads import (
     remove_document,
     upload_folder,
 )
+from appliance.usecases import readable_chunks
 
 if TYPE_CHECKING:
     from ingest.manifest import FileRecord
@@ -132,7 +133,7 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
         raise
 
     def ingest() -> list[UploadResult]:
-        return ingest_uploads(state, parts, principal.name)
+        return ingest_uploads(state.services, parts, principal.name, "api")
 
     results = await anyio.to_thread.run_sync(ingest, limiter=state.writer())
     state.services.audit.record("upload", principal.name, files=[
@@ -171,8 +172,7 @@ def document_chunks(doc_id: str, state: State, principal: Who,
                     ) -> ChunkList:
     """The document's chunks as stored, in reading order: those the caller may read (filtered in the store)."""
     _find(state, doc_id, principal)
-    hits = state.services.store.chunks_of(doc_id, limit, exclude=state.services.manifest.hidden_ids(),
-                                          groups=principal.reads)
+    hits = readable_chunks(state.services, doc_id, principal.reads, limit)
     state.services.audit.record("read", principal.name, doc_id=doc_id, chunks=len(hits))
     chunks = [Chunk(index=h.payload.get("chunk_index"), page=h.payload.get("page"),
                     page_name=h.payload.get("page_name"), section=h.payload.get("section") or [],

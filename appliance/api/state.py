@@ -14,7 +14,6 @@ from fastapi import Request
 
 from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
 from appliance.api.errors import ApiError
-from appliance.api.metrics import Metrics
 from appliance.api.security import Limiter, RateLimiter, SignInThrottle, Throttle
 from appliance.backends.common import BackendUnavailable
 from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle
@@ -51,7 +50,7 @@ class AppState:
             self.questions = SharedRateLimiter(shared, "questions", auth.questions_per_minute)
             self.sign_in_throttle = SharedSignInThrottle(shared, auth.sign_in_attempts)
         self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
-        self.metrics = Metrics()
+        self.metrics = services.metrics
         self.metrics.waiting.set_function(lambda: self.gate.waiting)
         self.metrics.running.set_function(lambda: self.gate.running)
         self.metrics.chunks.set_function(self._chunks)
