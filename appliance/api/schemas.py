@@ -23,8 +23,10 @@ class ErrorBody(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
-        400: "Invalid request", 401: "Missing or invalid API key", 404: "Not found", 413: "Upload too large",
-        415: "Unsupported file type", 422: "Invalid request body", 503: "Busy or a backend is unavailable",
+        400: "Invalid request", 401: "Missing or invalid API key", 403: "Not allowed to this caller",
+        404: "Not found", 413: "Request or upload too large", 415: "Unsupported file type",
+        422: "Invalid request body", 429: "Too many requests (Retry-After says when to try again)",
+        503: "Busy or a backend is unavailable",
     }.items()
 }
 

@@ -10,8 +10,8 @@ from appliance.api.errors import ApiError
 router = APIRouter()
 
 
-@router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
-                  include_in_schema=False)
+@router.api_route("/v1/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+                                              "QUERY", "CONNECT"], include_in_schema=False)
 def unmatched(rest: str, request: Request) -> None:
     path = request.url.path
     from appliance.api import documents, openai_compat
