@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
     from appliance.acl import AccessRules
+    from appliance.answer_gate import AnswerGate
     from appliance.apikeys import ApiKeys
     from appliance.audit import AuditLog
     from appliance.auth import Users
@@ -47,6 +48,13 @@ class Services:
         self._acl_mtime = _mtime(config_file)
         # One writer at a time: ingestion and deletion through the API share the store and the manifest.
         self.write_lock = threading.RLock()  # reentrant: an upload moves its files, then runs its ingest job
+
+    @cached_property
+    def answer_gate(self) -> AnswerGate:
+        """How many answers the chat model writes at once, for every channel together."""
+        from appliance.answer_gate import AnswerGate
+
+        return AnswerGate(self.settings.llm.max_parallel, self.settings.server.max_queued)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -2,6 +2,8 @@
 adapters over these functions, so an act gets the same lock, job line, audit line and metrics
 whatever channel it came through.
 
+- `answer`: one question answered (the question checked, a slot of the shared answer gate, the
+  answer metrics, the `question` audit line with the sources shown).
 - `run_ingest`: one ingestion job (the write lock, a line on the Status tab's job board, the
   pipeline, the `ingest` audit line, the ingest metrics).
 - `apply_acl`: the `acl:` rules applied to stored chunks (the lock, the pipeline, the `permissions`
@@ -12,19 +14,79 @@ whatever channel it came through.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from appliance.auth import Principal
     from appliance.backends.store import Hit
+    from appliance.rag import Answer
     from appliance.services import Services
     from appliance.settings import Settings
     from ingest.pipeline import AccessChange, IngestReport
 
 IngestKind = Literal["ingest", "upload", "watch", "reingest"]
+log = logging.getLogger("appliance")
+
+
+def answer(services: Services, principal: Principal, question: str, history: Sequence[tuple[str, str]],
+           channel: str, *, whole_document: bool = False, max_tokens: int | None = None,
+           cancelled: Callable[[], bool] | None = None) -> Iterator[str | Answer]:
+    """The answer's text as it is generated, then the final Answer, for `principal` (their groups only).
+
+    Raises QuestionTooLong before anything else, Busy when the shared gate is full (answer_gate.py),
+    Cancelled when `cancelled()` turns true while waiting for a slot. Close the generator to stop
+    the model (the slot is given back)."""
+    from appliance.answer_gate import Busy, Cancelled
+    from appliance.backends.common import BackendUnavailable
+    from appliance.rag import Answer, checked_question
+
+    question = checked_question(question, services.settings.retrieval.max_question_chars)
+    m = services.metrics
+    started = time.perf_counter()
+    first = True
+    outcome = "cancelled"  # unless it finishes: the client went away or the server stops
+    try:
+        with services.answer_gate.slot(cancelled):
+            for event in services.rag.stream(question, history, groups=principal.reads,
+                                             whole_document=whole_document, max_tokens=max_tokens):
+                if isinstance(event, Answer):
+                    outcome = "answered" if event.grounded else "not_found"
+                    record_question(services, principal, channel, event)
+                else:
+                    if first:
+                        m.first_token.observe(time.perf_counter() - started)
+                        first = False
+                    m.tokens.inc()
+                yield event
+    except Busy:
+        outcome = "busy"
+        raise
+    except Cancelled:
+        raise
+    except GeneratorExit:
+        log.info("answer stopped after %.1fs (%s): the reader went away", time.perf_counter() - started, channel)
+        raise
+    except BackendUnavailable:
+        outcome = "error"
+        raise
+    except Exception:
+        outcome = "error"
+        raise
+    finally:
+        m.answers.labels(outcome).inc()
+
+
+def record_question(services: Services, principal: Principal, channel: str, answer: Answer) -> None:
+    """The audit line of a question: who, through what, which sources they were shown."""
+    services.audit.record(
+        "question", principal.name, channel=channel, question=answer.question, grounded=answer.grounded,
+        sources=[{"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in answer.sources],
+        answer=answer.text)
 
 
 def run_ingest(services: Services, paths: Sequence[Path], actor: str, kind: IngestKind, via: str, *,

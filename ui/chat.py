@@ -97,10 +97,12 @@ def conversation_choices(services: Services, owner: str) -> list[tuple[str, str]
 def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
     import gradio as gr
 
+    from appliance.answer_gate import Busy
     from appliance.api.errors import ApiError
     from appliance.api.security import COOKIE, check_question_rate
     from appliance.conversations import Turn
     from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, checked_question
+    from appliance.usecases import answer as answer_question
     from ui.admin import build_admin_tabs
     from ui.library import build_library_tab
 
@@ -136,13 +138,11 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         yield chat, "", qa, conv, turns, keep, keep, keep
         text = ""
         try:
-            for event in services.rag.stream(message, history=[tuple(p) for p in qa],
-                                             groups=principal.reads):
+            for event in answer_question(services, principal, message, [(q, a) for q, a in qa], "ui"):
                 if isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
                     qa = [*qa, [event.query or message, event.text]][-10:]
-                    state.record_answer(principal, "ui", event)
                     conv, n = save_turn(principal.name, conv, event)
                     sources = answer_sources(event)
                     turns = {**turns, str(index): {"question": event.question, "answer": event.text, "turn": n,
@@ -156,6 +156,9 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
                     yield chat, "", qa, conv, turns, keep, keep, keep
+        except Busy as exc:  # every place of the shared queue is taken: say so, keep the question
+            chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}. Your question is kept in the box."}
+            yield chat, message, qa, conv, turns, keep, keep, keep
         except Exception:  # show the failure in the chat, never lose the question; details (hosts, paths) go to the log
             ref = uuid.uuid4().hex[:12]
             log.exception("answer failed (reference %s)", ref)

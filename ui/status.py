@@ -31,6 +31,7 @@ def health_markdown(state: AppState) -> str:
 
     services = state.services
     s = services.settings
+    gate = services.answer_gate
     try:
         ready = readiness(state)
         health = f"✓ **Ready**: {ready['chunks']} chunks in the store; model `{html.escape(str(ready['model']))}`."
@@ -52,7 +53,7 @@ def health_markdown(state: AppState) -> str:
             f"`{s.llm.provider}` · embeddings: `{getattr(services.embedding, 'model_name', '?')}` · "
             f"database: {database}\n"
             f"- Ingest runs in progress, on every machine: {', '.join(runs) if runs else 'none'}\n"
-            f"- Answers waiting: {state.gate.waiting}, being written: {state.gate.running}\n"
+            f"- Answers waiting: {gate.waiting}, being written: {gate.running} (the page and the API together)\n"
             f"- Feedback: {len(feedback)} rated answers, {down} of them thumbs down")
 
 

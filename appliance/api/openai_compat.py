@@ -9,6 +9,7 @@ unless `sources_in_text` is false, as a numbered list after the answer text.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from appliance.api.schemas import (
 from appliance.api.security import check_question_rate, require_principal
 from appliance.auth import Principal
 from appliance.rag import checked_question
+from appliance.usecases import answer as answer_question
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState
@@ -89,23 +91,22 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     checked_question(question, state.services.settings.retrieval.max_question_chars)
     ident = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
-    if state.gate.full():  # checked before the 200 of a stream is sent
+    if state.services.answer_gate.full():  # checked before the 200 of a stream is sent
         state.metrics.answers.labels("busy").inc()
         raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
                        headers={"Retry-After": "5"})
 
     limit = body.max_completion_tokens or body.max_tokens
 
+    stop = threading.Event()  # set when the client goes away
+
     def make() -> Iterator[str | Answer]:
-        for event in state.services.rag.stream(question, history, groups=principal.reads,
-                                               whole_document=body.whole_document, max_tokens=limit):
-            if not isinstance(event, str):
-                state.record_answer(principal, "api", event)
-            yield event
+        return answer_question(state.services, principal, question, history, "api", whole_document=body.whole_document,
+                      max_tokens=limit, cancelled=stop.is_set)
 
     if not body.stream:
         answer = None
-        async for event in state.answer_events(make):
+        async for event in state.answer_events(make, stop):
             if not isinstance(event, str):
                 answer = event
         assert answer is not None
@@ -122,7 +123,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         try:
-            async for event in state.answer_events(make):
+            async for event in state.answer_events(make, stop):
                 if isinstance(event, str):
                     yield chunk({"content": event})
                     continue

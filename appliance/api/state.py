@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -12,7 +11,8 @@ from typing import TYPE_CHECKING
 import anyio
 from fastapi import Request
 
-from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
+from appliance.answer_gate import Busy, Cancelled
+from appliance.api.concurrency import iterate_in_thread
 from appliance.api.errors import ApiError
 from appliance.api.security import Limiter, RateLimiter, SignInThrottle, Throttle
 from appliance.backends.common import BackendUnavailable
@@ -20,7 +20,6 @@ from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle
 
 if TYPE_CHECKING:
     from appliance.api.oidc import OidcClient
-    from appliance.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
 
@@ -33,7 +32,6 @@ class AppState:
         server = services.settings.server
         self.model_id = server.model_id
         self.started = int(time.time())
-        self.gate = AnswerGate(services.settings.llm.max_parallel, server.max_queued)
         self._writer: anyio.CapacityLimiter | None = None  # made on the event loop, at the first write
         self.model_check: tuple[float, str | Exception] | None = None  # /readyz's last ask of a remote model
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
@@ -51,16 +49,10 @@ class AppState:
             self.sign_in_throttle = SharedSignInThrottle(shared, auth.sign_in_attempts)
         self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
         self.metrics = services.metrics
-        self.metrics.waiting.set_function(lambda: self.gate.waiting)
-        self.metrics.running.set_function(lambda: self.gate.running)
+        gate = services.answer_gate
+        self.metrics.waiting.set_function(lambda: gate.waiting)
+        self.metrics.running.set_function(lambda: gate.running)
         self.metrics.chunks.set_function(self._chunks)
-
-    def record_answer(self, principal: Principal, channel: str, answer: Answer) -> None:
-        """The audit line of a question: who, through what, which sources they were shown."""
-        self.services.audit.record(
-            "question", principal.name, channel=channel, question=answer.question, grounded=answer.grounded,
-            sources=[{"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in answer.sources],
-            answer=answer.text)
 
     def writer(self) -> anyio.CapacityLimiter:
         """One thread for every writer (uploads, deletions, handed-over ingests): those waiting hold none."""
@@ -74,37 +66,18 @@ class AppState:
         except Exception:  # a scrape must not fail because the store is briefly unavailable
             return float("nan")
 
-    async def answer_events(self, make: Callable[[], Iterator[str | Answer]]) -> AsyncIterator[str | Answer]:
-        """An answer's events, generated in a thread once the gate admits it; metrics on the way."""
-        m = self.metrics
-        started = time.perf_counter()
-        first = True
-        outcome = "cancelled"  # unless it finishes: the client went away or the server stops
+    async def answer_events(self, make: Callable[[], Iterator[str | Answer]],
+                            stop: threading.Event) -> AsyncIterator[str | Answer]:
+        """An answer's events (appliance.usecases.answer, run in a thread), its errors as API errors."""
         try:
-            async with self.gate.slot():
-                async for event in iterate_in_thread(make):
-                    if isinstance(event, str):
-                        if first:
-                            m.first_token.observe(time.perf_counter() - started)
-                            first = False
-                        m.tokens.inc()
-                    else:
-                        outcome = "answered" if event.grounded else "not_found"
-                    yield event
+            async for event in iterate_in_thread(make, stop):
+                yield event
         except Busy as exc:
-            outcome = "busy"
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except BackendUnavailable as exc:
-            outcome = "error"
             raise ApiError(503, str(exc), kind="backend_unavailable") from None
-        except (asyncio.CancelledError, GeneratorExit):
-            log.info("answer stopped after %.1fs: the client disconnected", time.perf_counter() - started)
-            raise
-        except Exception:
-            outcome = "error"
-            raise
-        finally:
-            m.answers.labels(outcome).inc()
+        except Cancelled:
+            return  # the client went away while waiting: nobody to tell
 
 
 PROXY_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")

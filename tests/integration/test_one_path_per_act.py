@@ -110,3 +110,33 @@ def test_the_cli_and_the_api_apply_acl_rules_with_the_same_permissions_line(tmp_
     assert [e["via"] for e in lines] == ["cli", "api"]
     assert [e["changed"][0]["after"] for e in lines] == [["engineering"], ["hr"]]
     assert {frozenset(e) for e in lines} == {frozenset(lines[0])}
+
+
+def test_the_page_and_the_api_answer_through_the_same_gate_audit_and_metrics(folder: Path, services: Any) -> None:
+    """Chat-page answers bypassed the API's gate and metrics; now both count into one registry and
+    leave the same `question` line."""
+    from fastapi.testclient import TestClient
+
+    from appliance.api.app import create_app
+    from appliance.usecases import run_ingest
+
+    services.settings.llm.max_answer_tokens = 24
+    run_ingest(services, [folder], "admin", "ingest", "cli")
+    question = "Where does the build server Kestrel run?"
+    with TestClient(create_app(services), base_url="http://127.0.0.1:7860") as client:
+        r = client.post("/v1/chat/completions", json={"model": "rag-appliance",
+                                                      "messages": [{"role": "user", "content": question}]})
+        assert r.status_code == 200, r.text
+        r = client.post("/gradio_api/call/respond", json={"data": [question, []]})
+        assert r.status_code == 200, r.text
+        stream = client.get(f"/gradio_api/call/respond/{r.json()['event_id']}").text
+        assert "event: complete" in stream, stream[-500:]
+        metrics = client.get("/metrics").text
+    lines = audit_lines(services.settings.data_dir, "question")
+    assert [e["channel"] for e in lines] == ["api", "ui"]
+    assert {frozenset(e) for e in lines} == {frozenset(lines[0])}
+    assert lines[0]["sources"] == lines[1]["sources"]
+    answered = sum(float(x.rsplit(" ", 1)[1]) for x in metrics.splitlines()
+                   if x.startswith("appliance_answers_total"))
+    assert answered == 2
+    assert services.answer_gate.running == 0

@@ -9,36 +9,44 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.api.concurrency import AnswerGate, Busy, iterate_in_thread
+from appliance.answer_gate import AnswerGate, Busy, Cancelled
+from appliance.api.concurrency import iterate_in_thread
 
 
 def test_the_gate_admits_parallel_then_queues_then_says_busy() -> None:
-    async def main() -> None:
-        gate = AnswerGate(parallel=1, max_queued=1)
-        release = asyncio.Event()
+    gate = AnswerGate(parallel=1, max_queued=1)
+    release, holding = threading.Event(), threading.Event()
+    gave_up = threading.Event()
 
-        async def hold() -> None:
-            async with gate.slot():
-                await release.wait()
+    def hold() -> None:
+        with gate.slot():
+            holding.set()
+            release.wait(10)
 
-        first = asyncio.create_task(hold())
-        await asyncio.sleep(0)
-        second = asyncio.create_task(hold())
-        await asyncio.sleep(0)
-        assert (gate.running, gate.waiting) == (1, 1)
-        with pytest.raises(Busy, match="busy"):
-            async with gate.slot():
-                pass
-        second.cancel()  # a client that leaves while queued gives its place back
-        await asyncio.sleep(0)
-        assert gate.waiting == 0
-        release.set()
-        await first
-        assert (gate.running, gate.waiting) == (0, 0)
-        async with gate.slot():
-            assert gate.running == 1
+    def wait_then_leave() -> None:
+        with pytest.raises(Cancelled), gate.slot(cancelled=gave_up.is_set):
+            pass
 
-    asyncio.run(main())
+    first = threading.Thread(target=hold)
+    first.start()
+    assert holding.wait(5)
+    second = threading.Thread(target=wait_then_leave)
+    second.start()
+    deadline = time.monotonic() + 5
+    while gate.waiting < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (gate.running, gate.waiting) == (1, 1)
+    assert gate.full()
+    with pytest.raises(Busy, match="busy"), gate.slot():
+        pass
+    gave_up.set()  # a client that leaves while queued gives its place back within 0.2 s
+    second.join(5)
+    assert gate.waiting == 0
+    release.set()
+    first.join(5)
+    assert (gate.running, gate.waiting) == (0, 0)
+    with gate.slot():
+        assert gate.running == 1
 
 
 def test_a_generator_that_fails_to_start_raises_instead_of_hanging() -> None:
