@@ -16,9 +16,13 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
-from appliance.auth import EVERYONE, user_group
+from appliance.auth import EVERYONE, Principal, user_group
 from appliance.settings import AclRule
+
+if TYPE_CHECKING:
+    from ingest.manifest import FileRecord
 
 _WILD = set("*?[")
 
@@ -103,3 +107,13 @@ def _name(lookup: object, number: int) -> str:
         return str(lookup(number)[0])  # type: ignore[operator]
     except KeyError:  # an id with no name on this machine (NFS, containers): the number, as ls shows it
         return str(number)
+
+
+def visible(principal: Principal, rec: FileRecord, upload_dir: Path, every: bool = False) -> bool:
+    """Whether the principal may see that the document exists: the documents they may read and their
+    own uploads (failed ones too); with `every`, an administrator sees every row (to manage ingestion)."""
+    return (every and principal.admin) or principal.can_read(rec.acl) or own_upload(principal, rec, upload_dir)
+
+
+def own_upload(principal: Principal, rec: FileRecord, upload_dir: Path) -> bool:
+    return Path(rec.path).parent == upload_dir / principal.name

@@ -81,6 +81,7 @@ class Principal:
         return self.groups is None or not self.groups.isdisjoint(acl)
 
 
+SESSION_COOKIE = "appliance_session"  # HttpOnly, SameSite=Lax; only its SHA-256 is stored
 LOCAL = Principal("local", "local", None, True)  # loopback without sign-in: the machine's operator
 
 

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from appliance.backends.vector_index import ApplianceVectorStore
     from appliance.conversations import Conversations
     from appliance.feedback import FeedbackLog
+    from appliance.health import Health
     from appliance.jobs import JobBoard
+    from appliance.limits import Limits
     from appliance.metrics import Metrics
     from appliance.rag import RagEngine, Source
     from appliance.shared_state import SharedState
@@ -48,6 +50,20 @@ class Services:
         self._acl_mtime = _mtime(config_file)
         # One writer at a time: ingestion and deletion through the API share the store and the manifest.
         self.write_lock = threading.RLock()  # reentrant: an upload moves its files, then runs its ingest job
+
+    @cached_property
+    def health(self) -> Health:
+        """Readiness of the store and the chat model (/readyz, the Status tab)."""
+        from appliance.health import Health
+
+        return Health(self)
+
+    @cached_property
+    def limits(self) -> Limits:
+        """Per-user request and question rates and the sign-in throttle (across replicas with database.url)."""
+        from appliance.limits import Limits
+
+        return Limits(self.settings.auth, self.shared_state)
 
     @cached_property
     def answer_gate(self) -> AnswerGate:

@@ -2,7 +2,7 @@
 under way (a callback may reach another replica than the one that started it).
 
 With database.url set, these live in the shared PostgreSQL database; otherwise each process keeps
-them in memory (appliance.api.security, appliance.api.oidc). Wall-clock times: replicas on several
+them in memory (appliance.limits, appliance.api.oidc). Wall-clock times: replicas on several
 machines share no monotonic clock.
 """
 

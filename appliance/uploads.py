@@ -1,23 +1,42 @@
 """Uploaded files, for the /v1/documents API and the chat page's library alike: the checks every
-upload passes, where it is stored, and its ingestion. Errors are ApiErrors with the reason to show."""
+upload passes, where it is stored, and its ingestion. A refused upload raises UploadRefused with the
+reason to show: the API answers it with its HTTP status, the page as a message."""
 
 from __future__ import annotations
 
 import os
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.api.errors import ApiError
-
 if TYPE_CHECKING:
-    from appliance.api.schemas import UploadResult
-    from appliance.api.state import AppState
     from appliance.auth import Principal
     from appliance.services import Services
     from appliance.settings import Settings
     from ingest.pipeline import FileResult
+
+class UploadRefused(Exception):
+    """An upload the appliance will not store: `status` is the HTTP status the API answers."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Uploaded:
+    """What became of one uploaded file."""
+
+    name: str
+    status: str  # added | updated | unchanged | failed | skipped
+    id: str
+    chunks: int
+    error: str | None
+    notes: list[str]
+
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ABSOLUTE = re.compile(r"(?<![\w.~-])/(?:[^\s'\"()<>,;:/]+/)+([^\s'\"()<>,;:/]*)")
@@ -32,10 +51,10 @@ def without_paths(text: str | None) -> str | None:
 def safe_name(name: str | None) -> str:
     raw = (name or "").strip()
     if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
-        raise ApiError(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
+        raise UploadRefused(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
                             "characters; give the upload a name like report.pdf")
     if not raw or raw.startswith("."):
-        raise ApiError(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
+        raise UploadRefused(400, f"unusable file name {name!r}: give the upload a name like report.pdf")
     stem, suffix = os.path.splitext(raw)
     while len((stem + suffix).encode("utf-8")) > 200:  # file systems count bytes, not characters
         stem = stem[:-1]
@@ -44,7 +63,7 @@ def safe_name(name: str | None) -> str:
 
 def check_uploader(principal: Principal) -> None:
     if principal.kind == "key" and principal.name.startswith("key:") and not principal.admin:
-        raise ApiError(403, "a service key uploads only if created with --admin (or make the key for a user: "
+        raise UploadRefused(403, "a service key uploads only if created with --admin (or make the key for a user: "
                             "`appliance keys create NAME --user USER`)")
 
 
@@ -54,10 +73,10 @@ def check_names(raw: Sequence[str | None]) -> list[str]:
     names = [safe_name(n) for n in raw]
     for name in names:
         if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
-            raise ApiError(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
+            raise UploadRefused(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
                                 + " ".join(sorted(SUPPORTED_SUFFIXES)))
     if len(set(names)) != len(names):
-        raise ApiError(400, "two uploads have the same file name")
+        raise UploadRefused(400, "two uploads have the same file name")
     return names
 
 
@@ -68,22 +87,22 @@ def check_content(part: Path, name: str, settings: Settings) -> None:
 
     size = part.stat().st_size
     if size == 0:
-        raise ApiError(400, f"{name} is empty")
+        raise UploadRefused(400, f"{name} is empty")
     if size > settings.ingest.max_file_mb * 1024 * 1024:
-        raise ApiError(413, f"{name} is larger than ingest.max_file_mb ({settings.ingest.max_file_mb:g} MB)")
+        raise UploadRefused(413, f"{name} is larger than ingest.max_file_mb ({settings.ingest.max_file_mb:g} MB)")
     lie = mismatch(part, name)
     if lie is not None:
-        raise ApiError(415, f"{lie}: refused (the content must match the extension)")
+        raise UploadRefused(415, f"{lie}: refused (the content must match the extension)")
     try:
         check_archive(part, settings.ingest.max_unpacked_mb)
     except Exception as exc:  # ParseError: the zip-bomb reason
-        raise ApiError(413, f"{name} {exc}") from None
+        raise UploadRefused(413, f"{name} {exc}") from None
 
 
-def upload_folder(state: AppState, principal: Principal) -> Path:
+def upload_folder(services: Services, principal: Principal) -> Path:
     """Where the principal's uploads go: an administrator's (and the local operator's) follow the acl
     rules in uploads/; anyone else's go to uploads/<user>/, readable by that user alone."""
-    base = state.services.settings.upload_dir
+    base = services.settings.upload_dir
     return base if principal.admin or principal.kind not in ("user", "key") else base / principal.name
 
 
@@ -100,10 +119,9 @@ def remove_document(services: Services, path: str, keep_file: bool = False) -> F
 
 
 def ingest_uploads(services: Services, parts: list[tuple[Path, Path]], actor: str, via: str,
-                   progress: Callable[[int], Any] | None = None) -> list[UploadResult]:
+                   progress: Callable[[int], Any] | None = None) -> list[Uploaded]:
     """Move each checked .part file to its final name and ingest them as one job (listed on the admin
     tab); a file of the same name is replaced. Runs in a worker thread."""
-    from appliance.api.schemas import UploadResult
     from appliance.usecases import run_ingest
     from ingest.pipeline import doc_id_of
 
@@ -111,9 +129,6 @@ def ingest_uploads(services: Services, parts: list[tuple[Path, Path]], actor: st
         for part, final in parts:
             part.replace(final)
         report = run_ingest(services, [final for _, final in parts], actor, "upload", via, progress=progress)
-    results = []
-    for f in report.files:
-        results.append(UploadResult(name=Path(f.path).name, status=f.status,  # type: ignore[arg-type]
-                                    id=doc_id_of(f.path), chunks=f.chunks, error=without_paths(f.error),
-                                    notes=[without_paths(n) or "" for n in f.notes]))
-    return results
+    return [Uploaded(name=Path(f.path).name, status=f.status, id=doc_id_of(f.path), chunks=f.chunks,
+                     error=without_paths(f.error), notes=[without_paths(n) or "" for n in f.notes])
+            for f in report.files]

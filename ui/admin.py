@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.api.state import AppState
     from appliance.auth import Principal
+    from appliance.services import Services
 
 AUDIT_EVENTS = ["", "sign_in", "sign_out", "question", "search", "read", "upload", "delete", "ingest", "permissions",
                 "api_key", "user", "audit_export", "feedback", "feedback_export", "settings"]
@@ -32,14 +32,14 @@ def audit_rows(entries: list[dict[str, Any]]) -> list[list[str]]:
     return rows
 
 
-def user_rows(state: AppState) -> list[list[str]]:
+def user_rows(services: Services) -> list[list[str]]:
     import time
 
     def when(t: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(t)) if t else "never"
 
     return [[u.name, ", ".join(u.groups), "yes" if u.admin else "", u.source, "disabled" if u.disabled else "active",
-             when(u.last_sign_in)] for u in state.services.users.list()]
+             when(u.last_sign_in)] for u in services.users.list()]
 
 
 @dataclass
@@ -50,17 +50,16 @@ class AdminTabs:
     refreshed: list[Any]
 
 
-def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) -> AdminTabs:
-    """The Status, Users and Audit tabs. principal_of(request) -> Principal."""
+def build_admin_tabs(services: Services, caller: Callable[[Any], Principal]) -> AdminTabs:
+    """The Status, Users and Audit tabs. caller(request) -> Principal."""
     import gradio as gr
 
     from appliance.auth import AuthError
     from ui.status import build_status_tab
 
-    services = state.services
 
     def admin(request: gr.Request) -> Principal:
-        principal: Principal = principal_of(request)
+        principal: Principal = caller(request)
         if not principal.admin:
             raise gr.Error("this needs an administrator")
         return principal
@@ -97,7 +96,7 @@ def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) 
         services.audit.record("user", who.name, action=action, user=name, via="page", **detail)
         done = {"add": "created", "update": "updated", "passwd": "has a new password (sessions ended)",
                 "disable": "disabled (sessions ended)", "enable": "enabled", "rm": "removed"}[action]
-        return user_rows(state), f"✓ {name} {done}.", ""  # the password box is emptied
+        return user_rows(services), f"✓ {name} {done}.", ""  # the password box is emptied
 
     def search_audit(text: str, event: str, actor: str, request: gr.Request) -> Any:
         admin(request)
@@ -114,10 +113,10 @@ def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) 
     def refresh(request: gr.Request) -> tuple[Any, ...]:
         """The users table and the status, for administrators (empty for anyone else)."""
         try:
-            allowed = principal_of(request).admin
+            allowed = caller(request).admin
         except PermissionError:
             allowed = False
-        return (user_rows(state) if allowed else [], *refresh_status(request))
+        return (user_rows(services) if allowed else [], *refresh_status(request))
 
     # Gradio passes gr.Request to parameters annotated with it (typing.get_type_hints): this module's
     # annotations are strings (gradio is imported lazily), so give the handlers the real type.
@@ -131,7 +130,7 @@ def build_admin_tabs(state: AppState, principal_of: Callable[[Any], Principal]) 
         handler.__annotations__ = {"request": gr.Request}
         return handler
 
-    status_tab, timer, refresh_status, status_outputs = build_status_tab(state, admin)
+    status_tab, timer, refresh_status, status_outputs = build_status_tab(services, admin)
     with gr.Tab("Users", id="users-tab", visible=False) as users_tab:
         gr.Markdown("Local users sign in with a password; users of the identity provider (OIDC) appear after "
                     "their first sign-in, with the provider's groups. Everyone is also in `everyone`. Changes "

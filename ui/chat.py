@@ -22,7 +22,6 @@ from ui.sources import answer_sources, choices, panel_html
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.api.state import AppState
     from appliance.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
@@ -59,21 +58,15 @@ def answer_markdown(answer: Answer, message: int) -> str:
     return f"{body}\n\n<small>Sources: {labels}</small>" if labels else body
 
 
-def principal_named(state: AppState, username: str | None) -> Principal:
-    """The principal of a Gradio event, from the user name our guard resolved for this very request."""
-    from appliance.auth import EVERYONE, LOCAL, Principal
-
-    services = state.services
-    if username == "local" and not services.auth_required():
-        return LOCAL
-    if username == "server.json":
-        return Principal("server.json", "server", None, True)
-    if username and username.startswith("key:"):
-        return Principal(username, "key", frozenset([EVERYONE]), False)
-    user = services.users.get(username) if username else None
-    if user is None or user.disabled:
+def caller(request: Any) -> Principal:
+    """Who sent this event: the principal our guard resolved for this very request (a queued event
+    carries the request that queued it; appliance/api/security.py). A component's value is never
+    trusted for who."""
+    scope = getattr(getattr(request, "request", None), "scope", None) or {}
+    principal = scope.get("state", {}).get("principal")
+    if principal is None:
         raise PermissionError("your session has ended: reload the page and sign in again")
-    return user.principal()
+    return cast("Principal", principal)
 
 
 def signed_in_bar(principal: Principal, csrf: str | None) -> str:
@@ -94,13 +87,13 @@ def conversation_choices(services: Services, owner: str) -> list[tuple[str, str]
     return [(f"{c.title} · {when(c.updated_at)}", c.id) for c in services.conversations.list(owner)]
 
 
-def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
+def build_chat_ui(services: Services) -> gr.Blocks:
     import gradio as gr
 
     from appliance.answer_gate import Busy
-    from appliance.api.errors import ApiError
-    from appliance.api.security import COOKIE, check_question_rate
+    from appliance.auth import SESSION_COOKIE as COOKIE
     from appliance.conversations import Turn
+    from appliance.limits import RateLimited
     from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, checked_question
     from appliance.usecases import answer as answer_question
     from ui.admin import build_admin_tabs
@@ -108,9 +101,7 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
 
     settings = services.settings
 
-    def who(request: gr.Request) -> Principal:
-        return principal_named(state, request.username)
-
+    who = caller
     def answer(message: str, chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
                request: gr.Request) -> Iterator[tuple[Any, ...]]:
         """Outputs: chatbot, box, qa, conv, turns, source_pick, source_view, conv_list."""
@@ -129,8 +120,8 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
         index = len(chat) - 1
         try:
             principal = who(request)
-            check_question_rate(state, principal)
-        except (PermissionError, ApiError) as exc:
+            services.limits.question(principal)
+        except (PermissionError, RateLimited) as exc:
             chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}"}
             yield chat, message, qa, conv, turns, keep, keep, keep
             return
@@ -343,8 +334,8 @@ def build_chat_ui(services: Services, state: AppState) -> gr.Blocks:
                     source_pick = gr.Radio([], label="Sources", elem_id="source-pick")
                     source_view = gr.HTML(NO_SOURCE, elem_id="source-view")
                     cite_target = gr.Textbox(visible="hidden", elem_id="cite-target")
-            library_tab = build_library_tab(state, who)
-            admin_tabs = build_admin_tabs(state, who)
+            library_tab = build_library_tab(services, who)
+            admin_tabs = build_admin_tabs(services, who)
 
         outputs = [chatbot, box, qa_state, conv_state, turns_state, source_pick, source_view, conv_list]
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.

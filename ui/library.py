@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.api.state import AppState
     from appliance.auth import Principal
+    from appliance.services import Services
     from ingest.manifest import FileRecord
 
 STATUSES = ["all", "ok", "failed", "skipped", "pending"]
@@ -52,12 +52,12 @@ def document_rows(records: list[FileRecord], text: str = "", status: str = "all"
     return rows, paths
 
 
-def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal]) -> LibraryTab:
+def build_library_tab(services: Services, caller: Callable[[Any], Principal]) -> LibraryTab:
     import gradio as gr
 
-    from appliance.api.documents import own_upload, visible
-    from appliance.api.errors import ApiError
+    from appliance.acl import own_upload, visible
     from appliance.uploads import (
+        UploadRefused,
         check_content,
         check_names,
         check_uploader,
@@ -67,11 +67,10 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
     )
     from appliance.usecases import run_ingest
 
-    services = state.services
     upload_root = services.settings.upload_dir.absolute()
 
     def listing(text: str, status: str, every: bool, request: gr.Request) -> tuple[Any, ...]:
-        principal = principal_of(request)
+        principal = caller(request)
         records = [r for r in services.manifest.all()
                    if visible(principal, r, upload_root, every and principal.admin)]
         rows, paths = document_rows(records, text or "", status or "all")
@@ -81,19 +80,19 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
 
     def upload(files: list[Any] | None, folder: list[Any] | None, text: str, status: str, every: bool,
                request: gr.Request, progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's way)
-        principal = principal_of(request)
+        principal = caller(request)
         chosen = [Path(_path_of(f)) for f in [*(files or []), *(folder or [])]]
         if not chosen:
             return (gr.update(), gr.update(), gr.update(), [], "Choose or drop files (or a folder) first.",
                     None, None)
         try:
             check_uploader(principal)
-        except ApiError as exc:
+        except UploadRefused as exc:
             return gr.update(), gr.update(), gr.update(), [], f"⚠ {exc.message}", None, None
         limit = services.settings.server.max_upload_files
         results: list[list[Any]] = []
         parts: list[tuple[Path, Path]] = []
-        target = upload_folder(state, principal)
+        target = upload_folder(services, principal)
         target.mkdir(parents=True, exist_ok=True)
         names: set[str] = set()
         try:
@@ -102,10 +101,10 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
                 part: Path | None = None
                 try:
                     if n >= limit:
-                        raise ApiError(400, f"at most {limit} files per upload (server.max_upload_files)")
+                        raise UploadRefused(400, f"at most {limit} files per upload (server.max_upload_files)")
                     (name,) = check_names([tmp.name])
                     if name in names:
-                        raise ApiError(400, "another file of this upload has the same name")
+                        raise UploadRefused(400, "another file of this upload has the same name")
                     part = target / f".{uuid.uuid4().hex}.part"  # unique: two uploads of one name never mix
                     shutil.copyfile(tmp, part)
                     check_content(part, name, services.settings)
@@ -115,8 +114,8 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
                     if part is not None and (part, target / name) not in parts:
                         part.unlink(missing_ok=True)
                     if isinstance(exc, OSError):
-                        exc = ApiError(400, f"the upload could not be read ({exc.strerror}): upload it again")
-                    if not isinstance(exc, ApiError):
+                        exc = UploadRefused(400, f"the upload could not be read ({exc.strerror}): upload it again")
+                    if not isinstance(exc, UploadRefused):
                         raise
                     results.append([tmp.name, "refused", 0, exc.message])
 
@@ -143,7 +142,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
         return paths[row], f"Selected: `{Path(paths[row]).name}`"
 
     def remove(path: str, text: str, status: str, every: bool, request: gr.Request) -> tuple[Any, ...]:
-        principal = principal_of(request)
+        principal = caller(request)
         rec = services.manifest.get(path) if path else None
         if rec is None or not visible(principal, rec, upload_root, every=True):
             return *listing(text, status, every, request), "Select a document in the table first.", ""
@@ -162,7 +161,7 @@ def build_library_tab(state: AppState, principal_of: Callable[[Any], Principal])
 
     def reingest(path: str, text: str, status: str, every: bool, request: gr.Request,
                  progress: Any = gr.Progress()) -> tuple[Any, ...]:  # noqa: B008 (Gradio's way)
-        principal = principal_of(request)
+        principal = caller(request)
         if not principal.admin:
             return *listing(text, status, every, request), "Re-ingesting needs an administrator.", path
         rec = services.manifest.get(path) if path else None

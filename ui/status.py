@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.api.state import AppState
     from appliance.auth import Principal
+    from appliance.services import Services
 
 JOB_HEADERS = ["job", "kind", "by", "what", "done %", "files", "current file", "running (s)", "ETA (s)"]
 MODES = ["hybrid", "dense", "keyword"]
@@ -26,14 +26,11 @@ def job_rows(jobs: list[dict[str, Any]]) -> list[list[Any]]:
              "" if j["eta_s"] is None else j["eta_s"]] for j in jobs]
 
 
-def health_markdown(state: AppState) -> str:
-    from appliance.api.app import readiness
-
-    services = state.services
+def health_markdown(services: Services) -> str:
     s = services.settings
     gate = services.answer_gate
     try:
-        ready = readiness(state)
+        ready = services.health.readiness()
         health = f"✓ **Ready**: {ready['chunks']} chunks in the store; model `{html.escape(str(ready['model']))}`."
     except Exception as exc:  # the reason is for administrators: this tab is theirs
         health = f"✗ **Not ready**: {html.escape(str(exc))}"
@@ -57,12 +54,11 @@ def health_markdown(state: AppState) -> str:
             f"- Feedback: {len(feedback)} rated answers, {down} of them thumbs down")
 
 
-def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
+def build_status_tab(services: Services, admin: Callable[[Any], Principal],
                      ) -> tuple[Any, Any, Callable[..., Any], list[Any]]:
     """The tab, its timer (started for administrators), a refresh function (request -> its outputs) and those."""
     import gradio as gr
 
-    services = state.services
     retrieval = services.settings.retrieval
 
     def refresh(request: gr.Request) -> tuple[Any, ...]:
@@ -70,7 +66,7 @@ def build_status_tab(state: AppState, admin: Callable[[Any], Principal],
             admin(request)
         except Exception:
             return [], ""
-        return job_rows(services.jobs.running()), health_markdown(state)
+        return job_rows(services.jobs.running()), health_markdown(services)
 
     def jobs_only(request: gr.Request) -> Any:
         try:

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from appliance.api.state import AppState
     from appliance.services import Services
 
 log = logging.getLogger("appliance")
@@ -27,6 +26,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from appliance.api.metrics import MetricsMiddleware
     from appliance.api.security import GuardMiddleware, gradio_user, require_admin, require_principal
     from appliance.api.state import AppState
+    from appliance.health import component_of
 
     state = AppState(services)
     # The schema names no version: an anonymous scanner learns nothing to match against advisories.
@@ -54,10 +54,10 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         """Readiness: the store answers and the chat model is loaded (or its server has it). Anonymous, so
         it says no more than that: counts and model names are on the Status tab and in /metrics."""
         try:
-            await run_in_threadpool(readiness, state)
+            await run_in_threadpool(services.health.readiness)
         except Exception as exc:  # report, don't crash the probe; the detail (hosts, paths) goes to the log only
             log.warning("not ready: %s", exc)
-            return JSONResponse({"status": "not ready", "error": _component(exc)}, status_code=503)
+            return JSONResponse({"status": "not ready", "error": component_of(exc)}, status_code=503)
         return {"status": "ready"}
 
     @app.get("/metrics", tags=["Health"], response_class=Response, dependencies=[Depends(require_admin)])
@@ -81,7 +81,7 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
         from ui.chat import build_chat_ui
         from ui.page import CSS, JS, theme
 
-        blocks = build_chat_ui(services, state)
+        blocks = build_chat_ui(services)
         # Our guard (below) refuses anonymous requests before Gradio sees them; Gradio learns the user
         # name from it, for gr.Request.username.
         # show_error=False: an exception's text (paths, hosts) never reaches the page; gr.Error messages do.
@@ -98,41 +98,6 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     app.add_middleware(GuardMiddleware, state=state)  # before any body is read: anonymous is refused first
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts the 413s and 401s too
     return app
-
-
-class NotReady(Exception):
-    def __init__(self, component: str, cause: Exception) -> None:
-        super().__init__(f"{component}: {cause}")
-        self.component = component
-
-
-def _component(exc: Exception) -> str:
-    return f"{exc.component} unavailable (see the server log)" if isinstance(exc, NotReady) else "not ready"
-
-
-def readiness(state: AppState) -> dict[str, Any]:
-    """What /readyz reports (also the admin tab): raises NotReady naming the part that is not."""
-    import time
-
-    services = state.services
-    try:
-        chunks = services.store.count()
-    except Exception as exc:
-        raise NotReady("store", exc) from exc
-    if services.settings.llm.provider == "embedded":
-        return {"chunks": chunks, "model": services.llm.metadata.model_name}
-    # Ask the model server at most every 15 s, failures included: probes come often, and a hung
-    # server must not tie up a thread per probe.
-    cached = state.model_check
-    if cached is None or time.monotonic() - cached[0] > 15:
-        try:
-            outcome: str | Exception = services.llm.check()
-        except Exception as exc:
-            outcome = exc
-        cached = state.model_check = (time.monotonic(), outcome)
-    if isinstance(cached[1], Exception):
-        raise NotReady("chat model", cached[1])
-    return {"chunks": chunks, "model": cached[1]}
 
 
 def _version() -> str:

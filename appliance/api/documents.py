@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from appliance.acl import own_upload, visible
 from appliance.api.errors import ApiError
 from appliance.api.schemas import (
     ERRORS,
@@ -35,6 +36,7 @@ from appliance.api.state import AppState, state_of
 from appliance.auth import Principal
 from appliance.rag import checked_question
 from appliance.uploads import (
+    UploadRefused,
     check_content,
     check_names,
     check_uploader,
@@ -58,16 +60,6 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
     return Document(id=doc_id_of(rec.path), path=rec.path, name=Path(rec.path).name, status=rec.status,  # type: ignore[arg-type]
                     chunks=len(rec.chunk_ids), pages=rec.pages, error=rec.error, notes=rec.notes,
                     ingested_at=rec.ingested_at, uploaded=upload_dir in Path(rec.path).parents)
-
-
-def visible(principal: Principal, rec: FileRecord, upload_dir: Path, every: bool = False) -> bool:
-    """Whether the principal may see that the document exists: the documents they may read and their
-    own uploads (failed ones too); with `every`, an administrator sees every row (to manage ingestion)."""
-    return (every and principal.admin) or principal.can_read(rec.acl) or own_upload(principal, rec, upload_dir)
-
-
-def own_upload(principal: Principal, rec: FileRecord, upload_dir: Path) -> bool:
-    return Path(rec.path).parent == upload_dir / principal.name
 
 
 def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
@@ -111,7 +103,7 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
         raise ApiError(400, f"at most {settings.server.max_upload_files} files per request (server.max_upload_files)")
     names = check_names([f.filename for f in files])
     limit = int(settings.ingest.max_file_mb * 1024 * 1024)
-    upload_dir = upload_folder(state, principal)
+    upload_dir = upload_folder(state.services, principal)
     upload_dir.mkdir(parents=True, exist_ok=True)
     parts: list[tuple[Path, Path]] = []
     try:
@@ -123,7 +115,7 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
                 while block := await upload.read(1 << 20):
                     size += len(block)
                     if size > limit:
-                        raise ApiError(413, f"{name} is larger than ingest.max_file_mb "
+                        raise UploadRefused(413, f"{name} is larger than ingest.max_file_mb "
                                             f"({settings.ingest.max_file_mb:g} MB)")
                     out.write(block)
             await run_in_threadpool(check_content, part, name, settings)
@@ -133,7 +125,7 @@ async def upload_documents(state: State, principal: Who, files: Annotated[list[U
         raise
 
     def ingest() -> list[UploadResult]:
-        return ingest_uploads(state.services, parts, principal.name, "api")
+        return [UploadResult(**vars(u)) for u in ingest_uploads(state.services, parts, principal.name, "api")]
 
     results = await anyio.to_thread.run_sync(ingest, limiter=state.writer())
     state.services.audit.record("upload", principal.name, files=[

@@ -51,7 +51,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _response(exc)
 
+    from appliance.limits import RateLimited
     from appliance.rag import QuestionTooLong
+    from appliance.uploads import UploadRefused
+
+    @app.exception_handler(UploadRefused)
+    async def upload_refused(request: Request, exc: UploadRefused) -> JSONResponse:
+        return _response(ApiError(exc.status, exc.message))
+
+    @app.exception_handler(RateLimited)
+    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+        return _response(ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}))
 
     @app.exception_handler(QuestionTooLong)
     async def too_long(request: Request, exc: QuestionTooLong) -> JSONResponse:

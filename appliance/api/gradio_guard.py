@@ -151,15 +151,16 @@ class GradioGuard:
             await self._app(scope, receive, send)
             return
         from appliance.api.errors import ApiError
+        from appliance.limits import RateLimited
 
         principal = scope.get("state", {}).get("principal")
         limited = principal is not None and principal.kind not in ("local", "server")
         try:
             if limited and not path.startswith(STATIC):
-                wait = self._state.requests.hit(principal.name)
-                if wait is not None:
-                    raise ApiError(429, f"too many requests: at most {self._state.requests.per_minute} a minute "
-                                        "(auth.requests_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
+                try:
+                    self._state.services.limits.request(principal)
+                except RateLimited as exc:
+                    raise ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
             if path.startswith(FILE) and not inside(unquote(path[len(FILE):]), self._cache):
                 raise ApiError(404, "no such file")
             if path == "/config":

@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import re
 import secrets
-import threading
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from appliance.api.errors import ApiError
 from appliance.auth import EVERYONE, LOCAL, Principal
+from appliance.auth import SESSION_COOKIE as COOKIE
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState
 
-COOKIE = "appliance_session"
 MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator creates one with "
            "`appliance keys create NAME`)")
 _CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
@@ -58,70 +55,6 @@ def loopback_host(host: str) -> bool:
         return ipaddress.IPv4Address(name) in ipaddress.IPv4Network("127.0.0.0/8")
     except ValueError:
         return False
-
-
-class Limiter(Protocol):
-    per_minute: int
-
-    def hit(self, key: str) -> float | None: ...
-
-
-class Throttle(Protocol):
-    def blocked(self, *keys: str) -> bool: ...
-
-    def failed(self, *keys: str) -> None: ...
-
-    def succeeded(self, *keys: str) -> None: ...
-
-
-class RateLimiter:
-    """At most `per_minute` events per key in any 60 s (a sliding window), in this process."""
-
-    def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, key: str) -> float | None:
-        """Count one event; None when allowed, else the seconds until the next one would be."""
-        now = time.monotonic()
-        with self._lock:
-            window = self._seen.setdefault(key, deque())
-            while window and window[0] <= now - 60:
-                window.popleft()
-            if len(window) >= self.per_minute:
-                return 60 - (now - window[0])
-            window.append(now)
-            if len(self._seen) > 10_000:  # forget idle keys
-                for k in [k for k, w in self._seen.items() if not w or w[-1] <= now - 60]:
-                    del self._seen[k]
-        return None
-
-
-class SignInThrottle:
-    """After `attempts` failures for a user name or client address in 15 minutes, refuse for 15 minutes."""
-
-    def __init__(self, attempts: int) -> None:
-        self.attempts = attempts
-        self._failed: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def blocked(self, *keys: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            return any(len([t for t in self._failed.get(k, ()) if t > now - 900]) >= self.attempts for k in keys)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            for k in keys:
-                window = self._failed.setdefault(k, deque(maxlen=self.attempts * 4))
-                window.append(now)
-
-    def succeeded(self, *keys: str) -> None:
-        with self._lock:
-            for k in keys:
-                self._failed.pop(k, None)
 
 
 # Declared for the OpenAPI schema (clients see that /v1 takes a bearer key); the guard reads the key itself.
@@ -186,10 +119,7 @@ def require_principal(request: Request,
         check_same_origin(request)
     # The machine's own operator (loopback without sign-in, or server.json) reads everything anyway:
     # the limits guard against one user or key starving the others.
-    wait = None if principal.kind in ("local", "server") else state.requests.hit(principal.name)
-    if wait is not None:
-        raise ApiError(429, f"too many requests: at most {state.requests.per_minute} a minute "
-                            "(auth.requests_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
+    state.services.limits.request(principal)
     if principal.kind == "key":
         state.services.audit.record("api_key", principal.name, method=request.method, route=request.url.path)
     return principal
@@ -202,12 +132,7 @@ def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -
 
 
 def check_question_rate(state: AppState, principal: Principal) -> None:
-    if principal.kind in ("local", "server"):
-        return
-    wait = state.questions.hit(principal.name)
-    if wait is not None:
-        raise ApiError(429, f"too many questions: at most {state.questions.per_minute} a minute "
-                            "(auth.questions_per_minute)", headers={"Retry-After": str(int(wait) + 1)})
+    state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
 
 
 def check_same_origin(request: Request) -> None:

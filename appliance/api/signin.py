@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from appliance.api.security import COOKIE, check_same_origin
+from appliance.api.security import check_same_origin
+from appliance.auth import SESSION_COOKIE as COOKIE
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState

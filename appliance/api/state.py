@@ -14,9 +14,7 @@ from fastapi import Request
 from appliance.answer_gate import Busy, Cancelled
 from appliance.api.concurrency import iterate_in_thread
 from appliance.api.errors import ApiError
-from appliance.api.security import Limiter, RateLimiter, SignInThrottle, Throttle
 from appliance.backends.common import BackendUnavailable
-from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle
 
 if TYPE_CHECKING:
     from appliance.api.oidc import OidcClient
@@ -37,16 +35,8 @@ class AppState:
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
         self.ingest_cancel = threading.Event()  # set to stop the handed-over job that is running
         self.ingest_running = False
-        auth = services.settings.auth
-        shared = services.shared_state
-        if shared is None:
-            self.requests: Limiter = RateLimiter(auth.requests_per_minute)
-            self.questions: Limiter = RateLimiter(auth.questions_per_minute)
-            self.sign_in_throttle: Throttle = SignInThrottle(auth.sign_in_attempts)
-        else:  # several replicas: each user's limits are counted across all of them
-            self.requests = SharedRateLimiter(shared, "requests", auth.requests_per_minute)
-            self.questions = SharedRateLimiter(shared, "questions", auth.questions_per_minute)
-            self.sign_in_throttle = SharedSignInThrottle(shared, auth.sign_in_attempts)
+        limits = services.limits  # the same limits the page's events count against
+        self.requests, self.questions, self.sign_in_throttle = limits.requests, limits.questions, limits.sign_in
         self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
         self.metrics = services.metrics
         gate = services.answer_gate

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from appliance.acl import AccessRules
-from appliance.api.security import RateLimiter, SignInThrottle
 from appliance.audit import AuditLog
 from appliance.auth import EVERYONE, AuthError, Users
 from appliance.conversations import Conversations, Turn
+from appliance.limits import RateLimiter, SignInThrottle
 from appliance.secrets_check import refuse_weak_secrets, weak_secrets
 from appliance.settings import AclRule, Settings, SettingsError, load_settings
 from ingest.sniff import mismatch
