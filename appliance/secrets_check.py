@@ -1,4 +1,4 @@
-"""Secrets: read from files where the settings say `file:/path`, and refused when weak.
+"""Secrets refused when weak (they are read from files where the settings say `file:/path`: settings.py).
 
 Outside auth.dev_mode, `serve` does not start with an empty, short or placeholder secret, nor with
 sign-in turned off beyond loopback. Secret values are pydantic SecretStr: never printed or logged.
@@ -6,43 +6,16 @@ sign-in turned off beyond loopback. Secret values are pydantic SecretStr: never 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, SecretStr
-
-from appliance.settings import Settings, SettingsError
+from appliance.settings import Settings, SettingsError, secret_fields
 
 PLACEHOLDERS = ("changeme", "change-me", "change_me", "replace", "secret", "password", "example", "default",
                 "admin", "test", "xxx", "todo", "your-", "none", "null")
 MIN_LENGTH = 16
 
 
-def _secrets(model: BaseModel, where: str = "") -> Iterator[tuple[BaseModel, str, str, SecretStr]]:
-    for name in type(model).model_fields:
-        value: Any = getattr(model, name)
-        path = f"{where}{name}"
-        if isinstance(value, SecretStr):
-            yield model, name, path, value
-        elif isinstance(value, BaseModel):
-            yield from _secrets(value, path + ".")
-
-
-def resolve_secret_files(settings: Settings) -> None:
-    """A secret written as `file:/run/secrets/name` is that file's content (container and k8s secrets)."""
-    for owner, name, path, value in _secrets(settings):
-        raw = value.get_secret_value()
-        if raw.startswith("file:"):
-            try:
-                setattr(owner, name, SecretStr(Path(raw[5:]).read_text(encoding="utf-8").strip()))
-            except OSError as exc:
-                raise SettingsError(f"{path}: cannot read the secret file {raw[5:]}: {exc.strerror}") from None
-
-
 def weak_secrets(settings: Settings) -> list[str]:
     found = []
-    for _owner, _name, path, value in _secrets(settings):
+    for _owner, _name, path, value in secret_fields(settings):
         raw = value.get_secret_value()
         lowered = raw.lower()
         if len(raw) < MIN_LENGTH or any(p in lowered for p in PLACEHOLDERS) or len(set(raw)) < 6:

@@ -8,6 +8,7 @@ Loaded once by the CLI entry point and passed down; nothing here runs at import 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -622,7 +623,27 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         raise SettingsError(f"invalid settings{where}: " + "; ".join(lines)) from None
     except Exception as exc:  # malformed YAML and similar
         raise SettingsError(f"cannot read settings{' from ' + str(path) if path else ''}: {exc}") from None
-    from appliance.secrets_check import resolve_secret_files
-
     resolve_secret_files(settings)
     return settings
+
+
+def secret_fields(model: BaseModel, where: str = "") -> Iterator[tuple[BaseModel, str, str, SecretStr]]:
+    """Every SecretStr field of the settings: (its model, its name, its dotted path, its value)."""
+    for name in type(model).model_fields:
+        value: Any = getattr(model, name)
+        path = f"{where}{name}"
+        if isinstance(value, SecretStr):
+            yield model, name, path, value
+        elif isinstance(value, BaseModel):
+            yield from secret_fields(value, path + ".")
+
+
+def resolve_secret_files(settings: Settings) -> None:
+    """A secret written as `file:/run/secrets/name` is that file's content (container and k8s secrets)."""
+    for owner, name, path, value in secret_fields(settings):
+        raw = value.get_secret_value()
+        if raw.startswith("file:"):
+            try:
+                setattr(owner, name, SecretStr(Path(raw[5:]).read_text(encoding="utf-8").strip()))
+            except OSError as exc:
+                raise SettingsError(f"{path}: cannot read the secret file {raw[5:]}: {exc.strerror}") from None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from appliance.api.csrf import check_same_origin
 from appliance.api.errors import ApiError
 from appliance.auth import EVERYONE, LOCAL, Principal
 from appliance.auth import SESSION_COOKIE as COOKIE
@@ -133,22 +134,6 @@ def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -
 
 def check_question_rate(state: AppState, principal: Principal) -> None:
     state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
-
-
-def check_same_origin(request: Request) -> None:
-    """CSRF: a cookie-authenticated write must come from a page of this server. Browsers send Origin on
-    every cross-site POST (and Sec-Fetch-Site), which a forged form cannot set to ours."""
-    site = request.headers.get("sec-fetch-site")
-    origin = request.headers.get("origin")
-    if site is not None and site not in ("same-origin", "none"):
-        raise ApiError(403, "cross-site request refused")
-    if origin == "null":  # a sandboxed or privacy-mode origin: trusted only if the browser says same-origin
-        if site != "same-origin":
-            raise ApiError(403, "cross-origin request refused")
-    elif origin is not None:
-        host = request.headers.get("host", "")
-        if origin.split("://", 1)[-1] != host:
-            raise ApiError(403, "cross-origin request refused")
 
 
 Message = MutableMapping[str, Any]
