@@ -21,24 +21,24 @@ log = logging.getLogger("appliance")
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
 
-    from appliance.acl import AccessRules
+    from appliance.access.acl import AccessRules
+    from appliance.access.apikeys import ApiKeys
+    from appliance.access.audit import AuditLog
+    from appliance.access.auth import Users
+    from appliance.access.limits import Limits
+    from appliance.access.shared_state import SharedState
     from appliance.answer_gate import AnswerGate
-    from appliance.apikeys import ApiKeys
-    from appliance.audit import AuditLog
-    from appliance.auth import Users
     from appliance.backends.embeddings import Embedding
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
-    from appliance.conversations import Conversations
-    from appliance.feedback import FeedbackLog
     from appliance.health import Health
-    from appliance.jobs import JobBoard
-    from appliance.limits import Limits
     from appliance.metrics import Metrics
     from appliance.rag import RagEngine, Source
-    from appliance.shared_state import SharedState
+    from appliance.stores.conversations import Conversations
+    from appliance.stores.feedback import FeedbackLog
+    from appliance.stores.jobs import JobBoard
     from ingest.manifest import Manifest
     from ingest.pipeline import IngestPipeline
 
@@ -61,7 +61,7 @@ class Services:
     @cached_property
     def limits(self) -> Limits:
         """Per-user request and question rates and the sign-in throttle (across replicas with database.url)."""
-        from appliance.limits import Limits
+        from appliance.access.limits import Limits
 
         return Limits(self.settings.auth, self.shared_state)
 
@@ -193,14 +193,14 @@ class Services:
 
     def access_rules(self, settings: Settings | None = None) -> AccessRules:
         """Who may read which file, from these settings (default: the running ones)."""
-        from appliance.acl import AccessRules
+        from appliance.access.acl import AccessRules
 
         s = settings or self.settings
         return AccessRules(s.acl, s.ingest.default_groups, s.upload_dir)
 
     @cached_property
     def users(self) -> Users:
-        from appliance.auth import Users
+        from appliance.access.auth import Users
 
         a = self.settings.auth
         return Users(self.settings.database_for(self.settings.users_path), a.min_password_length,
@@ -208,7 +208,7 @@ class Services:
 
     @cached_property
     def audit(self) -> AuditLog:
-        from appliance.audit import AuditLog
+        from appliance.access.audit import AuditLog
 
         a = self.settings.audit
         return AuditLog(self.settings.audit_dir, a.max_mb << 20, a.keep_files, a.include_text)
@@ -216,15 +216,15 @@ class Services:
     @cached_property
     def shared_state(self) -> SharedState | None:
         """Rate limits, failed sign-ins and pending OIDC sign-ins, shared by the replicas (None: in memory)."""
-        from appliance.database import Postgres
-        from appliance.shared_state import SharedState
+        from appliance.access.shared_state import SharedState
+        from appliance.stores.database import Postgres
 
         where = self.settings.database_for(self.settings.users_path)
         return SharedState(where) if isinstance(where, Postgres) else None
 
     @cached_property
     def conversations(self) -> Conversations:
-        from appliance.conversations import Conversations
+        from appliance.stores.conversations import Conversations
 
         return Conversations(self.settings.database_for(self.settings.conversations_path))
 
@@ -244,20 +244,20 @@ class Services:
 
     @cached_property
     def feedback(self) -> FeedbackLog:
-        from appliance.feedback import FeedbackLog
+        from appliance.stores.feedback import FeedbackLog
 
         return FeedbackLog(self.settings.feedback_path)
 
     @cached_property
     def jobs(self) -> JobBoard:
         """The ingestion jobs running in this process, with their progress (the admin tab shows them)."""
-        from appliance.jobs import JobBoard
+        from appliance.stores.jobs import JobBoard
 
         return JobBoard()
 
     @cached_property
     def api_keys(self) -> ApiKeys:
-        from appliance.apikeys import ApiKeys
+        from appliance.access.apikeys import ApiKeys
 
         return ApiKeys(self.settings.database_for(self.settings.api_keys_path))
 

@@ -30,7 +30,7 @@ from pydantic_settings import (
 )
 
 if TYPE_CHECKING:
-    from appliance.database import Where
+    from appliance.stores.database import Where
 
 
 class SettingsError(Exception):
@@ -579,7 +579,7 @@ class Settings(BaseSettings):
 
     def database_for(self, sqlite_path: Path) -> Where:
         """That SQLite file, or the shared PostgreSQL database when database.url is set."""
-        from appliance.database import Postgres
+        from appliance.stores.database import Postgres
 
         d = self.database
         if d.url is None:

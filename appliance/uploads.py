@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.services import Services
     from appliance.settings import Settings
     from ingest.pipeline import FileResult

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.backends.store import Hit
     from appliance.rag import Answer
     from appliance.services import Services
@@ -97,7 +97,7 @@ def run_ingest(services: Services, paths: Sequence[Path], actor: str, kind: Inge
 
     `progress` is a progress factory (a tqdm bar, a client's stream, Gradio's bar) that sees what the
     job board sees. A dry run changes nothing and records nothing."""
-    from appliance.jobs import what_of
+    from appliance.stores.jobs import what_of
 
     started = time.perf_counter()
     targets = list(paths)

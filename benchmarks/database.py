@@ -33,8 +33,8 @@ def _per_call(fn: Callable[[], Any], calls: int) -> float:
 
 
 def _tables(where: Callable[[str], Any]) -> dict[str, float]:
-    from appliance.auth import Users
-    from appliance.conversations import Conversations, Turn
+    from appliance.access.auth import Users
+    from appliance.stores.conversations import Conversations, Turn
     from ingest.manifest import Manifest
     from ingest.runs import RunLease
 
@@ -106,7 +106,7 @@ def _run_into(reports: list[Any], i: int, pipeline: Any, folder: Path) -> None:
 
 
 def bench_database() -> list[Row]:
-    from appliance.database import Postgres
+    from appliance.stores.database import Postgres
     from tests.support.postgres import running_postgres
 
     rows: list[Row] = []
@@ -125,8 +125,8 @@ def bench_database() -> list[Row]:
             for key, what in names.items():
                 rows.append((what, f"SQLite {lite[key]:.3f} ms, PostgreSQL {on_pg[key]:.3f} ms",
                              f"median of 5 rounds; ratio {on_pg[key] / lite[key]:.1f}x"))
+            from appliance.access.shared_state import SharedRateLimiter, SharedState
             from appliance.api.security import RateLimiter
-            from appliance.shared_state import SharedRateLimiter, SharedState
 
             memory = RateLimiter(10**9)
             shared = SharedState(Postgres(url))

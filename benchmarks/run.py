@@ -259,7 +259,7 @@ RETRIEVAL_CONFIGS: list[tuple[str, dict[str, Any]]] = [
 
 def bench_retrieval(datasets: list[str], data_dir: Path) -> list[Row]:
     """nDCG@10 and friends of each retrieval configuration on the BEIR sets, through `appliance eval`'s code."""
-    from appliance.evaluation import evaluate
+    from appliance.ops.evaluation import evaluate
     from appliance.settings import load_settings
 
     rows: list[Row] = []
@@ -289,7 +289,7 @@ def bench_grounding(data_dir: Path) -> list[Row]:
     """Calibrate retrieval.min_similarity: questions whose answer is in the store (SciFact claims on SciFact,
     Cranfield queries on Cranfield) should be answered; questions about the other collection should get
     "the documents don't contain an answer". Uses the eval stores that the retrieval rows built."""
-    from appliance.evaluation import eval_settings, load_beir
+    from appliance.ops.evaluation import eval_settings, load_beir
     from appliance.rag import relevant_sources
     from appliance.services import build_services
     from appliance.settings import load_settings

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.database import Where, columns, open_database
+from appliance.stores.database import Where, columns, open_database
 
 WORKER_TTL_S = 60.0  # a run whose heartbeat is this old is dead: its leases and hidden chunks are free
 

@@ -41,7 +41,7 @@ from ingest.runs import RunLease
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
 if TYPE_CHECKING:
-    from appliance.acl import AccessRules
+    from appliance.access.acl import AccessRules
     from appliance.backends.embeddings import Embedding
     from appliance.backends.store import ChunkStore, StorePoint
     from appliance.settings import IngestSettings
@@ -168,7 +168,7 @@ class IngestPipeline:
     def __init__(self, settings: IngestSettings, manifest: Manifest, store: ChunkStore,
                  embedding: Embedding, exclude: tuple[Path, ...] = (), access: AccessRules | None = None,
                  access_source: Callable[[], AccessRules] | None = None) -> None:
-        from appliance.acl import AccessRules
+        from appliance.access.acl import AccessRules
 
         self._settings = settings
         self.access = access or AccessRules([], settings.default_groups)

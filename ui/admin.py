@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.services import Services
 
 AUDIT_EVENTS = ["", "sign_in", "sign_out", "question", "search", "read", "upload", "delete", "ingest", "permissions",
@@ -54,7 +54,7 @@ def build_admin_tabs(services: Services, caller: Callable[[Any], Principal]) -> 
     """The Status, Users and Audit tabs. caller(request) -> Principal."""
     import gradio as gr
 
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
     from ui.status import build_status_tab
 
 

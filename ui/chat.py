@@ -22,7 +22,7 @@ from ui.sources import answer_sources, choices, panel_html
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
 
@@ -90,11 +90,11 @@ def conversation_choices(services: Services, owner: str) -> list[tuple[str, str]
 def build_chat_ui(services: Services) -> gr.Blocks:
     import gradio as gr
 
+    from appliance.access.auth import SESSION_COOKIE as COOKIE
+    from appliance.access.limits import RateLimited
     from appliance.answer_gate import Busy
-    from appliance.auth import SESSION_COOKIE as COOKIE
-    from appliance.conversations import Turn
-    from appliance.limits import RateLimited
     from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, checked_question
+    from appliance.stores.conversations import Turn
     from appliance.usecases import answer as answer_question
     from ui.admin import build_admin_tabs
     from ui.library import build_library_tab

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.services import Services
     from ingest.manifest import FileRecord
 
@@ -55,7 +55,7 @@ def document_rows(records: list[FileRecord], text: str = "", status: str = "all"
 def build_library_tab(services: Services, caller: Callable[[Any], Principal]) -> LibraryTab:
     import gradio as gr
 
-    from appliance.acl import own_upload, visible
+    from appliance.access.acl import own_upload, visible
     from appliance.uploads import (
         UploadRefused,
         check_content,

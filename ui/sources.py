@@ -13,7 +13,7 @@ from urllib.parse import quote
 from appliance.usecases import readable_chunks
 
 if TYPE_CHECKING:
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.rag import Answer
     from appliance.services import Services
 

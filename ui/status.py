@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import gradio as gr
 
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
     from appliance.services import Services
 
 JOB_HEADERS = ["job", "kind", "by", "what", "done %", "files", "current file", "running (s)", "ETA (s)"]

@@ -16,11 +16,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.access.auth import Principal
 from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
 from appliance.api.security import cli_actor, require_admin
 from appliance.api.state import AppState, local_request
-from appliance.auth import Principal
 
 log = logging.getLogger("appliance.api")
 router = APIRouter(tags=["Admin"])

@@ -124,7 +124,7 @@ def serve(services: Services) -> None:
 
     import uvicorn
 
-    from appliance.secrets_check import refuse_weak_secrets
+    from appliance.access.secrets_check import refuse_weak_secrets
 
     refuse_weak_secrets(services.settings)  # before anything is loaded: a refused start is quick
     _setup_logging(services)

@@ -9,11 +9,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from appliance.access.auth import Principal
 from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
 from appliance.api.security import require_principal
 from appliance.api.state import AppState
-from appliance.auth import Principal
 
 router = APIRouter(tags=["Conversations"])
 Who = Annotated[Principal, Depends(require_principal)]

@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from appliance.acl import own_upload, visible
+from appliance.access.acl import own_upload, visible
+from appliance.access.auth import Principal
 from appliance.api.errors import ApiError
 from appliance.api.schemas import (
     ERRORS,
@@ -33,7 +34,6 @@ from appliance.api.schemas import (
 )
 from appliance.api.security import check_question_rate, require_principal
 from appliance.api.state import AppState, state_of
-from appliance.auth import Principal
 from appliance.rag import checked_question
 from appliance.uploads import (
     UploadRefused,
@@ -195,7 +195,7 @@ def page_image(doc_id: str, page: int, state: State, principal: Who,
                width: Annotated[int, Query(ge=100, le=2000, description="Width of the image in pixels.")] = 900,
                ) -> Response:
     """A PDF page rendered as PNG on the server (pypdfium2), for a reader of the document."""
-    from appliance.page_images import render_page
+    from appliance.api.page_images import render_page
 
     rec = _readable(state, doc_id, principal)
     if Path(rec.path).suffix.lower() != ".pdf":

@@ -51,7 +51,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _response(exc)
 
-    from appliance.limits import RateLimited
+    from appliance.access.limits import RateLimited
     from appliance.rag import QuestionTooLong
     from appliance.uploads import UploadRefused
 

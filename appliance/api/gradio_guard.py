@@ -150,8 +150,8 @@ class GradioGuard:
         if scope["type"] != "http" or path.startswith("/v1/") or path == "/v1":
             await self._app(scope, receive, send)
             return
+        from appliance.access.limits import RateLimited
         from appliance.api.errors import ApiError
-        from appliance.limits import RateLimited
 
         principal = scope.get("state", {}).get("principal")
         limited = principal is not None and principal.kind not in ("local", "server")

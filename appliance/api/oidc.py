@@ -21,9 +21,9 @@ from fastapi.responses import RedirectResponse, Response
 from appliance.api.signin import login_page, safe_next, start_session
 
 if TYPE_CHECKING:
+    from appliance.access.shared_state import SharedState
     from appliance.api.state import AppState
     from appliance.settings import OidcSettings
-    from appliance.shared_state import SharedState
 
 router = APIRouter(include_in_schema=False)
 STATE_COOKIE = "appliance_oidc_state"
@@ -166,7 +166,7 @@ def oidc_login(request: Request, next: str = "/") -> Response:
 
 @router.get("/auth/oidc/callback")
 def oidc_callback(request: Request, state: str = "", code: str = "", error: str = "") -> Response:
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
 
     app_state: AppState = request.app.state.appliance
     services = app_state.services

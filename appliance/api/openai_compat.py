@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
+from appliance.access.auth import Principal
 from appliance.api.errors import ApiError, internal_error
 from appliance.api.schemas import (
     ERRORS,
@@ -30,7 +31,6 @@ from appliance.api.schemas import (
     Source,
 )
 from appliance.api.security import check_question_rate, require_principal
-from appliance.auth import Principal
 from appliance.rag import checked_question
 from appliance.usecases import answer as answer_question
 

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from appliance.access.auth import EVERYONE, LOCAL, Principal
+from appliance.access.auth import SESSION_COOKIE as COOKIE
 from appliance.api.csrf import check_same_origin
 from appliance.api.errors import ApiError
-from appliance.auth import EVERYONE, LOCAL, Principal
-from appliance.auth import SESSION_COOKIE as COOKIE
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState

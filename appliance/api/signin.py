@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from appliance.access.auth import SESSION_COOKIE as COOKIE
 from appliance.api.csrf import check_same_origin
-from appliance.auth import SESSION_COOKIE as COOKIE
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState

@@ -3,7 +3,7 @@
 Both hold the same points: a named dense vector ``dense`` (cosine), a named sparse vector
 ``bm25`` (Qdrant's BM25 with the IDF modifier, so IDF follows the corpus as it grows) and the
 same payload (see ``ingest.chunk.Chunk.payload``), so a collection moves from one to the
-other (``appliance.migrate`` copies it point by point). Hybrid search runs in the engine: dense
+other (``appliance.ops.migrate`` copies it point by point). Hybrid search runs in the engine: dense
 and BM25 prefetches fused by (weighted) RRF or DBSF, with the ACL filter applied inside every
 prefetch.
 """

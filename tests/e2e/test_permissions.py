@@ -181,7 +181,7 @@ def test_sessions_are_per_user_and_end_on_sign_out(site: Site) -> None:
     assert r.status_code == 401
     assert "Wrong user name or password" in r.text
     # Sign-out needs the session's own token; then the cookie opens nothing.
-    from appliance.auth import Users
+    from appliance.access.auth import Users
 
     session = Users(site.data / "users.sqlite").session(token)
     assert session is not None
@@ -395,7 +395,7 @@ def test_an_administrator_manages_users_and_searches_the_audit_trail_in_the_page
         page.screenshot(path=str(ARTIFACTS / "users-tab.png"), full_page=True)
         dave = site.sign_in("dave", "Pebble-Lantern-3318")  # the new user signs in
         assert dave.get("/v1/documents").status_code == 200
-        from appliance.auth import Users
+        from appliance.access.auth import Users
 
         made = Users(site.data / "users.sqlite").get("dave")
         assert made is not None

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appliance.database import Postgres
+from appliance.stores.database import Postgres
 from ingest.manifest import Manifest
 from ingest.pipeline import IngestPipeline, IngestReport
 from tests.conftest import SAMPLES, make_services

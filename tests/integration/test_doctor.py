@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from appliance.backends.store import EdgeStore
-from appliance.doctor import Check, checks_to_json, render_table, run_checks, worst
+from appliance.ops.doctor import Check, checks_to_json, render_table, run_checks, worst
 from tests.conftest import make_services
 
 NAMES = ["configuration", "chat model", "embedding model", "store", "database", "embedding dimension", "reranker",

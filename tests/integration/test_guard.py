@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from appliance.auth import AuthError, Users
+from appliance.access.auth import AuthError, Users
 
 
 @pytest.fixture

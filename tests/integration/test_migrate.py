@@ -13,7 +13,7 @@ import pytest
 from appliance.backends.common import BackendUnavailable
 from appliance.backends.embeddings import OnnxMiniLMEmbedding, build_embedding
 from appliance.backends.store import EdgeStore, QdrantServerStore, StorePoint
-from appliance.migrate import MigrationError, migrate
+from appliance.ops.migrate import MigrationError, migrate
 from appliance.settings import EmbeddedEmbeddingSettings, QdrantServerStoreSettings
 
 TOPICS = ["annual leave", "VPN token", "expense report", "parking permit", "laptop refresh", "fire drill",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.apikeys import ApiKeyError, ApiKeys
-from appliance.auth import AuthError, Users
-from appliance.conversations import Conversations, Turn
-from appliance.database import IntegrityError, Postgres, Where
+from appliance.access.apikeys import ApiKeyError, ApiKeys
+from appliance.access.auth import AuthError, Users
+from appliance.stores.conversations import Conversations, Turn
+from appliance.stores.database import IntegrityError, Postgres, Where
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.runs import RunLease
 
@@ -145,7 +145,7 @@ def test_a_run_whose_process_is_gone_is_dead_at_once_on_its_machine(where: Opene
 
 
 def test_limits_and_sign_ins_are_counted_across_replicas(postgres_url: str) -> None:
-    from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle, SharedState
+    from appliance.access.shared_state import SharedRateLimiter, SharedSignInThrottle, SharedState
 
     a, b = SharedState(Postgres(postgres_url)), SharedState(Postgres(postgres_url))
     on_a, on_b = SharedRateLimiter(a, "questions", 3), SharedRateLimiter(b, "questions", 3)
@@ -249,7 +249,7 @@ def test_superseded_chunks_taken_over_by_another_run_are_not_deleted(where: Open
 
 
 def test_the_postgresql_connection_keeps_sqlite_semantics(postgres_url: str) -> None:
-    from appliance.database import TransactionAborted, open_database
+    from appliance.stores.database import TransactionAborted, open_database
 
     db = open_database(Postgres(postgres_url), "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT)")
     with db:

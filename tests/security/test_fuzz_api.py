@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from appliance.conversations import Conversations, Turn
+from appliance.stores.conversations import Conversations, Turn
 from tests.conftest import SAMPLES
 from tests.security.test_attacks import HR_SECRET, PASSWORD, Site
 from tests.support.servers import appliance_server

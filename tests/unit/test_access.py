@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from appliance.acl import AccessRules
-from appliance.audit import AuditLog
-from appliance.auth import EVERYONE, AuthError, Users
-from appliance.conversations import Conversations, Turn
-from appliance.limits import RateLimiter, SignInThrottle
-from appliance.secrets_check import refuse_weak_secrets, weak_secrets
+from appliance.access.acl import AccessRules
+from appliance.access.audit import AuditLog
+from appliance.access.auth import EVERYONE, AuthError, Users
+from appliance.access.limits import RateLimiter, SignInThrottle
+from appliance.access.secrets_check import refuse_weak_secrets, weak_secrets
 from appliance.settings import AclRule, Settings, SettingsError, load_settings
+from appliance.stores.conversations import Conversations, Turn
 from ingest.sniff import mismatch
 from tests.conftest import SAMPLES
 
@@ -48,7 +48,7 @@ def test_passwords_are_hashed_checked_and_policed(tmp_path: Path) -> None:
 
 
 def test_principal_reads_its_groups_everyone_and_its_own() -> None:
-    from appliance.auth import User
+    from appliance.access.auth import User
 
     p = User("alice", ["hr"], False, "local", False, 0.0).principal()
     assert p.reads == sorted(["hr", EVERYONE, "user:alice"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from appliance.audit import CURRENT, MAX_LINE_BYTES, AuditError, AuditLog, _hash
+from appliance.access.audit import CURRENT, MAX_LINE_BYTES, AuditError, AuditLog, _hash
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -116,7 +116,7 @@ def test_rotation_past_keep_files_deletes_nothing_warns_and_archive_moves_the_ro
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     log = AuditLog(tmp_path / "audit", max_bytes=2_048, keep=2)
     log.record("search", "alice", query="the evidence")
-    with caplog.at_level(logging.WARNING, logger="appliance.audit"):
+    with caplog.at_level(logging.WARNING, logger="appliance.access.audit"):
         for i in range(19):
             log.record("question", "mallory", question=f"{i} " + "q" * 900)
 
@@ -169,7 +169,7 @@ def test_archive_refuses_a_broken_chain_and_moves_nothing(tmp_path: Path) -> Non
 
 
 def test_the_doctor_warns_with_the_folder_and_the_archive_command_when_over_keep_files(tmp_path: Path) -> None:
-    from appliance.doctor import _audit
+    from appliance.ops.doctor import _audit
     from tests.conftest import make_services
 
     services = make_services(tmp_path / "data", audit={"keep_files": 1})

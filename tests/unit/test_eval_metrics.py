@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.evaluation import DatasetError, QueryResult, load_beir, metrics, percentile_ms
+from appliance.ops.evaluation import DatasetError, QueryResult, load_beir, metrics, percentile_ms
 
 
 def _result(qid: str, docs: list[str]) -> QueryResult:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.conversations import Conversations, Turn
-from appliance.feedback import FeedbackLog
-from appliance.jobs import JobBoard
+from appliance.stores.conversations import Conversations, Turn
+from appliance.stores.feedback import FeedbackLog
+from appliance.stores.jobs import JobBoard
 
 
 def test_the_last_rating_of_an_answer_is_the_one_exported(tmp_path: Path) -> None:

@@ -113,7 +113,7 @@ def test_ingest_workers_share_the_manifest_and_the_documents() -> None:
 
 
 def test_images_are_pinned() -> None:
-    from appliance.bundle import compose_images
+    from appliance.ops.bundle import compose_images
 
     for workload, container in _containers((*WORKLOADS, "CronJob")):
         image = container["image"]

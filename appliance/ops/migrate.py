@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 
 class PointSource(Protocol):
-    """What a copy reads from: a store, or a backup's points file (appliance.backup)."""
+    """What a copy reads from: a store, or a backup's points file (appliance.ops.backup)."""
 
     def scroll(self, batch: int = 256) -> Iterator[list[StorePoint]]: ...
     def count(self) -> int: ...

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.database import Connection, Postgres, Where, columns, has_rows, is_postgres, open_database
+from appliance.stores.database import Connection, Postgres, Where, columns, has_rows, is_postgres, open_database
 
 if TYPE_CHECKING:
     from appliance.backends.store import StorePoint
@@ -55,7 +55,8 @@ class _Database:
 
 
 def _databases(services: Services) -> dict[str, _Database]:
-    from appliance import apikeys, auth, conversations
+    from appliance.access import apikeys, auth
+    from appliance.stores import conversations
     from ingest import manifest
 
     s = services.settings
@@ -251,7 +252,7 @@ def restore(services: Services, src: Path, progress: Callable[[int], object] | N
     if "manifest" in services.__dict__:  # opened by the check above: closed before its file is replaced
         services.manifest.close()
         del services.__dict__["manifest"]
-    from appliance.migrate import MigrationError, migrate
+    from appliance.ops.migrate import MigrationError, migrate
 
     try:  # the backup's points into the empty collection, as `store migrate` copies a store
         restored = migrate(_BackupPoints(src / POINTS, int(meta["points"])), store, progress, batch=512)

@@ -1,6 +1,6 @@
 """How often one user or key may ask and call, and how many failed sign-ins lock a name or an address:
 sliding windows in this process, or counted in the shared database across replicas
-(appliance/shared_state.py). The same limits hold on every channel (the page, /v1)."""
+(appliance/access/shared_state.py). The same limits hold on every channel (the page, /v1)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from appliance.auth import Principal
+    from appliance.access.auth import Principal
+    from appliance.access.shared_state import SharedState
     from appliance.settings import AuthSettings
-    from appliance.shared_state import SharedState
 
 
 class RateLimited(Exception):
@@ -99,7 +99,7 @@ class Limits:
             self.questions: Limiter = RateLimiter(auth.questions_per_minute)
             self.sign_in: Throttle = SignInThrottle(auth.sign_in_attempts)
         else:  # several replicas: each user's limits are counted across all of them
-            from appliance.shared_state import SharedRateLimiter, SharedSignInThrottle
+            from appliance.access.shared_state import SharedRateLimiter, SharedSignInThrottle
 
             self.requests = SharedRateLimiter(shared, "requests", auth.requests_per_minute)
             self.questions = SharedRateLimiter(shared, "questions", auth.questions_per_minute)

@@ -2,7 +2,7 @@
 under way (a callback may reach another replica than the one that started it).
 
 With database.url set, these live in the shared PostgreSQL database; otherwise each process keeps
-them in memory (appliance.limits, appliance.api.oidc). Wall-clock times: replicas on several
+them in memory (appliance.access.limits, appliance.api.oidc). Wall-clock times: replicas on several
 machines share no monotonic clock.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 
-from appliance.database import Postgres, open_database
+from appliance.stores.database import Postgres, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.database import INTEGRITY_ERRORS, Where, open_database
+from appliance.stores.database import INTEGRITY_ERRORS, Where, open_database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (

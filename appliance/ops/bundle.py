@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.backup import sha256_file as _sha256
+from appliance.ops.backup import sha256_file as _sha256
 
 # llama.cpp compiled for any x86-64 machine with AVX2, never for the build machine's own CPU.
 PORTABLE_CMAKE_ARGS = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
@@ -73,7 +73,7 @@ class BundleReport:
 
 def source_root() -> Path:
     """The checkout the appliance runs from: the bundle builds its wheel from it."""
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "pyproject.toml").is_file() or not (root / "packages" / "en_core_web_sm").is_dir():
         raise BundleError(f"no source checkout at {root}: run `appliance bundle` from a clone of the repository "
                           "(installed with ./scripts/setup.sh)")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.cli_common import _fail_cleanly, _services, settings_options
+from appliance.cli.common import _fail_cleanly, _services, settings_options
 
 if TYPE_CHECKING:
     from appliance.services import Services
@@ -61,7 +61,7 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
 
     def job(targets: list[Path], prune: bool, quiet: bool = False) -> dict[str, Any]:
         from appliance.backends.store import StoreLocked
-        from appliance.cli_access import actor
+        from appliance.cli.access import actor
         from appliance.handover import find
         from appliance.usecases import run_ingest
 
@@ -254,7 +254,7 @@ def eval_command(dataset: Path, as_json: bool, split: str, max_queries: int | No
     The corpus goes through the real ingest pipeline into a store of its own under
     <data-dir>/eval/ (kept, so a re-run only queries); your documents' store is not touched.
     Retrieval settings (mode, fusion, weights, reranker) apply as they do to `ask`."""
-    from appliance.evaluation import DatasetError, evaluate
+    from appliance.ops.evaluation import DatasetError, evaluate
 
     services = _services(config_file, data_dir)  # validates settings and applies the offline guard
     settings = services.settings
@@ -407,7 +407,7 @@ def _remove_through(server: Any, doc_ids: list[str]) -> None:
 @settings_options
 def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Check settings, models, store, dimensions, disk space and egress switches; exit 1 if one fails."""
-    from appliance.doctor import checks_to_json, render_table, run_checks, worst
+    from appliance.ops.doctor import checks_to_json, render_table, run_checks, worst
 
     services = _services(config_file, data_dir)
     try:
@@ -427,7 +427,7 @@ def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | Non
 def bundle_command(out_dir: Path, python: str | None, images: bool) -> None:
     """Everything an air-gapped site needs, in OUT_DIR: wheelhouse (models inside), install.sh,
     manifest.json and SHA256SUMS; run on a machine that reaches the package registries."""
-    from appliance.bundle import BundleError, build_bundle
+    from appliance.ops.bundle import BundleError, build_bundle
 
     try:
         report = build_bundle(out_dir, python, images, log=lambda line: click.echo(line, err=True))
@@ -456,7 +456,7 @@ def store_migrate(target_config: Path, progress: bool | None, config_file: Path 
     Then point `store:` of your settings at the target and keep the same data_dir (it holds the manifest).
     Stop `appliance serve` first when the source is the embedded store."""
     from appliance.backends.store import build_store
-    from appliance.migrate import MigrationError, migrate
+    from appliance.ops.migrate import MigrationError, migrate
     from appliance.settings import SettingsError, load_settings
 
     services = _services(config_file, data_dir)
@@ -501,7 +501,7 @@ def backup_command(dest: Path, config_file: Path | None, data_dir: Path | None) 
     """Copy the store's chunks, the manifest, users, conversations, keys, feedback, audit trail and
     uploads into DEST (a new folder), each file with its SHA-256. Stop `appliance serve` first when
     the store is the embedded one (it holds the store open)."""
-    from appliance.backup import BackupError, backup
+    from appliance.ops.backup import BackupError, backup
 
     services = _services(config_file, data_dir)
     try:
@@ -519,7 +519,7 @@ def backup_command(dest: Path, config_file: Path | None, data_dir: Path | None) 
 def restore_command(src: Path, config_file: Path | None, data_dir: Path | None) -> None:
     """Restore a backup into this data directory (with no documents yet) and an empty collection;
     every file's checksum is checked first. Nothing is parsed or embedded again."""
-    from appliance.backup import BackupError, restore
+    from appliance.ops.backup import BackupError, restore
 
     services = _services(config_file, data_dir)
     try:
@@ -556,8 +556,8 @@ def keys_create(name: str, user: str | None, admin: bool, config_file: Path | No
     """Create a key called NAME and print it (the only time it is shown).
 
     Without --user it is a service key: it reads the documents that everyone may read."""
-    from appliance.apikeys import ApiKeyError
-    from appliance.cli_access import actor
+    from appliance.access.apikeys import ApiKeyError
+    from appliance.cli.access import actor
 
     services, keys = _api_keys(config_file, data_dir)
     try:
@@ -604,8 +604,8 @@ def keys_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
 @settings_options
 def keys_revoke(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Revoke the key called NAME: requests with it fail from now on."""
-    from appliance.apikeys import ApiKeyError
-    from appliance.cli_access import actor
+    from appliance.access.apikeys import ApiKeyError
+    from appliance.cli.access import actor
 
     services, keys = _api_keys(config_file, data_dir)
     try:
@@ -619,7 +619,7 @@ def keys_revoke(name: str, config_file: Path | None, data_dir: Path | None) -> N
 
 
 def _register() -> None:
-    from appliance.cli_access import COMMANDS
+    from appliance.cli.access import COMMANDS
 
     for command in COMMANDS:
         main.add_command(command)

@@ -120,7 +120,7 @@ def _configuration(services: Services, config: str | Path | None) -> Outcome:
         source += f", overridden by {', '.join(env)}"
     detail = (f"loaded {source}; llm={s.llm.provider}, store={s.store.provider}, rerank={s.rerank.provider}, "
               f"data_dir={s.data_dir}")
-    from appliance.secrets_check import weak_secrets
+    from appliance.access.secrets_check import weak_secrets
 
     weak = weak_secrets(s)
     if weak:

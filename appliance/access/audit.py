@@ -50,7 +50,7 @@ _CHAIN_BYTES = 256  # room for "prev" and "hash" (2 x 64 hex digits and their ke
 _LEVELS = ((MAX_CHARS, TEXT_CHARS), (MAX_CHARS, MAX_CHARS), (200, 200), (50, 50))
 _BLOCK = 1 << 16
 
-log = logging.getLogger("appliance.audit")
+log = logging.getLogger("appliance.access.audit")
 
 
 class AuditError(Exception):

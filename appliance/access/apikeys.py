@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from appliance.database import INTEGRITY_ERRORS, Where, columns, open_database
+from appliance.stores.database import INTEGRITY_ERRORS, Where, columns, open_database
 
 PREFIX = "rag-"
 SCHEMA = """

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from appliance.auth import EVERYONE, Principal, user_group
+from appliance.access.auth import EVERYONE, Principal, user_group
 from appliance.settings import AclRule
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from appliance.database import INTEGRITY_ERRORS, Where, open_database
+from appliance.stores.database import INTEGRITY_ERRORS, Where, open_database
 
 EVERYONE = "everyone"  # every signed-in user is in it; files no ACL rule covers are readable by it
 USER_PREFIX = "user:"  # a user's own group: their uploads, and files they own (acl posix)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from appliance.cli_common import _fail_cleanly, _services, settings_options
+from appliance.cli.common import _fail_cleanly, _services, settings_options
 
 
 def actor() -> str:
@@ -42,7 +42,7 @@ def users_group() -> None:
 def users_add(name: str, groups: tuple[str, ...], admin: bool, password_stdin: bool, config_file: Path | None,
               data_dir: Path | None) -> None:
     """Create user NAME; the password is asked twice (there is no default password)."""
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
 
     services = _services(config_file, data_dir)
     try:
@@ -62,7 +62,7 @@ def users_add(name: str, groups: tuple[str, ...], admin: bool, password_stdin: b
 @settings_options
 def users_passwd(name: str, password_stdin: bool, config_file: Path | None, data_dir: Path | None) -> None:
     """Set a new password for NAME; their open sessions end."""
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
 
     services = _services(config_file, data_dir)
     try:
@@ -85,7 +85,7 @@ def users_passwd(name: str, password_stdin: bool, config_file: Path | None, data
 def users_set(name: str, groups: tuple[str, ...], no_groups: bool, admin: bool | None, disabled: bool | None,
               config_file: Path | None, data_dir: Path | None) -> None:
     """Change NAME's groups, role or state; counts from their next request."""
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
 
     services = _services(config_file, data_dir)
     try:
@@ -106,7 +106,7 @@ def users_set(name: str, groups: tuple[str, ...], no_groups: bool, admin: bool |
 @settings_options
 def users_rm(name: str, config_file: Path | None, data_dir: Path | None) -> None:
     """Remove user NAME and end their sessions (their conversations stay, for the audit)."""
-    from appliance.auth import AuthError
+    from appliance.access.auth import AuthError
 
     services = _services(config_file, data_dir)
     try:
@@ -259,7 +259,7 @@ def audit_verify(config_file: Path | None, data_dir: Path | None) -> None:
 @settings_options
 def audit_archive(dest: Path, config_file: Path | None, data_dir: Path | None) -> None:
     """Verify the chain, then move the rotated files (not the current one) to DEST, a 0700 folder."""
-    from appliance.audit import AuditError
+    from appliance.access.audit import AuditError
 
     services = _services(config_file, data_dir)
     try:
