@@ -15,4 +15,5 @@ elif command -v gcc >/dev/null 2>&1; then
     export LD_PRELOAD="$PWD/build/egress_guard.so" EGRESS_SYSCALL_LOG="$PWD/build/egress-attempts.log"
     rm -f "$EGRESS_SYSCALL_LOG"
 fi
-exec .venv/bin/python -m pytest "$@"
+# -m "": every test, not only the fast suite that plain `pytest` runs (pyproject.toml addopts).
+exec .venv/bin/python -m pytest -m "" "$@"

@@ -69,6 +69,7 @@ def _check_store_matches_manifest(services: Any) -> None:
     assert services.manifest.workers() == []
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 def test_runs_at_once_process_each_file_once(services: Any, tmp_path: Path) -> None:
     folder = tmp_path / "docs"
     shutil.copytree(SAMPLES, folder)

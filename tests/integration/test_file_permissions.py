@@ -48,6 +48,7 @@ def documents(tmp_path: Path) -> Path:
     return docs
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 @pytest.mark.usefixtures("usual_umask")
 @pytest.mark.parametrize("command", list(INGEST))
 def test_ingest_leaves_nothing_other_local_users_can_read(tmp_path: Path, command: str) -> None:

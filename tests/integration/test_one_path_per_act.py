@@ -112,6 +112,7 @@ def test_the_cli_and_the_api_apply_acl_rules_with_the_same_permissions_line(tmp_
     assert {frozenset(e) for e in lines} == {frozenset(lines[0])}
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 def test_the_page_and_the_api_answer_through_the_same_gate_audit_and_metrics(folder: Path, services: Any) -> None:
     """Chat-page answers bypassed the API's gate and metrics; now both count into one registry and
     leave the same `question` line."""

@@ -58,6 +58,7 @@ def test_an_unreachable_server_is_a_clear_error() -> None:
         llm.chat(QUESTION)
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 def test_answers_from_documents_through_the_server(base_url: str, data_dir: Path) -> None:
     services = make_services(data_dir, llm={"provider": "openai", "base_url": base_url, "model": "smollm2",
                                             "context_window": 2048, "max_answer_tokens": 48,

@@ -100,6 +100,7 @@ class _DiesAfterUpsert:
         return getattr(self.store, name)
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 def test_a_run_killed_mid_file_leaves_no_orphan_chunks(services: Any, folder: Path) -> None:
     from ingest.pipeline import IngestPipeline
 
@@ -143,6 +144,7 @@ def test_a_folder_holding_the_data_directory_does_not_ingest_the_store(folder: P
         services.close()
 
 
+@pytest.mark.slow  # the full suite (scripts/test.sh) runs it; plain pytest stays fast
 def test_files_processed_with_other_settings_are_processed_again(tmp_path: Path, folder: Path) -> None:
     import sqlite3
 
