@@ -15,14 +15,20 @@ class Busy(Exception):
     """Every generation slot and queue place is taken."""
 
 
+class OverShare(Busy):
+    """This caller has their whole share of the queue waiting already (server.max_queued_per_user)."""
+
+
 class Cancelled(Exception):
     """The caller gave up while waiting for a slot."""
 
 
 class AnswerGate:
-    def __init__(self, parallel: int, max_queued: int) -> None:
+    def __init__(self, parallel: int, max_queued: int, share: int | None = None) -> None:
         self.parallel = parallel
         self.max_queued = max_queued
+        self.share = share  # most answers of one caller waiting or running at once (None: no cap)
+        self._mine: dict[str, int] = {}
         self._slots = threading.Semaphore(parallel)
         self._lock = threading.Lock()
         self.waiting = 0
@@ -32,26 +38,43 @@ class AnswerGate:
         with self._lock:
             return self.running + self.waiting >= self.parallel + self.max_queued
 
+    def over_share(self, who: str | None) -> bool:
+        with self._lock:
+            return who is not None and self.share is not None and self._mine.get(who, 0) >= self.share
+
     @contextlib.contextmanager
-    def slot(self, cancelled: Callable[[], bool] | None = None) -> Iterator[None]:
-        """Hold one generation slot while the block runs; Busy at once when the queue is full."""
+    def slot(self, cancelled: Callable[[], bool] | None = None, who: str | None = None) -> Iterator[None]:
+        """Hold one generation slot while the block runs; Busy at once when the queue is full, OverShare
+        when `who` (a user or key) has `share` answers waiting or running already."""
         with self._lock:
             if self.running + self.waiting >= self.parallel + self.max_queued:
                 raise Busy(f"the model is busy: {self.running} answers running and {self.waiting} waiting; "
                            "try again shortly")
+            if who is not None and self.share is not None and self._mine.get(who, 0) >= self.share:
+                raise OverShare(f"you have {self._mine[who]} answers running or waiting already "
+                                "(server.max_queued_per_user): wait for them to finish")
             self.waiting += 1
+            if who is not None:
+                self._mine[who] = self._mine.get(who, 0) + 1
         try:
-            while not self._slots.acquire(timeout=0.2):
-                if cancelled is not None and cancelled():
-                    raise Cancelled
-        finally:
+            try:
+                while not self._slots.acquire(timeout=0.2):
+                    if cancelled is not None and cancelled():
+                        raise Cancelled
+            finally:
+                with self._lock:
+                    self.waiting -= 1
             with self._lock:
-                self.waiting -= 1
-        with self._lock:
-            self.running += 1
-        try:
-            yield
+                self.running += 1
+            try:
+                yield
+            finally:
+                with self._lock:
+                    self.running -= 1
+                self._slots.release()
         finally:
-            with self._lock:
-                self.running -= 1
-            self._slots.release()
+            if who is not None:
+                with self._lock:
+                    self._mine[who] -= 1
+                    if not self._mine[who]:
+                        del self._mine[who]

@@ -70,7 +70,8 @@ class Services:
         """How many answers the chat model writes at once, for every channel together."""
         from appliance.answer_gate import AnswerGate
 
-        return AnswerGate(self.settings.llm.max_parallel, self.settings.server.max_queued)
+        s = self.settings
+        return AnswerGate(s.llm.max_parallel, s.server.max_queued, s.server.max_queued_per_user)
 
     @cached_property
     def metrics(self) -> Metrics:

@@ -54,8 +54,9 @@ class ServerSettings(Section):
         32, ge=0, description="Answers that may wait for the chat model; past this the API answers 503 busy."
     )
     max_queued_per_user: int = Field(
-        4, ge=1, description="Most of one user's requests that may wait in the chat page's queue at once (their "
-        "fair share of server.max_queued); more are refused with 429."
+        4, ge=1, description="One user's or key's fair share of the queue: at most this many of their answers "
+        "running or waiting (page and /v1 together), and of their events waiting in the page's queue; more are "
+        "refused with 429."
     )
     max_upload_files: int = Field(20, ge=1, description="Most files in one POST /v1/documents.")
     max_request_kb: int = Field(
@@ -86,6 +87,10 @@ class ServerSettings(Section):
     max_connections: int = Field(
         512, ge=1, description="Connections served at once (a browser opens up to 6); a request arriving while more "
         "are open, or while as many requests run, is answered 503 busy."
+    )
+    max_connections_per_client: int = Field(
+        64, ge=1, description="Connections one client address may hold open (server.trusted_proxies excepted); "
+        "past it a new one is closed at once, so one machine cannot take every connection (slowloris)."
     )
 
     @model_validator(mode="after")

@@ -51,7 +51,9 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     first = True
     outcome = "cancelled"  # unless it finishes: the client went away or the server stops
     try:
-        with services.answer_gate.slot(cancelled):
+        # Every user's and key's fair share; the machine's own operator is not counted.
+        who = None if principal.kind in ("local", "server") else principal.name
+        with services.answer_gate.slot(cancelled, who):
             for event in services.rag.stream(question, history, groups=principal.reads,
                                              whole_document=whole_document, max_tokens=max_tokens):
                 if isinstance(event, Answer):

@@ -4,9 +4,11 @@ sliding windows in this process, or counted in the shared database across replic
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -88,6 +90,32 @@ class SignInThrottle:
                 self._failed.pop(k, None)
 
 
+class Attempts:
+    """Sign-in attempts of one user name or client address, one at a time in this process, and at most
+    `hashing` password hashes at once. Without it, 40 attempts sent together were all checked before
+    any failure was counted (the 40th password got in), and 40 Argon2 hashes held every core."""
+
+    def __init__(self, hashing: int = 2) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._hashing = threading.BoundedSemaphore(hashing)
+
+    @contextlib.contextmanager
+    def one_at_a_time(self, *keys: str) -> Iterator[None]:
+        with self._guard:
+            if len(self._locks) > 10_000:  # forget the keys nobody is signing in with now
+                self._locks = {k: lock for k, lock in self._locks.items() if lock.locked()}
+            locks = [self._locks.setdefault(k, threading.Lock()) for k in sorted(set(keys))]
+        for lock in locks:  # in one order for every caller: no two attempts wait on each other
+            lock.acquire()
+        try:
+            with self._hashing:
+                yield
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+
+
 class Limits:
     """The per-user limits of this server: `auth.requests_per_minute` on every call,
     `auth.questions_per_minute` on questions and searches, the failed sign-in throttle. The machine's
@@ -104,6 +132,7 @@ class Limits:
             self.requests = SharedRateLimiter(shared, "requests", auth.requests_per_minute)
             self.questions = SharedRateLimiter(shared, "questions", auth.questions_per_minute)
             self.sign_in = SharedSignInThrottle(shared, auth.sign_in_attempts)
+        self.attempts = Attempts()
 
     def request(self, principal: Principal) -> None:
         """Count one call; RateLimited past auth.requests_per_minute."""

@@ -54,6 +54,9 @@ def client_limits(server: ServerSettings) -> ClientLimits:
         header_timeout_s = server.header_timeout_s
         body_timeout_s = server.body_timeout_s
         body_min_rate = server.body_min_rate
+        per_client = server.max_connections_per_client
+        exempt = frozenset(server.trusted_proxies)  # a proxy carries many clients' connections
+        open_by_client: dict[str, int] = {}  # noqa: RUF012 (one count for this server's connections)
 
     # uvicorn answers 503 to a request when `len(connections) >= limit or len(tasks) >= limit`, the
     # asking connection included: + 1 serves exactly max_connections. Connections past it are still
@@ -73,9 +76,23 @@ class ClientTimeouts(H11Protocol):
     _last = 0.0  # when bytes last arrived in this phase
     _received = 0  # bytes received in this phase
     _timer: asyncio.TimerHandle | None = None
+    per_client = 64
+    exempt: frozenset[str] = frozenset()
+    open_by_client: dict[str, int] = {}  # noqa: RUF012 (replaced per server by client_limits)
+    _counted: str | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        peer = self.client[0] if self.client else None
+        if peer is not None and peer not in self.exempt:
+            held = self.open_by_client.get(peer, 0)
+            if held >= self.per_client:  # one machine holding every connection starves the others
+                log.info("refused a connection of %s: it holds %d already (server.max_connections_per_client)",
+                         peer, held)
+                transport.close()
+                return
+            self.open_by_client[peer] = held + 1
+            self._counted = peer
         self._follow()
 
     def data_received(self, data: bytes) -> None:
@@ -88,6 +105,13 @@ class ClientTimeouts(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel()
+        if self._counted is not None:
+            left = self.open_by_client.get(self._counted, 1) - 1
+            if left > 0:
+                self.open_by_client[self._counted] = left
+            else:
+                self.open_by_client.pop(self._counted, None)
+            self._counted = None
         super().connection_lost(exc)
 
     def _current(self) -> Phase:

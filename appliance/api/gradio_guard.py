@@ -32,6 +32,10 @@ FILE = "/gradio_api/file="
 STATIC = ("/assets/", "/static/", "/favicon.ico", "/theme.css", "/gradio_api/file=")
 # Gradio routes that put an event in the shared queue.
 QUEUED = ("/gradio_api/queue/join", "/gradio_api/call/")
+# Gradio routes the page never uses: the v2 REST door and the direct /run and /api (closed with api_open=False,
+# but answering plain-text 500s and logging tracebacks).
+CLOSED = ("/gradio_api/call/v2/", "/gradio_api/run/", "/gradio_api/api/")
+FREE_FLOOR = 1 << 30  # an upload into Gradio's cache never leaves less free space than this
 # Routes whose path names a page session or an event: /heartbeat/{session}, /stream/{session or event}/...,
 # /call/{api}/{event}.
 _PATH_KEYS = {"/gradio_api/heartbeat/": 0, "/gradio_api/stream/": 0, "/gradio_api/call/": 1}
@@ -163,6 +167,10 @@ class GradioGuard:
                     raise ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
             if path.startswith(FILE) and not inside(unquote(path[len(FILE):]), self._cache):
                 raise ApiError(404, "no such file")
+            if path.startswith(CLOSED):
+                raise ApiError(404, "no such endpoint")
+            if path == UPLOAD and scope.get("method") == "POST":
+                self._check_upload(principal, scope)
             if path == "/config":
                 await self._app(scope, receive, _without_version(send))
                 return
@@ -200,6 +208,24 @@ class GradioGuard:
             await send(message)
 
         return reply
+
+    def _check_upload(self, principal: Any, scope: Message) -> None:
+        """The page's uploads land in Gradio's cache before any event sees them: only callers who may
+        upload, and never past the last GiB of the disk."""
+        import shutil
+
+        from appliance.api.errors import ApiError
+        from appliance.uploads import UploadRefused, check_uploader
+
+        if principal is not None:
+            try:
+                check_uploader(principal)
+            except UploadRefused as exc:
+                raise ApiError(exc.status, exc.message) from None
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        size = int(declared) if declared.isdigit() else 0
+        if shutil.disk_usage(self._cache).free - size < FREE_FLOOR:
+            raise ApiError(507, "the server's disk is nearly full: the upload is refused (tell the administrator)")
 
     def _check_share(self, user: str) -> None:
         """A user's events waiting in the queue: at most server.max_queued_per_user, so one user cannot

@@ -91,7 +91,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     checked_question(question, state.services.settings.retrieval.max_question_chars)
     ident = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
-    if state.services.answer_gate.full():  # checked before the 200 of a stream is sent
+    gate = state.services.answer_gate
+    if gate.over_share(None if principal.kind in ("local", "server") else principal.name):
+        raise ApiError(429, "you have answers running or waiting already (server.max_queued_per_user): wait for "
+                            "them to finish", headers={"Retry-After": "5"})
+    if gate.full():  # checked before the 200 of a stream is sent
         state.metrics.answers.labels("busy").inc()
         raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
                        headers={"Retry-After": "5"})

@@ -104,14 +104,24 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)],
     name = username.strip().lower()
     client = _client(request)
     throttle = state.sign_in_throttle
-    if throttle.blocked(f"user:{name}", f"ip:{client}"):
+    keys = (f"user:{name}", f"ip:{client}")
+
+    def refused() -> Any:
         known = name if services.users.get(name) is not None else "(unknown user)"
         services.audit.record("sign_in", known, outcome="refused", reason="too many failed attempts", client=client)
         return login_page(state, next, "Too many failed attempts: wait 15 minutes, or ask an administrator.",
                           status=429)
-    user = services.users.verify_password(name, password)
+
+    if throttle.blocked(*keys):  # at once, without waiting for the attempts ahead
+        return refused()
+    # Checked, verified and counted as one step per name and address: attempts sent together queue.
+    with services.limits.attempts.one_at_a_time(*keys):
+        if throttle.blocked(*keys):
+            return refused()
+        user = services.users.verify_password(name, password)
+        if user is None:
+            throttle.failed(*keys)
     if user is None:
-        throttle.failed(f"user:{name}", f"ip:{client}")
         # Only a known name is logged: what someone typed into the name box may be their password.
         known = name if services.users.get(name) is not None else "(unknown user)"
         services.audit.record("sign_in", known, outcome="failed", client=client)

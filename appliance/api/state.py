@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import anyio
 from fastapi import Request
 
-from appliance.answer_gate import Busy, Cancelled
+from appliance.answer_gate import Busy, Cancelled, OverShare
 from appliance.api.concurrency import iterate_in_thread
 from appliance.api.errors import ApiError
 from appliance.backends.common import BackendUnavailable
@@ -62,6 +62,8 @@ class AppState:
         try:
             async for event in iterate_in_thread(make, stop):
                 yield event
+        except OverShare as exc:
+            raise ApiError(429, str(exc), headers={"Retry-After": "5"}) from None
         except Busy as exc:
             raise ApiError(503, str(exc), headers={"Retry-After": "5"}) from None
         except BackendUnavailable as exc:

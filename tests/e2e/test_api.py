@@ -57,7 +57,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     env = {"APPLIANCE_SERVER__REQUIRE_API_KEY": "true", "APPLIANCE_SERVER__MAX_QUEUED": str(QUEUE),
            "APPLIANCE_LLM__MAX_ANSWER_TOKENS": str(MAX_TOKENS), "APPLIANCE_INGEST__MAX_FILE_MB": "1",
            "APPLIANCE_SERVER__MAX_UPLOAD_FILES": "2",  # request bodies: at most 2 x 1 MB + 1 MB
-           "APPLIANCE_AUTH__QUESTIONS_PER_MINUTE": "10000"}  # the concurrency tests ask many at once
+           "APPLIANCE_AUTH__QUESTIONS_PER_MINUTE": "10000",  # the concurrency tests ask many at once
+           "APPLIANCE_SERVER__MAX_QUEUED_PER_USER": "100"}  # with one key: the shared queue is under test here
     log = root / "serve.log"
     with appliance_server(data, log, env) as (url, pid):
         client = Api(url, key, pid, log)

@@ -163,12 +163,12 @@ def _locked_out(client: httpx.Client, **headers: str) -> None:
 
 def _forged_run(appliance: Appliance, client: httpx.Client, prefix: str, **headers: str) -> set[str]:
     """ATTEMPTS forged failures, then the lock-out; the client addresses the audit trail recorded for them."""
-    before = len(appliance.access.audit())
+    before = len(appliance.audit())
     claimed = _forge_failures(client, prefix, **headers)
     _locked_out(client)
-    run = appliance.access.audit()[before:]
+    run = appliance.audit()[before:]
     assert [e["outcome"] for e in run] == ["failed"] * ATTEMPTS + ["refused"], run
-    assert not {e["client"] for e in appliance.access.audit()} & set(claimed)
+    assert not {e["client"] for e in appliance.audit()} & set(claimed)
     return {e["client"] for e in run}
 
 

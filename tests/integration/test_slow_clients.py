@@ -204,3 +204,28 @@ def test_the_server_settings_reach_uvicorn() -> None:
     protocol: Any = limits["http"]
     assert (protocol.header_timeout_s, protocol.body_timeout_s, protocol.body_min_rate) == (7, 9, 0)
     assert limits["limit_concurrency"] == 41  # uvicorn refuses at `>= limit`, the asking connection counted
+
+
+def test_one_client_address_cannot_take_every_connection(tmp_path: Any) -> None:
+    """The external attack run: ~520 half-open sockets from one machine took all of max_connections, and
+    every other client got 503. One address now holds at most server.max_connections_per_client."""
+    from appliance.api.app import create_app
+
+    services = make_services(tmp_path / "data", server={**LIMITS, "max_connections": 10, "header_timeout_s": 5.0,
+                                                        "max_connections_per_client": 2})
+    try:
+        with serving(create_app(services, ui=False), services.settings.server) as port:
+            held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+            for s in held:
+                s.sendall(b"GET /healthz HTTP/1.1\r\n")  # half a request: the connection stays
+            extra = socket.create_connection(("127.0.0.1", port))
+            extra.settimeout(2)
+            assert extra.recv(100) == b""  # closed at once, before the head timeout
+            other = socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0))
+            other.settimeout(5)
+            other.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            assert other.recv(100).startswith(b"HTTP/1.1 200")
+            for s in (*held, extra, other):
+                s.close()
+    finally:
+        services.close()

@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ CLI = [sys.executable, "-m", "appliance.cli"]
 PASSWORD = "Granite-Falcon-4410"
 HR_SECRET = "PELICAN-7731"
 USERS = {"alice": ["hr"], "bob": ["engineering"], "dave": ["engineering"], "erin": ["engineering"],
-         "frank": ["engineering"], "gina": ["engineering"], "admin": []}
+         "frank": ["engineering"], "gina": ["engineering"], "hank": ["engineering"], "admin": []}
 
 
 class Site:
@@ -342,3 +343,91 @@ def test_a_page_session_and_its_events_belong_to_the_user_who_opened_them(site: 
     assert erin.get(f"/gradio_api/call/respond/{r.json()['event_id']}").status_code == 200
     for route in ("/gradio_api/run/respond", "/gradio_api/api/respond"):
         assert erin.post(route, json={"data": ["Where does Kestrel run?", []]}).status_code in (403, 404)
+
+
+def test_one_key_cannot_fill_the_answer_queue_of_v1(site: Site) -> None:
+    """The external attack run: 12 questions at once with one user's key filled /v1's queue, and another
+    caller waited 66 s behind them. A user's answers running or waiting are capped at
+    server.max_queued_per_user, on /v1 as on the page; another caller still gets in."""
+    import threading
+
+    key = site.cli("keys", "create", f"erin-{uuid.uuid4().hex[:6]}", "--user", "erin").stdout.strip().split()[-1]
+    codes: list[int] = []
+
+    def ask() -> None:
+        question = {"role": "user", "content": "Where does Kestrel run?"}
+        r = httpx.post(site.url + "/v1/chat/completions", timeout=300, headers={"authorization": f"Bearer {key}"},
+                       json={"model": "rag-appliance", "messages": [question]})
+        codes.append(r.status_code)
+
+    threads = [threading.Thread(target=ask) for _ in range(10)]
+    for t in threads:
+        t.start()
+    time.sleep(1)
+    other = site.sign_in("alice").post("/v1/chat/completions", json={"model": "rag-appliance", "messages": [
+        {"role": "user", "content": "What is the salary band E4?"}]})
+    for t in threads:
+        t.join(300)
+    assert other.status_code == 200, other.text[:300]
+    assert codes.count(429) >= 10 - 4, codes
+    assert codes.count(200) >= 1
+
+
+def test_sign_in_attempts_sent_together_are_counted_before_the_next_is_checked(site: Site) -> None:
+    """The external attack run: 40 sign-ins for one name sent at once were all checked before any
+    failure counted, and the correct password, sent last, got in. Now they queue per name and address."""
+    import asyncio
+
+    name = f"target{uuid.uuid4().hex[:4]}"
+    assert site.cli("users", "add", name, "--password-stdin", stdin=PASSWORD + "\n").returncode == 0
+
+    async def attempt(password: str) -> int:
+        # From 127.0.0.3: the address locked by this attack is not the one the other tests sign in from.
+        transport = httpx.AsyncHTTPTransport(local_address="127.0.0.3")
+        async with httpx.AsyncClient(base_url=site.url, timeout=300, headers={"origin": site.url},
+                                     transport=transport) as client:
+            page = await client.get("/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert csrf is not None
+            r = await client.post("/login", data={"username": name, "password": password, "csrf": csrf.group(1),
+                                                  "next": "/"})
+            return r.status_code
+
+    async def burst() -> list[int]:
+        return await asyncio.gather(*[attempt(f"Wrong-Guess-{i:04d}-x") for i in range(11)], attempt(PASSWORD))
+
+    codes = asyncio.run(burst())
+    # No more wrong guesses evaluated than auth.sign_in_attempts (the right password may come first and pass).
+    assert codes.count(401) <= 5, codes
+    assert codes.count(429) >= 12 - 6, codes
+
+
+def test_only_callers_who_may_upload_put_files_in_the_pages_upload_cache(site: Site) -> None:
+    """The external attack run: a service key (which may not upload) wrote 4 GB requests into Gradio's
+    cache. It is refused now; an employee's upload from the page still lands."""
+    key = site.cli("keys", "create", f"svc-{uuid.uuid4().hex[:6]}").stdout.strip().split()[-1]
+    files = {"files": ("note.md", b"# Note\n\nA note.\n", "text/markdown")}
+    r = httpx.post(site.url + "/gradio_api/upload", files=files, headers={"authorization": f"Bearer {key}"})
+    assert r.status_code == 403, r.text[:200]
+    r = site.sign_in("erin").post("/gradio_api/upload", files=files)
+    assert r.status_code == 200, r.text[:200]
+
+
+def test_gradio_routes_the_page_never_uses_are_closed(site: Site) -> None:
+    """The external attack run: /call/v2, /run and /api answered plain-text 500s with tracebacks in the log."""
+    dave = site.sign_in("hank")  # dave has spent his minute's requests
+    for route in ("/gradio_api/call/v2/respond", "/gradio_api/run/predict", "/gradio_api/api/predict"):
+        r = dave.post(route, json={"data": ["Where does Kestrel run?", []]})
+        assert r.status_code == 404, (route, r.status_code)
+        assert r.json()["error"]["message"] == "no such endpoint"
+
+
+def test_a_cookie_write_without_origin_is_refused(site: Site) -> None:
+    """Browsers send Origin (or Sec-Fetch-Site) on every POST: a cookie-signed write with neither is not
+    the page's. Upper-case schemes and hosts are still the same origin."""
+    cookie = site.sign_in("hank").cookies.get("appliance_session")
+    bare = httpx.Client(base_url=site.url, cookies={"appliance_session": cookie})
+    r = bare.post("/v1/search", json={"query": "Kestrel"})
+    assert r.status_code == 403, r.text[:200]
+    host = site.url.removeprefix("http://").upper()
+    assert bare.post("/v1/search", json={"query": "Kestrel"}, headers={"origin": f"HTTP://{host}"}).status_code == 200
