@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,10 @@ def without_paths(text: str | None) -> str | None:
 
 
 def safe_name(name: str | None) -> str:
-    raw = (name or "").strip()
+    raw = unicodedata.normalize("NFC", (name or "").strip())
+    if any(unicodedata.category(c) == "Cf" for c in raw):  # U+202E and kin: "exe.pdf" shown as "fdp.exe"
+        raise UploadRefused(400, f"unusable file name {raw.encode('ascii', 'backslashreplace').decode()!r}: it "
+                                 "holds invisible formatting characters (such as right-to-left overrides)")
     if "/" in raw or "\\" in raw or raw in (".", "..") or _CONTROL.search(raw):
         raise UploadRefused(400, f"unusable file name {raw!r}: a file name may not hold a folder, '..' or control "
                             "characters; give the upload a name like report.pdf")

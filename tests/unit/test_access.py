@@ -228,3 +228,15 @@ def test_rate_limits_and_sign_in_throttle() -> None:
     assert not throttle.blocked("ip:1")
     throttle.succeeded("user:alice")
     assert not throttle.blocked("user:alice")
+
+
+def test_upload_names_with_invisible_formatting_are_refused() -> None:
+    """The external attack run: U+202E made `report\u202efdp.exe` show as `reportexe.pdf` in the admin's list."""
+    import pytest
+
+    from appliance.uploads import UploadRefused, safe_name
+
+    for name in ("report\u202efdp.exe.pdf", "\u200bnote.md", "a\u2066b.txt"):
+        with pytest.raises(UploadRefused, match="invisible formatting"):
+            safe_name(name)
+    assert safe_name("Rapport d’activité 2024.pdf") == "Rapport d’activité 2024.pdf"
