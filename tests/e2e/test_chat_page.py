@@ -207,11 +207,17 @@ def test_regenerate_then_reload_finds_the_conversation_again(site: Site, browser
     first = _ask(page, WATER)
     assert "fake-memo.pdf" in first
     page.click("#regenerate")
-    page.wait_for_function("document.querySelectorAll(\"#chat a[href^='#cite-']\").length > 0", timeout=180_000)
-    time.sleep(1)
-    conversations = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
-    assert len(conversations) == 1
-    turns = httpx.get(f"{site.url}/v1/conversations/{conversations[0]['id']}", cookies=_cookies(page)).json()
+    # The old answer's citations are on the page until regenerate replaces them: wait for the new answer
+    # to be saved (the old turn is dropped when it starts, the new one saved when it ends).
+    deadline, turns = time.monotonic() + 180, {"turns": []}
+    while time.monotonic() < deadline:
+        conversations = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
+        assert len(conversations) == 1
+        turns = httpx.get(f"{site.url}/v1/conversations/{conversations[0]['id']}", cookies=_cookies(page)).json()
+        busy = "Searching the documents" in page.inner_text("#chat")
+        if turns["turns"] and not busy and page.locator("#chat a[href^='#cite-']").count() > 0:
+            break
+        time.sleep(0.5)
     assert len(turns["turns"]) == 1  # the regenerated answer replaced the first one
     page.reload()
     page.wait_for_function("document.querySelector('#conversations')?.innerText.includes('bottles of water')",
