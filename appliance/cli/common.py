@@ -60,7 +60,8 @@ def _fail_cleanly(func: Callable[[], Any]) -> Any:
         raise click.ClickException(str(exc)) from None
     except StoreLocked as exc:
         raise click.ClickException(
-            f"{exc}\nStop `appliance serve` first, or point this command at another --data-dir."
+            f"{exc}\nAsk the running server instead, through its page or /v1 (`appliance doctor` prints how), "
+            "or stop `appliance serve` first."
         ) from None
     except BackendUnavailable as exc:
         raise click.ClickException(str(exc)) from None
