@@ -240,3 +240,13 @@ def test_upload_names_with_invisible_formatting_are_refused() -> None:
         with pytest.raises(UploadRefused, match="invisible formatting"):
             safe_name(name)
     assert safe_name("Rapport d’activité 2024.pdf") == "Rapport d’activité 2024.pdf"
+
+
+def test_reasons_shown_to_an_uploader_name_no_server_folder() -> None:
+    """Issue 17, finding 10: a parser's message named the server's folders in the upload's error."""
+    from appliance.uploads import without_paths
+
+    reason = "BadZipFile: [Errno 2] No such file or directory: '/srv/appliance/data/uploads/bob/.a1.part'"
+    assert without_paths(reason) == "BadZipFile: [Errno 2] No such file or directory: '.a1.part'"
+    assert without_paths("ratio 1/2 and/or 3/4") == "ratio 1/2 and/or 3/4"
+    assert without_paths(None) is None
