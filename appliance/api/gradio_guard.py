@@ -167,8 +167,10 @@ class GradioGuard:
                     raise ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
             if path.startswith(FILE) and not inside(unquote(path[len(FILE):]), self._cache):
                 raise ApiError(404, "no such file")
-            if path.startswith(CLOSED):
+            if path.startswith(CLOSED) or path.rstrip("/") in {c.rstrip("/") for c in CLOSED}:
                 raise ApiError(404, "no such endpoint")
+            self._check_event_names(scope.get("method", ""), path)
+            _drop_forwarding(scope)
             if path == UPLOAD and scope.get("method") == "POST":
                 self._check_upload(principal, scope)
             if path == "/config":
@@ -187,6 +189,8 @@ class GradioGuard:
             if not post:
                 await self._app(scope, receive, send)
                 return
+            if path == "/gradio_api/queue/join" and not self._known_fn(payload):
+                raise ApiError(400, "no such event of the page")
             if any(not inside(p, self._cache) for p in file_references(payload)):
                 raise ApiError(400, "a file must be uploaded through the page; an event may not name one")
             if limited and path.startswith(QUEUED):
@@ -208,6 +212,31 @@ class GradioGuard:
             await send(message)
 
         return reply
+
+    def _backend_fns(self) -> dict[int, Any]:
+        return {i: fn for i, fn in getattr(self._blocks, "fns", {}).items() if getattr(fn, "fn", None) is not None}
+
+    def _known_fn(self, payload: Any) -> bool:
+        index = payload.get("fn_index") if isinstance(payload, dict) else None
+        return isinstance(index, int) and not isinstance(index, bool) and index in self._backend_fns()
+
+    def _check_event_names(self, method: str, path: str) -> None:
+        """/call/{name} and /call/{name}/{event}: only the page's named events and a live event of
+        them (Gradio answers others with a plain-text 500, or a stream it breaks off)."""
+        from appliance.api.errors import ApiError
+
+        if not path.startswith("/gradio_api/call/"):
+            return
+        parts = path[len("/gradio_api/call/"):].strip("/").split("/")
+        names = {fn.api_name for fn in self._backend_fns().values() if fn.api_name}
+        if not parts[0] or parts[0] not in names or len(parts) > 2:
+            raise ApiError(404, "no such endpoint")
+        if method == "GET" and len(parts) == 2:
+            queue = getattr(self._blocks, "_queue", None)
+            live = parts[1] in getattr(queue, "event_ids_to_events", {}) or any(
+                parts[1] in ids for ids in getattr(queue, "pending_event_ids_session", {}).values())
+            if not live:
+                raise ApiError(404, "no such event (it finished, and its result was read already)")
 
     def _check_upload(self, principal: Any, scope: Message) -> None:
         """The page's uploads land in Gradio's cache before any event sees them: only callers who may
@@ -269,6 +298,15 @@ def _without_version(send: Callable[[Message], Awaitable[None]]) -> Callable[[Me
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
     return rewrite
+
+
+_FORWARDING = (b"x-forwarded-host", b"x-forwarded-proto", b"x-forwarded-port", b"x-forwarded-prefix", b"forwarded")
+
+
+def _drop_forwarding(scope: Message) -> None:
+    """Gradio builds its page's URLs from X-Forwarded-Host/-Proto whoever sends them; uvicorn has
+    already applied what a trusted proxy said (server.trusted_proxies) to the scope, so Gradio needs none."""
+    scope["headers"] = [(k, v) for k, v in scope.get("headers", []) if k.lower() not in _FORWARDING]
 
 
 def _json(body: bytes) -> Any:

@@ -431,3 +431,22 @@ def test_a_cookie_write_without_origin_is_refused(site: Site) -> None:
     assert r.status_code == 403, r.text[:200]
     host = site.url.removeprefix("http://").upper()
     assert bare.post("/v1/search", json={"query": "Kestrel"}, headers={"origin": f"HTTP://{host}"}).status_code == 200
+
+
+def test_unknown_gradio_events_are_json_errors_and_forwarded_hosts_ignored(site: Site) -> None:
+    """The third attack run: /call/<unknown name>, queue/join with an unknown fn_index and an unknown
+    event id answered plain-text 500s or a broken stream; X-Forwarded-Host from any client became the
+    page's root URL."""
+    hank = site.sign_in("hank")
+    for route in ("/gradio_api/call/v2", "/gradio_api/call/predict", "/gradio_api/call/nosuchevent"):
+        r = hank.post(route, json={"data": []})
+        assert r.status_code == 404, (route, r.status_code, r.text[:100])
+        assert r.json()["error"]["message"] == "no such endpoint"
+    for index in (9999, -1, "x"):
+        r = hank.post("/gradio_api/queue/join", json={"data": [], "fn_index": index, "session_hash": "zz"})
+        assert r.status_code == 400, (index, r.status_code)
+    assert hank.get("/gradio_api/call/respond/0000").status_code == 404
+    config = hank.get("/config", headers={"x-forwarded-host": "evil.example", "x-forwarded-proto": "https"}).json()
+    assert "evil.example" not in json.dumps(config)
+    page = hank.get("/", headers={"x-forwarded-host": "evil.example", "accept": "text/html"})
+    assert "evil.example" not in page.text
