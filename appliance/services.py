@@ -284,10 +284,20 @@ def _mtime(path: Path | None) -> int | None:
         return None
 
 
-def build_services(settings: Settings, config_file: Path | None = None) -> Services:
+def build_services(settings: Settings, config_file: Path | None = None, *, embedding: Embedding | None = None,
+                   llm: StreamingChatLLM | None = None) -> Services:
+    """The services of these settings; `embedding` and `llm` replace the ones the settings name (a
+    deterministic embedder or a scripted model for a focused test, tests/fakes.py), so no product code
+    has to know it runs under a test."""
     enforce_offline()
     _private_dir(settings.data_dir)
-    return Services(settings, config_file)
+    services = Services(settings, config_file)
+    # cached_property keeps its value in the instance's __dict__: set there, the part is never built.
+    if embedding is not None:
+        services.__dict__["embedding"] = embedding
+    if llm is not None:
+        services.__dict__["llm"] = llm
+    return services
 
 
 def _private_dir(path: Path) -> None:
