@@ -77,14 +77,27 @@ class Source:
         return f"{self.file_name}, {label} {self.page_name or self.page}"
 
     def to_dict(self) -> dict[str, Any]:
+        """A source's one record, wherever it goes: `ask --json`, the API's sources, a saved conversation
+        (which shows it again after a reload), the page's sources panel."""
+        def rounded(x: float | None) -> float | None:
+            return None if x is None else round(x, 4)
+
         return {
-            "n": self.number, "path": self.path, "page": self.page, "page_name": self.page_name,
-            "section": self.section, "score": round(self.score, 4),
-            "dense_score": None if self.dense_score is None else round(self.dense_score, 4),
-            "keyword_score": None if self.keyword_score is None else round(self.keyword_score, 4),
-            "rerank_score": None if self.rerank_score is None else round(self.rerank_score, 4),
+            "n": self.number, "doc_id": self.doc_id, "path": self.path, "file_name": self.file_name,
+            "page": self.page, "page_name": self.page_name, "section": list(self.section),
+            "chunk_index": self.chunk_index, "score": round(self.score, 4), "similarity": rounded(self.dense_score),
+            "keyword_score": rounded(self.keyword_score), "rerank_score": rounded(self.rerank_score),
             "text": self.text,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Source:
+        """A source again from its record (a saved conversation's, older ones included)."""
+        return cls(number=int(d.get("n") or 0), path=str(d.get("path", "")), file_name=str(d.get("file_name", "")),
+                   page=d.get("page"), page_name=d.get("page_name"), section=list(d.get("section") or []),
+                   score=float(d.get("score") or 0.0), dense_score=d.get("similarity"),
+                   keyword_score=d.get("keyword_score"), text=str(d.get("text", "")), doc_id=str(d.get("doc_id", "")),
+                   chunk_index=d.get("chunk_index"), rerank_score=d.get("rerank_score"))
 
 
 @dataclass

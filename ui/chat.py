@@ -93,7 +93,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     from appliance.access.auth import SESSION_COOKIE as COOKIE
     from appliance.access.limits import RateLimited
     from appliance.answer_gate import Busy
-    from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, checked_question
+    from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, Source, checked_question
     from appliance.stores.conversations import Turn
     from appliance.usecases import answer as answer_question
     from ui.admin import build_admin_tabs
@@ -245,7 +245,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             for i, s in enumerate(t.sources, start=1):
                 s.setdefault("n", i)  # saved before sources were numbered
             grounded = bool(t.sources) and t.answer not in UNGROUNDED_REPLIES
-            shown = Answer(t.question, t.answer, [_as_source(s) for s in t.sources], grounded=grounded)
+            shown = Answer(t.question, t.answer, [Source.from_dict(s) for s in t.sources], grounded=grounded)
             chat.append({"role": "assistant", "content": answer_markdown(shown, index)})
             turns[str(index)] = {"question": t.question, "answer": t.answer, "turn": n, "grounded": grounded,
                                  "sources": t.sources}
@@ -382,15 +382,6 @@ def message_text(content: Any) -> str:
 
 def _by_number(sources: list[dict[str, Any]], n: str | None) -> dict[str, Any] | None:
     return next((s for s in sources if str(s.get("n")) == str(n)), None)
-
-
-def _as_source(s: dict[str, Any]) -> Any:
-    from appliance.rag import Source
-
-    return Source(number=int(s.get("n") or 0), path=str(s.get("path", "")), file_name=str(s.get("file_name", "")),
-                  page=s.get("page"), page_name=s.get("page_name"), section=list(s.get("section") or []), score=0.0,
-                  dense_score=s.get("similarity"), keyword_score=None, text=str(s.get("text", "")),
-                  doc_id=str(s.get("doc_id", "")), chunk_index=s.get("chunk_index"))
 
 
 def _cookie(request: Any, name: str) -> str | None:

@@ -20,15 +20,9 @@ if TYPE_CHECKING:
 CONTEXT_CHUNKS = 2  # chunks shown before and after the cited one
 
 
-def source_record(s: Any) -> dict[str, Any]:
-    """What a conversation keeps of a source: enough to show it again after a reload."""
-    return {"n": s.number, "path": s.path, "file_name": s.file_name, "page": s.page, "page_name": s.page_name,
-            "section": list(s.section), "doc_id": s.doc_id, "chunk_index": s.chunk_index, "text": s.text,
-            "similarity": s.dense_score}
-
-
 def answer_sources(answer: Answer) -> list[dict[str, Any]]:
-    return [source_record(s) for s in answer.sources]
+    """What a conversation keeps of an answer's sources (Source.to_dict: enough to show them again)."""
+    return [s.to_dict() for s in answer.sources]
 
 
 def location(src: dict[str, Any]) -> str:

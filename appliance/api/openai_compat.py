@@ -43,8 +43,8 @@ router = APIRouter(tags=["OpenAI-compatible"])
 
 
 def source_out(s: RagSource) -> Source:
-    return Source(n=s.number, doc_id=s.doc_id, path=s.path, file_name=s.file_name, page=s.page,
-                  page_name=s.page_name, section=s.section, score=s.score, similarity=s.dense_score, text=s.text)
+    record = s.to_dict()
+    return Source(**{name: record[name] for name in Source.model_fields})
 
 
 def sources_footer(answer: Answer) -> str:

@@ -6,7 +6,7 @@ from appliance.rag import NOT_FOUND, Answer, Source
 from ingest.manifest import FileRecord
 from ui.chat import UNGROUNDED, answer_markdown, inert, link_citations, message_text
 from ui.library import document_rows
-from ui.sources import choices, location, source_record
+from ui.sources import choices, location
 
 
 def _source(text: str, name: str = "memo.pdf", number: int = 1) -> Source:
@@ -42,7 +42,7 @@ def test_answer_from_no_document_says_so() -> None:
 
 
 def test_source_names_are_escaped_in_the_panel_choices() -> None:
-    record = source_record(_source("passage", name="<b>x</b>.pdf"))
+    record = _source("passage", name="<b>x</b>.pdf").to_dict()
     assert (record["text"], record["doc_id"], record["chunk_index"]) == ("passage", "d1", 3)
     assert location(record) == "<b>x</b>.pdf, page 2"  # a Radio label is text, never HTML
     assert choices([record]) == [("[1] <b>x</b>.pdf, page 2", "1")]
