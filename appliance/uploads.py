@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from appliance.access.auth import Principal
     from appliance.services import Services
     from appliance.settings import Settings
-    from ingest.pipeline import FileResult
+    from ingest.report import FileResult
 
 class UploadRefused(Exception):
     """An upload the appliance will not store: `status` is the HTTP status the API answers."""
@@ -127,7 +127,7 @@ def ingest_uploads(services: Services, parts: list[tuple[Path, Path]], actor: st
     """Move each checked .part file to its final name and ingest them as one job (listed on the admin
     tab); a file of the same name is replaced. Runs in a worker thread."""
     from appliance.usecases import run_ingest
-    from ingest.pipeline import doc_id_of
+    from ingest.points import doc_id_of
 
     with services.write_lock:  # nothing replaces a file while another upload ingests it
         for part, final in parts:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from appliance.rag import Answer
     from appliance.services import Services
     from appliance.settings import Settings
-    from ingest.pipeline import AccessChange, IngestReport
+    from ingest.report import AccessChange, IngestReport
 
 IngestKind = Literal["ingest", "upload", "watch", "reingest"]
 log = logging.getLogger("appliance")

@@ -19,17 +19,15 @@ or by the other.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +35,8 @@ from ingest.chunk import Chunk
 from ingest.discover import Discovery, discover
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.parse import SUPPORTED_SUFFIXES
+from ingest.points import _point, chunk_payload, doc_id_of, embed_input, point_id, processing_config
+from ingest.report import AccessChange, FileBusy, FileResult, IngestReport
 from ingest.runs import RunLease
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
@@ -47,77 +47,15 @@ if TYPE_CHECKING:
     from appliance.settings import IngestSettings
 
 log = logging.getLogger("ingest")
-POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 UPSERT_BATCH = 256
 EMBED_BATCH_CHUNKS = 512  # parsed files are embedded together up to this many chunks
 # Bumped whenever parsing or chunking changes what a file becomes (eval stores are keyed by it).
-CHUNKING_VERSION = 2
-SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
-STATUSES = ("added", "updated", "unchanged", "removed", "failed", "skipped")
-STAGES = ("plan", "parse", "waiting", "embed", "write", "index")
 STALE_GRACE_S = 1.0  # superseded chunks outlive their replacement's publication by this long
 CHANGE_RETRIES = 2  # a file that changes while it is read is read again this many times
 VECTOR_CACHE = 20_000  # embeddings of recent chunk texts kept in a run: repeated text is embedded once
 
 
-@dataclass
-class AccessChange:
-    path: str
-    before: list[str]
-    after: list[str]
-    chunks: int
-
-
-@dataclass
-class FileResult:
-    path: str
-    status: str  # one of STATUSES
-    chunks: int = 0
-    error: str | None = None
-    pages: int | None = None
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass
-class IngestReport:
-    files: list[FileResult] = field(default_factory=list)
-    seconds: float = 0.0
-    interrupted: bool = False
-    # Where the time went: parse (summed over the workers, so it may exceed the wall time), and
-    # embed, write and index in this process; "waiting" is this process idle for a parse result.
-    stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-
-    def count(self, status: str) -> int:
-        return sum(1 for f in self.files if f.status == status)
-
-    @property
-    def chunks(self) -> int:
-        return sum(f.chunks for f in self.files if f.status in ("added", "updated"))
-
-    @property
-    def pages(self) -> int:
-        """Pages of the files processed (a file without pages counts as one, as the baseline counts)."""
-        return sum(f.pages or 1 for f in self.files if f.status in ("added", "updated"))
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {s: self.count(s) for s in STATUSES}
-        out["chunks"] = self.chunks
-        out["pages"] = self.pages
-        out["seconds"] = round(self.seconds, 2)
-        out["interrupted"] = self.interrupted
-        out["stage_seconds"] = {k: round(v, 2) for k, v in self.stages.items()}
-        out["files"] = [
-            {"path": f.path, "status": f.status, "chunks": f.chunks, "error": f.error, "notes": f.notes}
-            for f in self.files
-        ]
-        return out
-
-
 ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), set_postfix_str(s), close()
-
-
-class FileBusy(RuntimeError):
-    """Another ingest run holds the file's lease; the message says so."""
 
 
 @dataclass
@@ -666,56 +604,6 @@ class IngestPipeline:
                    chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
-
-
-def embed_input(chunk: Chunk) -> str:
-    """The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens."""
-    return (" > ".join(chunk.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + chunk.text) if chunk.section else chunk.text
-
-
-def point_id(path: str, sha: str, config: str, index: int) -> str:
-    """Deterministic: a redone file overwrites its own chunks; another version gets other ids."""
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}\x00{sha}\x00{config}\x00{index}"))
-
-
-def _point(pid: str, vector: list[float], text: str, payload: dict[str, Any]) -> StorePoint:
-    from appliance.backends.store import StorePoint
-
-    return StorePoint(id=pid, vector=vector, text=text, payload=payload)
-
-
-def processing_config(settings: IngestSettings, embedding_model: str) -> str:
-    """A short digest of everything that decides what a file becomes in the store."""
-    parts = {"chunking": CHUNKING_VERSION, "chunk_tokens": settings.chunk_tokens,
-             "overlap": settings.chunk_overlap_tokens, "pdf_parser": settings.pdf_parser, "ocr": settings.ocr,
-             "embedding": embedding_model,
-             "section_prefix": SECTION_PREFIX_CHARS}
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def doc_id_of(path: str) -> str:
-    """The document id of a file: stable across re-ingestion, so links and API ids keep working."""
-    return hashlib.sha1(path.encode()).hexdigest()[:16]
-
-
-def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
-                  now: float) -> dict[str, Any]:
-    """The payload schema, identical on every store backend."""
-    return {
-        "doc_id": doc_id,
-        "path": str(path),
-        "file_name": path.name,
-        "file_type": path.suffix.lower().lstrip("."),
-        "sha256": sha,
-        "chunk_index": chunk.index,
-        "page": chunk.page,
-        "page_name": chunk.page_name,
-        "section": list(chunk.section),
-        "element_types": list(chunk.kinds),
-        "acl_groups": acl,
-        "parser": parser,
-        "ingested_at": now,
-    }
 
 
 def _size(path: Path) -> int:

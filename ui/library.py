@@ -149,7 +149,7 @@ def build_library_tab(services: Services, caller: Callable[[Any], Principal]) ->
         if not (principal.admin or own_upload(principal, rec, upload_root)):
             return (*listing(text, status, every, request),
                     "Only an administrator removes documents (a user: their own uploads).", path)
-        from ingest.pipeline import FileBusy
+        from ingest.report import FileBusy
 
         try:
             result = remove_document(services, rec.path)

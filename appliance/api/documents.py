@@ -55,7 +55,7 @@ Who = Annotated[Principal, Depends(require_principal)]
 
 
 def _document(rec: FileRecord, upload_dir: Path) -> Document:
-    from ingest.pipeline import doc_id_of
+    from ingest.points import doc_id_of
 
     return Document(id=doc_id_of(rec.path), path=rec.path, name=Path(rec.path).name, status=rec.status,  # type: ignore[arg-type]
                     chunks=len(rec.chunk_ids), pages=rec.pages, error=rec.error, notes=rec.notes,
@@ -64,7 +64,7 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
 
 def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:
     """The document, if the principal may see it; another's document answers as one that does not exist."""
-    from ingest.pipeline import doc_id_of
+    from ingest.points import doc_id_of
 
     upload_dir = state.services.settings.upload_dir.absolute()
     for rec in state.services.manifest.all():
@@ -145,7 +145,7 @@ async def delete_document(doc_id: str, state: State, principal: Who, keep_file: 
     if not (principal.admin or own_upload(principal, rec, state.services.settings.upload_dir.absolute())):
         raise ApiError(403, "only an administrator removes documents (a user: their own uploads)")
 
-    from ingest.pipeline import FileBusy
+    from ingest.report import FileBusy
 
     try:
         result = await anyio.to_thread.run_sync(lambda: remove_document(state.services, rec.path, keep_file),

@@ -349,7 +349,7 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
     first. While `appliance serve` holds the store, the server does the removal."""
     from appliance.backends.store import StoreLocked
     from appliance.handover import find
-    from ingest.pipeline import doc_id_of
+    from ingest.points import doc_id_of
 
     services = _services(config_file, data_dir)
     try:

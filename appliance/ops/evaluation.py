@@ -115,7 +115,7 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
 
 def eval_settings(settings: Settings, dataset: BeirDataset) -> Settings:
     """The same settings, pointed at the dataset's own store, named after what shapes its chunks."""
-    from ingest.pipeline import CHUNKING_VERSION
+    from ingest.points import CHUNKING_VERSION
 
     shape = json.dumps([settings.ingest.chunk_tokens, settings.ingest.chunk_overlap_tokens,
                         settings.embeddings.provider, CHUNKING_VERSION, dataset.fingerprint()])

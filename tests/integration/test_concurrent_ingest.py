@@ -15,7 +15,8 @@ import pytest
 
 from appliance.stores.database import Postgres
 from ingest.manifest import Manifest
-from ingest.pipeline import IngestPipeline, IngestReport
+from ingest.pipeline import IngestPipeline
+from ingest.report import IngestReport
 from tests.conftest import SAMPLES, make_services
 
 RUNS = 3
@@ -110,7 +111,7 @@ def test_runs_at_once_process_each_file_once(services: Any, tmp_path: Path) -> N
 
 
 def test_a_document_is_not_removed_while_another_run_ingests_it(services: Any, tmp_path: Path) -> None:
-    from ingest.pipeline import FileBusy
+    from ingest.report import FileBusy
     from ingest.runs import RunLease
 
     folder = tmp_path / "docs"

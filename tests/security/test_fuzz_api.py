@@ -47,7 +47,7 @@ AS_IF_ABSENT = (400, 401, 404, 405, 422)
 
 
 def doc_id(path: str) -> str:
-    """The API's id of a document (ingest.pipeline.doc_id_of), computed here so the test reads no app state."""
+    """The API's id of a document (ingest.points.doc_id_of), computed here so the test reads no app state."""
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 

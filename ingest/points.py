@@ -1,0 +1,70 @@
+"""What a chunk becomes in the store: its deterministic point id, the text that is embedded, and the
+payload schema, identical on every store backend (so a collection moves between them by snapshot)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ingest.chunk import Chunk
+
+if TYPE_CHECKING:
+    from appliance.backends.store import StorePoint
+    from appliance.settings import IngestSettings
+
+POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
+CHUNKING_VERSION = 2
+SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
+
+
+def embed_input(chunk: Chunk) -> str:
+    """The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens."""
+    return (" > ".join(chunk.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + chunk.text) if chunk.section else chunk.text
+
+
+def point_id(path: str, sha: str, config: str, index: int) -> str:
+    """Deterministic: a redone file overwrites its own chunks; another version gets other ids."""
+    return str(uuid.uuid5(POINT_NAMESPACE, f"{path}\x00{sha}\x00{config}\x00{index}"))
+
+
+def _point(pid: str, vector: list[float], text: str, payload: dict[str, Any]) -> StorePoint:
+    from appliance.backends.store import StorePoint
+
+    return StorePoint(id=pid, vector=vector, text=text, payload=payload)
+
+
+def processing_config(settings: IngestSettings, embedding_model: str) -> str:
+    """A short digest of everything that decides what a file becomes in the store."""
+    parts = {"chunking": CHUNKING_VERSION, "chunk_tokens": settings.chunk_tokens,
+             "overlap": settings.chunk_overlap_tokens, "pdf_parser": settings.pdf_parser, "ocr": settings.ocr,
+             "embedding": embedding_model,
+             "section_prefix": SECTION_PREFIX_CHARS}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def doc_id_of(path: str) -> str:
+    """The document id of a file: stable across re-ingestion, so links and API ids keep working."""
+    return hashlib.sha1(path.encode()).hexdigest()[:16]
+
+
+def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
+                  now: float) -> dict[str, Any]:
+    """The payload schema, identical on every store backend."""
+    return {
+        "doc_id": doc_id,
+        "path": str(path),
+        "file_name": path.name,
+        "file_type": path.suffix.lower().lstrip("."),
+        "sha256": sha,
+        "chunk_index": chunk.index,
+        "page": chunk.page,
+        "page_name": chunk.page_name,
+        "section": list(chunk.section),
+        "element_types": list(chunk.kinds),
+        "acl_groups": acl,
+        "parser": parser,
+        "ingested_at": now,
+    }
