@@ -23,6 +23,10 @@ class Cancelled(Exception):
     """The caller gave up while waiting for a slot."""
 
 
+class StillWaiting(Exception):
+    """No slot came within the caller's patience; its place in the queue is given back (ask again)."""
+
+
 class AnswerGate:
     def __init__(self, parallel: int, max_queued: int, share: int | None = None) -> None:
         self.parallel = parallel
@@ -43,7 +47,8 @@ class AnswerGate:
             return who is not None and self.share is not None and self._mine.get(who, 0) >= self.share
 
     @contextlib.contextmanager
-    def slot(self, cancelled: Callable[[], bool] | None = None, who: str | None = None) -> Iterator[None]:
+    def slot(self, cancelled: Callable[[], bool] | None = None, who: str | None = None,
+             patience: float | None = None) -> Iterator[None]:
         """Hold one generation slot while the block runs; Busy at once when the queue is full, OverShare
         when `who` (a user or key) has `share` answers waiting or running already."""
         with self._lock:
@@ -58,9 +63,13 @@ class AnswerGate:
                 self._mine[who] = self._mine.get(who, 0) + 1
         try:
             try:
+                waited = 0.0
                 while not self._slots.acquire(timeout=0.2):
+                    waited += 0.2
                     if cancelled is not None and cancelled():
                         raise Cancelled
+                    if patience is not None and waited >= patience:
+                        raise StillWaiting
             finally:
                 with self._lock:
                     self.waiting -= 1

@@ -35,13 +35,14 @@ log = logging.getLogger("appliance")
 
 def answer(services: Services, principal: Principal, question: str, history: Sequence[tuple[str, str]],
            channel: str, *, whole_document: bool = False, max_tokens: int | None = None,
-           cancelled: Callable[[], bool] | None = None) -> Iterator[str | Answer]:
+           cancelled: Callable[[], bool] | None = None, patience: float | None = None) -> Iterator[str | Answer]:
     """The answer's text as it is generated, then the final Answer, for `principal` (their groups only).
 
     Raises QuestionTooLong before anything else, Busy when the shared gate is full (answer_gate.py),
-    Cancelled when `cancelled()` turns true while waiting for a slot. Close the generator to stop
-    the model (the slot is given back)."""
-    from appliance.answer_gate import Busy, Cancelled
+    Cancelled when `cancelled()` turns true while waiting for a slot, StillWaiting after `patience`
+    seconds without one (the page then shows that it waits, and asks again: a Stop lands between).
+    Close the generator to stop the model (the slot is given back)."""
+    from appliance.answer_gate import Busy, Cancelled, StillWaiting
     from appliance.backends.common import BackendUnavailable
     from appliance.rag import Answer, checked_question
 
@@ -53,7 +54,7 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     try:
         # Every user's and key's fair share; the machine's own operator is not counted.
         who = None if principal.kind in ("local", "server") else principal.name
-        with services.answer_gate.slot(cancelled, who):
+        with services.answer_gate.slot(cancelled, who, patience):
             for event in services.rag.stream(question, history, groups=principal.reads,
                                              whole_document=whole_document, max_tokens=max_tokens):
                 if isinstance(event, Answer):
@@ -68,7 +69,8 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     except Busy:
         outcome = "busy"
         raise
-    except Cancelled:
+    except (Cancelled, StillWaiting):
+        outcome = ""  # not an answer (yet): nothing to count
         raise
     except GeneratorExit:
         log.info("answer stopped after %.1fs (%s): the reader went away", time.perf_counter() - started, channel)
@@ -80,7 +82,8 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
         outcome = "error"
         raise
     finally:
-        m.answers.labels(outcome).inc()
+        if outcome:
+            m.answers.labels(outcome).inc()
 
 
 def record_question(services: Services, principal: Principal, channel: str, answer: Answer) -> None:

@@ -92,7 +92,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
 
     from appliance.access.auth import SESSION_COOKIE as COOKIE
     from appliance.access.limits import RateLimited
-    from appliance.answer_gate import Busy
+    from appliance.answer_gate import Busy, StillWaiting
     from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, Source, checked_question
     from appliance.stores.conversations import Turn
     from appliance.usecases import answer as answer_question
@@ -128,9 +128,25 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         chat[-1] = {"role": "assistant", "content": "_Searching the documents…_"}
         yield chat, "", qa, conv, turns, keep, keep, keep
         text = ""
+
+        def gated() -> Iterator[str | Answer | None]:
+            """The answer's events; None each half second it waits for the model, so that Stop (which
+            closes this generator between two of its events) lands while it waits too."""
+            while True:
+                try:
+                    yield from answer_question(services, principal, message, [(q, a) for q, a in qa], "ui",
+                                               patience=0.5)
+                    return
+                except StillWaiting:
+                    yield None
+
         try:
-            for event in answer_question(services, principal, message, [(q, a) for q, a in qa], "ui"):
-                if isinstance(event, Answer):
+            for event in gated():
+                if event is None:
+                    chat[-1] = {"role": "assistant", "content": "_Waiting for the model: other answers are being "
+                                                                "written…_"}
+                    yield chat, "", qa, conv, turns, keep, keep, keep
+                elif isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
                     qa = [*qa, [event.query or message, event.text]][-10:]

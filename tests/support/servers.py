@@ -16,8 +16,10 @@ from tests.conftest import ROOT
 
 
 def free_port() -> int:
+    """A port free on every address: servers listen on 0.0.0.0, and test clients bind 127.0.0.2 and
+    127.0.0.3 too (a port free on 127.0.0.1 alone was once taken on those)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         return int(s.getsockname()[1])
 
 

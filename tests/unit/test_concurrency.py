@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from appliance.answer_gate import AnswerGate, Busy, Cancelled
+from appliance.answer_gate import AnswerGate, Busy, Cancelled, StillWaiting
 from appliance.api.concurrency import iterate_in_thread
 
 
@@ -138,3 +138,16 @@ def test_only_this_machine_counts_as_a_local_client() -> None:
     assert not is_local_client("10.1.2.4", "10.1.2.3")
     assert not is_local_client("192.0.2.7", "0.0.0.0")
     assert not is_local_client("not-an-address", None)
+
+
+def test_a_caller_with_little_patience_gives_its_place_back_and_may_ask_again() -> None:
+    """The page waits for the model in half-second steps, so that Stop lands between them."""
+    gate = AnswerGate(parallel=1, max_queued=2)
+    with gate.slot():
+        started = time.monotonic()
+        with pytest.raises(StillWaiting), gate.slot(patience=0.4):
+            pass
+        assert 0.3 < time.monotonic() - started < 3
+        assert gate.waiting == 0
+    with gate.slot(patience=0.4):
+        assert gate.running == 1
