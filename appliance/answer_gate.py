@@ -42,9 +42,15 @@ class AnswerGate:
         with self._lock:
             return self.running + self.waiting >= self.parallel + self.max_queued
 
-    def over_share(self, who: str | None) -> bool:
+    def check_share(self, who: str | None) -> None:
+        """OverShare when `who` has their whole share running or waiting already."""
         with self._lock:
-            return who is not None and self.share is not None and self._mine.get(who, 0) >= self.share
+            self._check_share(who)
+
+    def _check_share(self, who: str | None) -> None:
+        if who is not None and self.share is not None and self._mine.get(who, 0) >= self.share:
+            raise OverShare(f"you have {self._mine[who]} answers running or waiting already "
+                            "(server.max_queued_per_user): wait for them to finish")
 
     @contextlib.contextmanager
     def slot(self, cancelled: Callable[[], bool] | None = None, who: str | None = None,
@@ -55,9 +61,7 @@ class AnswerGate:
             if self.running + self.waiting >= self.parallel + self.max_queued:
                 raise Busy(f"the model is busy: {self.running} answers running and {self.waiting} waiting; "
                            "try again shortly")
-            if who is not None and self.share is not None and self._mine.get(who, 0) >= self.share:
-                raise OverShare(f"you have {self._mine[who]} answers running or waiting already "
-                                "(server.max_queued_per_user): wait for them to finish")
+            self._check_share(who)
             self.waiting += 1
             if who is not None:
                 self._mine[who] = self._mine.get(who, 0) + 1

@@ -43,7 +43,6 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     seconds without one (the page then shows that it waits, and asks again: a Stop lands between).
     Close the generator to stop the model (the slot is given back)."""
     from appliance.answer_gate import Busy, Cancelled, StillWaiting
-    from appliance.backends.common import BackendUnavailable
     from appliance.rag import Answer, checked_question
 
     question = checked_question(question, services.settings.retrieval.max_question_chars)
@@ -52,9 +51,7 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     first = True
     outcome = "cancelled"  # unless it finishes: the client went away or the server stops
     try:
-        # Every user's and key's fair share; the machine's own operator is not counted.
-        who = None if principal.kind in ("local", "server") else principal.name
-        with services.answer_gate.slot(cancelled, who, patience):
+        with services.answer_gate.slot(cancelled, principal.fair_share_key, patience):
             for event in services.rag.stream(question, history, groups=principal.reads,
                                              whole_document=whole_document, max_tokens=max_tokens):
                 if isinstance(event, Answer):
@@ -75,10 +72,7 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     except GeneratorExit:
         log.info("answer stopped after %.1fs (%s): the reader went away", time.perf_counter() - started, channel)
         raise
-    except BackendUnavailable:
-        outcome = "error"
-        raise
-    except Exception:
+    except Exception:  # BackendUnavailable among them
         outcome = "error"
         raise
     finally:

@@ -80,6 +80,12 @@ class Principal:
     def can_read(self, acl: Iterable[str]) -> bool:
         return self.groups is None or not self.groups.isdisjoint(acl)
 
+    @property
+    def fair_share_key(self) -> str | None:
+        """Whose rates and queue share this caller counts against; None for the machine's own operator
+        (loopback without sign-in, or server.json), who is not limited."""
+        return None if self.kind in ("local", "server") else self.name
+
 
 SESSION_COOKIE = "appliance_session"  # HttpOnly, SameSite=Lax; only its SHA-256 is stored
 LOCAL = Principal("local", "local", None, True)  # loopback without sign-in: the machine's operator

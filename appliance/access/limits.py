@@ -144,8 +144,9 @@ class Limits:
 
     @staticmethod
     def _hit(limiter: Limiter, principal: Principal, what: str, setting: str) -> None:
-        if principal.kind in ("local", "server"):
+        key = principal.fair_share_key
+        if key is None:
             return
-        wait = limiter.hit(principal.name)
+        wait = limiter.hit(key)
         if wait is not None:
             raise RateLimited(f"too many {what}: at most {limiter.per_minute} a minute ({setting})", wait)

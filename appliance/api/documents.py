@@ -32,7 +32,7 @@ from appliance.api.schemas import (
     UploadResponse,
     UploadResult,
 )
-from appliance.api.security import check_question_rate, require_principal
+from appliance.api.security import require_principal
 from appliance.api.state import AppState, state_of
 from appliance.rag import checked_question
 from appliance.uploads import (
@@ -216,7 +216,7 @@ def search(body: SearchRequest, state: State, principal: Who) -> SearchResponse:
     query = checked_question(body.query, state.services.settings.retrieval.max_question_chars)
     if not query:
         raise ApiError(422, "invalid request: query: is blank")
-    check_question_rate(state, principal)
+    state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
     rag = state.services.rag
     found = rag.search(query, principal.reads, limit=body.top_k)
     state.services.audit.record("search", principal.name, query=query, sources=[

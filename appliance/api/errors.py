@@ -37,6 +37,27 @@ def internal_error(context: str) -> ApiError:
     return ApiError(500, f"internal error (reference {ref}; details are in the server log)")
 
 
+def domain_errors() -> tuple[type[Exception], ...]:
+    """What the use cases refuse with, whatever the channel (the page shows the same as a message)."""
+    from appliance.access.limits import RateLimited
+    from appliance.rag import QuestionTooLong
+    from appliance.uploads import UploadRefused
+
+    return UploadRefused, RateLimited, QuestionTooLong
+
+
+def from_domain(exc: Exception) -> ApiError:
+    """The HTTP answer to one of domain_errors()."""
+    from appliance.access.limits import RateLimited
+    from appliance.uploads import UploadRefused
+
+    if isinstance(exc, UploadRefused):
+        return ApiError(exc.status, exc.message)
+    if isinstance(exc, RateLimited):
+        return ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)})
+    return ApiError(400, str(exc))  # QuestionTooLong
+
+
 def _response(exc: ApiError) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
@@ -51,21 +72,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
         return _response(exc)
 
-    from appliance.access.limits import RateLimited
-    from appliance.rag import QuestionTooLong
-    from appliance.uploads import UploadRefused
+    async def refused(request: Request, exc: Exception) -> JSONResponse:
+        return _response(from_domain(exc))
 
-    @app.exception_handler(UploadRefused)
-    async def upload_refused(request: Request, exc: UploadRefused) -> JSONResponse:
-        return _response(ApiError(exc.status, exc.message))
-
-    @app.exception_handler(RateLimited)
-    async def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
-        return _response(ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}))
-
-    @app.exception_handler(QuestionTooLong)
-    async def too_long(request: Request, exc: QuestionTooLong) -> JSONResponse:
-        return _response(ApiError(400, str(exc)))
+    for domain_error in domain_errors():
+        app.add_exception_handler(domain_error, refused)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

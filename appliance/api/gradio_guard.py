@@ -147,6 +147,9 @@ class GradioGuard:
         self._blocks = blocks
         self._share = state.services.settings.server.max_queued_per_user
         self.owners = SessionOwners()
+        # The page's events with a Python function behind them, fixed once the page is built.
+        self._fns = {i for i, fn in getattr(blocks, "fns", {}).items() if getattr(fn, "fn", None) is not None}
+        self._api_names = {blocks.fns[i].api_name for i in self._fns if blocks.fns[i].api_name}
 
     async def __call__(self, scope: Message, receive: Callable[[], Awaitable[Message]],
                        send: Callable[[Message], Awaitable[None]]) -> None:
@@ -154,20 +157,16 @@ class GradioGuard:
         if scope["type"] != "http" or path.startswith("/v1/") or path == "/v1":
             await self._app(scope, receive, send)
             return
-        from appliance.access.limits import RateLimited
-        from appliance.api.errors import ApiError
+        from appliance.api.errors import ApiError, domain_errors, from_domain
 
         principal = scope.get("state", {}).get("principal")
-        limited = principal is not None and principal.kind not in ("local", "server")
+        limited = principal is not None and principal.fair_share_key is not None
         try:
             if limited and not path.startswith(STATIC):
-                try:
-                    self._state.services.limits.request(principal)
-                except RateLimited as exc:
-                    raise ApiError(429, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
+                self._state.services.limits.request(principal)
             if path.startswith(FILE) and not inside(unquote(path[len(FILE):]), self._cache):
                 raise ApiError(404, "no such file")
-            if path.startswith(CLOSED) or path.rstrip("/") in {c.rstrip("/") for c in CLOSED}:
+            if (path.rstrip("/") + "/").startswith(CLOSED):
                 raise ApiError(404, "no such endpoint")
             self._check_event_names(scope.get("method", ""), path)
             _drop_forwarding(scope)
@@ -198,6 +197,9 @@ class GradioGuard:
         except ApiError as exc:
             await _answer(exc, scope, receive, send)
             return
+        except domain_errors() as exc:
+            await _answer(from_domain(exc), scope, receive, send)
+            return
         reply = self._owning_events(send, user) if path.startswith(QUEUED) else send
         await self._app(scope, _replay(body, receive), reply)
 
@@ -213,12 +215,9 @@ class GradioGuard:
 
         return reply
 
-    def _backend_fns(self) -> dict[int, Any]:
-        return {i: fn for i, fn in getattr(self._blocks, "fns", {}).items() if getattr(fn, "fn", None) is not None}
-
     def _known_fn(self, payload: Any) -> bool:
         index = payload.get("fn_index") if isinstance(payload, dict) else None
-        return isinstance(index, int) and not isinstance(index, bool) and index in self._backend_fns()
+        return isinstance(index, int) and not isinstance(index, bool) and index in self._fns
 
     def _check_event_names(self, method: str, path: str) -> None:
         """/call/{name} and /call/{name}/{event}: only the page's named events and a live event of
@@ -228,8 +227,7 @@ class GradioGuard:
         if not path.startswith("/gradio_api/call/"):
             return
         parts = path[len("/gradio_api/call/"):].strip("/").split("/")
-        names = {fn.api_name for fn in self._backend_fns().values() if fn.api_name}
-        if not parts[0] or parts[0] not in names or len(parts) > 2:
+        if not parts[0] or parts[0] not in self._api_names or len(parts) > 2:
             raise ApiError(404, "no such endpoint")
         if method == "GET" and len(parts) == 2:
             queue = getattr(self._blocks, "_queue", None)
@@ -244,13 +242,10 @@ class GradioGuard:
         import shutil
 
         from appliance.api.errors import ApiError
-        from appliance.uploads import UploadRefused, check_uploader
+        from appliance.uploads import check_uploader
 
         if principal is not None:
-            try:
-                check_uploader(principal)
-            except UploadRefused as exc:
-                raise ApiError(exc.status, exc.message) from None
+            check_uploader(principal)  # UploadRefused: answered with its status
         declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
         size = int(declared) if declared.isdigit() else 0
         if shutil.disk_usage(self._cache).free - size < FREE_FLOOR:

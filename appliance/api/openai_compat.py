@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from appliance.access.auth import Principal
+from appliance.answer_gate import OverShare
 from appliance.api.errors import ApiError, internal_error
 from appliance.api.schemas import (
     ERRORS,
@@ -30,7 +31,7 @@ from appliance.api.schemas import (
     ModelList,
     Source,
 )
-from appliance.api.security import check_question_rate, require_principal
+from appliance.api.security import require_principal
 from appliance.rag import checked_question
 from appliance.usecases import answer as answer_question
 
@@ -83,7 +84,7 @@ def list_models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            principal: Annotated[Principal, Depends(require_principal)]) -> Any:
     state: AppState = request.app.state.appliance
-    check_question_rate(state, principal)
+    state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
     if body.model != state.model_id:
         raise ApiError(404, f"model {body.model!r} does not exist: this server serves {state.model_id!r}")
     question, history = conversation(body)
@@ -92,10 +93,11 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     ident = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
     gate = state.services.answer_gate
-    if gate.over_share(None if principal.kind in ("local", "server") else principal.name):
-        raise ApiError(429, "you have answers running or waiting already (server.max_queued_per_user): wait for "
-                            "them to finish", headers={"Retry-After": "5"})
-    if gate.full():  # checked before the 200 of a stream is sent
+    try:  # checked before the 200 of a stream is sent, as is the queue below
+        gate.check_share(principal.fair_share_key)
+    except OverShare as exc:
+        raise ApiError(429, str(exc), headers={"Retry-After": "5"}) from None
+    if gate.full():
         state.metrics.answers.labels("busy").inc()
         raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
                        headers={"Retry-After": "5"})

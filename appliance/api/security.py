@@ -132,10 +132,6 @@ def require_admin(principal: Annotated[Principal, Depends(require_principal)]) -
     return principal
 
 
-def check_question_rate(state: AppState, principal: Principal) -> None:
-    state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
-
-
 Message = MutableMapping[str, Any]
 
 

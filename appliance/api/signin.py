@@ -103,7 +103,7 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)],
         return login_page(state, next, "The sign-in form expired: please try again.", status=400)
     name = username.strip().lower()
     client = _client(request)
-    throttle = state.sign_in_throttle
+    throttle = services.limits.sign_in
     keys = (f"user:{name}", f"ip:{client}")
 
     def refused() -> Any:

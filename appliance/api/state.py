@@ -35,8 +35,6 @@ class AppState:
         self.admin_token: str | None = None  # set by serve: ingest jobs handed over by `appliance ingest`
         self.ingest_cancel = threading.Event()  # set to stop the handed-over job that is running
         self.ingest_running = False
-        limits = services.limits  # the same limits the page's events count against
-        self.requests, self.questions, self.sign_in_throttle = limits.requests, limits.questions, limits.sign_in
         self.oidc: OidcClient | None = None  # made at the first sign-in with the identity provider
         self.metrics = services.metrics
         gate = services.answer_gate
