@@ -101,7 +101,6 @@ def build_chat_ui(services: Services) -> gr.Blocks:
 
     settings = services.settings
 
-    who = caller
     def answer(message: str, chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
                request: gr.Request) -> Iterator[tuple[Any, ...]]:
         """Outputs: chatbot, box, qa, conv, turns, source_pick, source_view, conv_list."""
@@ -119,7 +118,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         chat = [*chat, {"role": "user", "content": inert(message)}, {"role": "assistant", "content": ""}]
         index = len(chat) - 1
         try:
-            principal = who(request)
+            principal = caller(request)
             services.limits.question(principal)
         except (PermissionError, RateLimited) as exc:
             chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}"}
@@ -196,7 +195,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             qa = qa[:-1]
             turns = {k: v for k, v in turns.items() if k != str(last + 1)}
             if conv:
-                services.conversations.drop_turn(who(request).name, conv, int(old["turn"]))
+                services.conversations.drop_turn(caller(request).name, conv, int(old["turn"]))
         yield from answer(message, chat[:last], qa, conv, turns, request)
 
     def open_source(target: str, turns: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
@@ -210,13 +209,13 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             return gr.update(), gr.update(), gr.update()
         sources = turn["sources"]
         return (gr.update(choices=choices(sources), value=n, label=f"Sources of answer {turn['turn'] + 1}"),
-                panel_html(services, who(request), _by_number(sources, n)), message)
+                panel_html(services, caller(request), _by_number(sources, n)), message)
 
     def pick_source(n: str | None, shown: str, turns: dict[str, Any], request: gr.Request) -> str:
         turn = turns.get(shown) or (turns[max(turns, key=int)] if turns else None)
         if turn is None or n is None:
             return NO_SOURCE
-        return panel_html(services, who(request), _by_number(turn["sources"], n))
+        return panel_html(services, caller(request), _by_number(turn["sources"], n))
 
     def rate(turns: dict[str, Any], conv: str, data: gr.LikeData, request: gr.Request) -> tuple[Any, ...]:
         index = data.index[0] if isinstance(data.index, (list, tuple)) else data.index
@@ -224,11 +223,11 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         if turn is None:
             return gr.update(visible=False), "Only answers from the documents can be rated.", None
         if data.liked in ("", None):  # the same thumb clicked again: the rating is taken back
-            record_feedback(who(request), turn, conv, "withdrawn", "")
+            record_feedback(caller(request), turn, conv, "withdrawn", "")
             return gr.update(visible=False), f"Rating of answer {turn['turn'] + 1} withdrawn.", None
         liked = data.liked if isinstance(data.liked, bool) else data.liked == "Like"
         rating = "up" if liked else "down"
-        record_feedback(who(request), turn, conv, rating, "")
+        record_feedback(caller(request), turn, conv, rating, "")
         return (gr.update(visible=True), f"Thank you: answer {turn['turn'] + 1} rated "
                 f"{'helpful' if liked else 'not helpful'}. A comment helps the administrators more:",
                 {"message": str(index), "rating": rating})
@@ -238,7 +237,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         turn = turns.get(pending["message"]) if pending else None
         if turn is None or pending is None:
             return gr.update(visible=False), "", None, ""
-        record_feedback(who(request), turn, conv, pending["rating"], comment)
+        record_feedback(caller(request), turn, conv, pending["rating"], comment)
         return gr.update(visible=False), "Thank you: your comment is saved.", None, ""
 
     def record_feedback(principal: Principal, turn: dict[str, Any], conv: str, rating: str, comment: str) -> None:
@@ -250,7 +249,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
 
     def load_conversation(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
         """Outputs: chatbot, qa, conv, turns, source_pick, source_view, title_box."""
-        conv = services.conversations.get(who(request).name, cid) if cid else None
+        conv = services.conversations.get(caller(request).name, cid) if cid else None
         if conv is None:
             return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, ""
         chat: list[dict[str, Any]] = []
@@ -272,7 +271,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, "", gr.update(value=None)
 
     def rename(title: str, conv: str, request: gr.Request) -> tuple[Any, ...]:
-        owner = who(request).name
+        owner = caller(request).name
         if not conv:
             return gr.update(), "Ask a question first: a conversation is saved with its first answer."
         if not (title or "").strip():
@@ -281,7 +280,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         return gr.update(choices=conversation_choices(services, owner), value=conv), "Renamed."
 
     def delete(conv: str, request: gr.Request) -> tuple[Any, ...]:
-        owner = who(request).name
+        owner = caller(request).name
         if conv:
             services.conversations.delete(owner, conv)
         return (*new_conversation()[:-1], gr.update(choices=conversation_choices(services, owner), value=None),
@@ -290,7 +289,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     def on_load(request: gr.Request) -> tuple[Any, ...]:
         """Outputs: who bar, what only administrators see, conversation list."""
         try:
-            principal = who(request)
+            principal = caller(request)
         except PermissionError:
             return (gr.update(value=""), *(gr.update(visible=False),) * len(admin_only), gr.update(active=False),
                     gr.update(choices=[]))
@@ -350,8 +349,8 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                     source_pick = gr.Radio([], label="Sources", elem_id="source-pick")
                     source_view = gr.HTML(NO_SOURCE, elem_id="source-view")
                     cite_target = gr.Textbox(visible="hidden", elem_id="cite-target")
-            library_tab = build_library_tab(services, who)
-            admin_tabs = build_admin_tabs(services, who)
+            library_tab = build_library_tab(services, caller)
+            admin_tabs = build_admin_tabs(services, caller)
 
         outputs = [chatbot, box, qa_state, conv_state, turns_state, source_pick, source_view, conv_list]
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.

@@ -100,15 +100,6 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     return app
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("rag-appliance")
-    except PackageNotFoundError:
-        return "0"
-
-
 def _setup_logging(services: Services) -> None:
     log_dir = services.settings.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
