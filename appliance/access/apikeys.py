@@ -13,20 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-from appliance.stores.database import INTEGRITY_ERRORS, Where, columns, open_database
+from sqlalchemy import text
+
+from appliance.stores.database import IntegrityError, Where, open_database
 
 PREFIX = "rag-"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    name TEXT PRIMARY KEY,
-    sha256 TEXT NOT NULL UNIQUE,
-    hint TEXT NOT NULL,          -- the first characters, to tell keys apart in a list
-    created_at DOUBLE PRECISION NOT NULL,
-    last_used_at DOUBLE PRECISION,
-    "user" TEXT,                   -- the key acts as this user (their groups); NULL: a service key
-    admin INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 
 class ApiKeyError(ValueError):
@@ -49,13 +40,8 @@ def _digest(token: str) -> str:
 
 class ApiKeys:
     def __init__(self, path: Where) -> None:
-        self._db = open_database(path, SCHEMA)
+        self._db = open_database(path, "api_keys")
         self._lock = threading.Lock()
-        with self._lock:
-            if "user" not in columns(self._db, "api_keys"):  # keys made before users existed: service keys, not admins
-                self._db.execute("ALTER TABLE api_keys ADD COLUMN \"user\" TEXT")
-                self._db.execute("ALTER TABLE api_keys ADD COLUMN admin INTEGER NOT NULL DEFAULT 0")
-            self._db.commit()
 
     def create(self, name: str, user: str | None = None, admin: bool = False) -> str:
         """A new key under `name`; the returned token is the only copy of it. A key for a user reads what
@@ -64,46 +50,47 @@ class ApiKeys:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
             raise ApiKeyError("a key name is 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
         token = PREFIX + secrets.token_urlsafe(32)
-        with self._lock:
-            try:
-                self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, NULL, ?, ?)",
-                                 (name, _digest(token), token[:10], time.time(), user, int(admin)))
-                self._db.commit()
-            except INTEGRITY_ERRORS:
-                raise ApiKeyError(f"a key named {name!r} exists: revoke it first or choose another name") from None
+        try:
+            with self._lock, self._db.begin() as tx:
+                tx.execute(text("INSERT INTO api_keys VALUES (:name, :sha256, :hint, :now, NULL, :user, :admin)"),
+                           {"name": name, "sha256": _digest(token), "hint": token[:10], "now": time.time(),
+                            "user": user, "admin": int(admin)})
+        except IntegrityError:
+            raise ApiKeyError(f"a key named {name!r} exists: revoke it first or choose another name") from None
         return token
 
     def verify(self, token: str) -> ApiKeyInfo | None:
         """The key, or None when the token is not a live key."""
         if not token.startswith(PREFIX):
             return None
-        with self._lock:
-            row = self._db.execute("SELECT name, hint, created_at, last_used_at, \"user\", admin FROM api_keys "
-                                   "WHERE sha256 = ?", (_digest(token),)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text(f"SELECT {_COLUMNS} FROM api_keys WHERE sha256 = :sha256"),
+                             {"sha256": _digest(token)}).first()
             if row is None:
                 return None
             now = time.time()
             if row[3] is None or now - row[3] > 30:  # not a write per request
-                self._db.execute("UPDATE api_keys SET last_used_at = ? WHERE name = ?", (now, row[0]))
-                self._db.commit()
-        return _info(row)
+                tx.execute(text("UPDATE api_keys SET last_used_at = :now WHERE name = :name"),
+                           {"now": now, "name": row[0]})
+        return _info(tuple(row))
 
     def list(self) -> list[ApiKeyInfo]:
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT name, hint, created_at, last_used_at, \"user\", admin FROM api_keys ORDER BY name").fetchall()
-        return [_info(r) for r in rows]
+        with self._lock, self._db.begin() as tx:
+            rows = tx.execute(text(f"SELECT {_COLUMNS} FROM api_keys ORDER BY name")).all()
+        return [_info(tuple(r)) for r in rows]
 
     def revoke(self, name: str) -> None:
-        with self._lock:
-            cur = self._db.execute("DELETE FROM api_keys WHERE name = ?", (name,))
-            self._db.commit()
+        with self._lock, self._db.begin() as tx:
+            cur = tx.execute(text("DELETE FROM api_keys WHERE name = :name"), {"name": name})
         if cur.rowcount == 0:
             raise ApiKeyError(f"no key named {name!r}")
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_COLUMNS = 'name, hint, created_at, last_used_at, "user", admin'
 
 
 def _info(row: tuple[object, ...]) -> ApiKeyInfo:

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from appliance.stores.database import INTEGRITY_ERRORS, Where, open_database
+from sqlalchemy import text
+
+from appliance.stores.database import IntegrityError, Where, open_database
 
 EVERYONE = "everyone"  # every signed-in user is in it; files no ACL rule covers are readable by it
 USER_PREFIX = "user:"  # a user's own group: their uploads, and files they own (acl posix)
@@ -29,30 +31,6 @@ _GROUP = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._:@/-]{0,127}$")
 _COMMON = {"password", "password123", "changeme", "admin", "administrator", "letmein", "welcome", "qwerty",
            "qwertyuiop", "123456789012", "1234567890", "iloveyou", "secret", "default", "passw0rd"}
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (
-    name TEXT PRIMARY KEY,
-    password TEXT,               -- Argon2id hash; NULL for users of the identity provider (OIDC)
-    groups TEXT NOT NULL,        -- JSON list
-    admin INTEGER NOT NULL,
-    source TEXT NOT NULL,        -- local | oidc
-    disabled INTEGER NOT NULL DEFAULT 0,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_sign_in DOUBLE PRECISION
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    sha256 TEXT PRIMARY KEY,
-    "user" TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE,
-    created_at DOUBLE PRECISION NOT NULL,
-    last_seen DOUBLE PRECISION NOT NULL,
-    csrf TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions("user");
-CREATE TABLE IF NOT EXISTS retired (   -- removed users' names: never given to someone else
-    name TEXT PRIMARY KEY,
-    removed_at DOUBLE PRECISION NOT NULL
-);
-"""
 
 
 class AuthError(ValueError):
@@ -155,13 +133,13 @@ class Users:
         self._dummy = self._hasher.hash(secrets.token_hex(16))  # unknown users cost a hash too: no timing oracle
         self._min_length = min_password_length
         self._idle_s, self._max_age_s = idle_s, max_age_s
-        self._db = open_database(path, SCHEMA)
+        self._db = open_database(path, "users")
         self._lock = threading.Lock()
 
     # -- users -----------------------------------------------------------------------------------
     def _not_retired(self, name: str) -> None:
-        with self._lock:
-            gone = self._db.execute("SELECT 1 FROM retired WHERE name = ?", (name,)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            gone = tx.execute(text("SELECT 1 FROM retired WHERE name = :name"), {"name": name}).first()
         if gone:
             raise AuthError(f"the name {name!r} belonged to a removed user: it is not given again, so that nobody "
                             "inherits their uploads, conversations or keys; choose another")
@@ -171,31 +149,28 @@ class Users:
         self._not_retired(name)
         check_password(name, password, self._min_length)
         user = User(name, check_groups(groups), admin, "local", False, time.time())
-        with self._lock:
-            try:
-                self._db.execute("INSERT INTO users VALUES (?, ?, ?, ?, 'local', 0, ?, NULL)",
-                                 (name, self._hasher.hash(password), json.dumps(user.groups), int(admin),
-                                  user.created_at))
-                self._db.commit()
-            except INTEGRITY_ERRORS:
-                raise AuthError(f"a user named {name!r} exists") from None
+        try:
+            with self._lock, self._db.begin() as tx:
+                tx.execute(text("INSERT INTO users VALUES (:name, :hash, :groups, :admin, 'local', 0, :now, NULL)"),
+                           {"name": name, "hash": self._hasher.hash(password), "groups": json.dumps(user.groups),
+                            "admin": int(admin), "now": user.created_at})
+        except IntegrityError:
+            raise AuthError(f"a user named {name!r} exists") from None
         return user
 
     def get(self, name: str) -> User | None:
-        with self._lock:
-            row = self._db.execute("SELECT name, groups, admin, source, disabled, created_at, last_sign_in "
-                                   "FROM users WHERE name = ?", (name,)).fetchone()
-        return None if row is None else _user(row)
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text(f"SELECT {_USER} FROM users WHERE name = :name"), {"name": name}).first()
+        return None if row is None else _user(tuple(row))
 
     def list(self) -> list[User]:
-        with self._lock:
-            rows = self._db.execute("SELECT name, groups, admin, source, disabled, created_at, last_sign_in "
-                                    "FROM users ORDER BY name").fetchall()
-        return [_user(r) for r in rows]
+        with self._lock, self._db.begin() as tx:
+            rows = tx.execute(text(f"SELECT {_USER} FROM users ORDER BY name")).all()
+        return [_user(tuple(r)) for r in rows]
 
     def count(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT count(*) FROM users").fetchone()[0])
+        with self._lock, self._db.begin() as tx:
+            return int(tx.execute(text("SELECT count(*) FROM users")).scalar_one())
 
     def _require(self, name: str) -> str:
         name = name.strip().lower()
@@ -207,46 +182,46 @@ class Users:
         """A new password; every session of the user ends."""
         name = self._require(name)
         check_password(name, password, self._min_length)
-        with self._lock:
-            self._db.execute("UPDATE users SET password = ?, source = 'local' WHERE name = ?",
-                             (self._hasher.hash(password), name))
-            self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
-            self._db.commit()
+        with self._lock, self._db.begin() as tx:
+            tx.execute(text("UPDATE users SET password = :hash, source = 'local' WHERE name = :name"),
+                       {"hash": self._hasher.hash(password), "name": name})
+            tx.execute(text('DELETE FROM sessions WHERE "user" = :name'), {"name": name})
 
     def update(self, name: str, groups: Iterable[str] | None = None, admin: bool | None = None,
                disabled: bool | None = None) -> User:
         name = self._require(name)
-        with self._lock:
+        with self._lock, self._db.begin() as tx:
             if groups is not None:
-                self._db.execute("UPDATE users SET groups = ? WHERE name = ?", (json.dumps(check_groups(groups)), name))
+                tx.execute(text("UPDATE users SET groups = :groups WHERE name = :name"),
+                           {"groups": json.dumps(check_groups(groups)), "name": name})
             if admin is not None:
-                self._db.execute("UPDATE users SET admin = ? WHERE name = ?", (int(admin), name))
+                tx.execute(text("UPDATE users SET admin = :admin WHERE name = :name"),
+                           {"admin": int(admin), "name": name})
             if disabled is not None:
-                self._db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+                tx.execute(text("UPDATE users SET disabled = :disabled WHERE name = :name"),
+                           {"disabled": int(disabled), "name": name})
                 if disabled:
-                    self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
-            self._db.commit()
+                    tx.execute(text('DELETE FROM sessions WHERE "user" = :name'), {"name": name})
         user = self.get(name)
         assert user is not None
         return user
 
     def remove(self, name: str) -> None:
         name = self._require(name)
-        with self._lock:
-            self._db.execute("DELETE FROM sessions WHERE \"user\" = ?", (name,))
-            self._db.execute("DELETE FROM users WHERE name = ?", (name,))
-            self._db.execute("INSERT INTO retired VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
-                             "SET removed_at = excluded.removed_at", (name, time.time()))
-            self._db.commit()
+        with self._lock, self._db.begin() as tx:
+            tx.execute(text('DELETE FROM sessions WHERE "user" = :name'), {"name": name})
+            tx.execute(text("DELETE FROM users WHERE name = :name"), {"name": name})
+            tx.execute(text("INSERT INTO retired VALUES (:name, :now) ON CONFLICT(name) DO UPDATE "
+                            "SET removed_at = excluded.removed_at"), {"name": name, "now": time.time()})
 
     def verify_password(self, name: str, password: str) -> User | None:
         """The user, when the password is theirs and the account is enabled; None otherwise."""
         from argon2.exceptions import InvalidHashError, VerificationError
 
         name = name.strip().lower()
-        with self._lock:
-            row = self._db.execute("SELECT password FROM users WHERE name = ? AND disabled = 0",
-                                   (name,)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text("SELECT password FROM users WHERE name = :name AND disabled = 0"),
+                             {"name": name}).first()
         stored = row[0] if row and row[0] else self._dummy
         try:
             self._hasher.verify(stored, password)
@@ -255,9 +230,9 @@ class Users:
         if stored is self._dummy:
             return None
         if self._hasher.check_needs_rehash(stored):  # parameters raised since: upgrade on the way
-            with self._lock:
-                self._db.execute("UPDATE users SET password = ? WHERE name = ?", (self._hasher.hash(password), name))
-                self._db.commit()
+            with self._lock, self._db.begin() as tx:
+                tx.execute(text("UPDATE users SET password = :hash WHERE name = :name"),
+                           {"hash": self._hasher.hash(password), "name": name})
         return self.get(name)
 
     def upsert_external(self, name: str, groups: Iterable[str], admin: bool) -> User:
@@ -265,16 +240,15 @@ class Users:
         name = check_name(name)
         self._not_retired(name)
         clean = check_groups(g for g in groups if _GROUP.match(g.strip()) and not g.startswith(USER_PREFIX))
-        with self._lock:
-            row = self._db.execute("SELECT source, disabled FROM users WHERE name = ?", (name,)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text("SELECT source, disabled FROM users WHERE name = :name"), {"name": name}).first()
             if row is not None and row[0] == "local":
                 raise AuthError(f"{name!r} is a local user: sign in with the password")
             if row is not None and row[1]:
                 raise AuthError(f"the account {name!r} is disabled")
-            self._db.execute("INSERT INTO users VALUES (?, NULL, ?, ?, 'oidc', 0, ?, NULL) ON CONFLICT(name) DO "
-                             "UPDATE SET groups = excluded.groups, admin = excluded.admin",
-                             (name, json.dumps(clean), int(admin), time.time()))
-            self._db.commit()
+            tx.execute(text("INSERT INTO users VALUES (:name, NULL, :groups, :admin, 'oidc', 0, :now, NULL) "
+                            "ON CONFLICT(name) DO UPDATE SET groups = excluded.groups, admin = excluded.admin"),
+                       {"name": name, "groups": json.dumps(clean), "admin": int(admin), "now": time.time()})
         user = self.get(name)
         assert user is not None
         return user
@@ -283,14 +257,13 @@ class Users:
     def start_session(self, name: str) -> str:
         token = secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?)",
-                             (_digest(token), name, now, now, secrets.token_urlsafe(24)))
-            self._db.execute("UPDATE users SET last_sign_in = ? WHERE name = ?", (now, name))
+        with self._lock, self._db.begin() as tx:
+            tx.execute(text("INSERT INTO sessions VALUES (:sha256, :name, :now, :now, :csrf)"),
+                       {"sha256": _digest(token), "name": name, "now": now, "csrf": secrets.token_urlsafe(24)})
+            tx.execute(text("UPDATE users SET last_sign_in = :now WHERE name = :name"), {"now": now, "name": name})
             # Expired sessions of everyone go at each sign-in: the table never grows without bound.
-            self._db.execute("DELETE FROM sessions WHERE last_seen < ? OR created_at < ?",
-                             (now - self._idle_s, now - self._max_age_s))
-            self._db.commit()
+            tx.execute(text("DELETE FROM sessions WHERE last_seen < :idle OR created_at < :old"),
+                       {"idle": now - self._idle_s, "old": now - self._max_age_s})
         return token
 
     def session(self, token: str | None) -> Session | None:
@@ -299,32 +272,33 @@ class Users:
             return None
         now = time.time()
         key = _digest(token)
-        with self._lock:
-            row = self._db.execute("SELECT s.\"user\", s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u "
-                                   "ON u.name = s.\"user\" WHERE s.sha256 = ? AND u.disabled = 0", (key,)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text('SELECT s."user", s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u '
+                                  'ON u.name = s."user" WHERE s.sha256 = :key AND u.disabled = 0'),
+                             {"key": key}).first()
             if row is None:
                 return None
             if row[2] < now - self._idle_s or row[1] < now - self._max_age_s:
-                self._db.execute("DELETE FROM sessions WHERE sha256 = ?", (key,))
-                self._db.commit()
+                tx.execute(text("DELETE FROM sessions WHERE sha256 = :key"), {"key": key})
                 return None
             if now - row[2] > 30:  # a write per request would serialise every request on SQLite
-                self._db.execute("UPDATE sessions SET last_seen = ? WHERE sha256 = ?", (now, key))
-                self._db.commit()
+                tx.execute(text("UPDATE sessions SET last_seen = :now WHERE sha256 = :key"), {"now": now, "key": key})
         user = self.get(str(row[0]))
         return None if user is None else Session(user, str(row[3]))
 
     def end_session(self, token: str) -> str | None:
         """Sign-out; the user whose session it was."""
-        with self._lock:
-            row = self._db.execute("SELECT \"user\" FROM sessions WHERE sha256 = ?", (_digest(token),)).fetchone()
-            self._db.execute("DELETE FROM sessions WHERE sha256 = ?", (_digest(token),))
-            self._db.commit()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text('DELETE FROM sessions WHERE sha256 = :key RETURNING "user"'),
+                             {"key": _digest(token)}).first()
         return None if row is None else str(row[0])
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+_USER = "name, groups, admin, source, disabled, created_at, last_sign_in"
 
 
 def _user(row: tuple[object, ...]) -> User:

@@ -25,6 +25,23 @@ def settings_options(func: F) -> F:
     return func
 
 
+def _settings(config_file: Path | None, data_dir: Path | None, overrides: dict[str, Any] | None = None) -> Any:
+    """The settings of --config, APPLIANCE_CONFIG or the defaults, with --data-dir and the overrides."""
+    from appliance.settings import SettingsError, load_settings
+
+    merged: dict[str, Any] = dict(overrides or {})
+    if data_dir is not None:
+        merged["data_dir"] = data_dir
+    try:
+        return load_settings(_config_path(config_file), merged)
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _config_path(config_file: Path | None) -> Path | None:
+    return config_file or (Path(os.environ["APPLIANCE_CONFIG"]) if os.environ.get("APPLIANCE_CONFIG") else None)
+
+
 def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[str, Any] | None = None) -> Any:
     enforce_offline()  # before any library that phones home is imported
     # Parsers log per-file warnings; the ingest summary reports each file's problem once.
@@ -32,14 +49,11 @@ def _services(config_file: Path | None, data_dir: Path | None, overrides: dict[s
     warnings.filterwarnings("ignore", module="unstructured")
     from appliance.backends.common import BackendUnavailable
     from appliance.services import build_services
-    from appliance.settings import SettingsError, load_settings
+    from appliance.settings import SettingsError
 
-    merged: dict[str, Any] = dict(overrides or {})
-    if data_dir is not None:
-        merged["data_dir"] = data_dir
-    path = config_file or (Path(os.environ["APPLIANCE_CONFIG"]) if os.environ.get("APPLIANCE_CONFIG") else None)
+    settings = _settings(config_file, data_dir, overrides)
     try:
-        return build_services(load_settings(path, merged), path)
+        return build_services(settings, _config_path(config_file))
     except (SettingsError, BackendUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # e.g. a data directory that cannot be created

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from appliance.cli.common import _fail_cleanly, _services, settings_options
+from appliance.cli.common import _fail_cleanly, _services, _settings, settings_options
 
 if TYPE_CHECKING:
     from appliance.services import Services
@@ -416,6 +416,43 @@ def doctor_command(as_json: bool, config_file: Path | None, data_dir: Path | Non
         services.close()
     click.echo(json.dumps(checks_to_json(checks)) if as_json else render_table(checks))
     sys.exit(1 if worst(checks) == "fail" else 0)
+
+
+@main.group("db")
+def db_group() -> None:
+    """The schema of the appliance's own tables (users, keys, conversations, manifest)."""
+
+
+@db_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print each store as a JSON object.")
+@settings_options
+def db_status(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Each store's schema revision against the newest; exit 1 if one is behind (`appliance db upgrade`)."""
+    from appliance.ops.schema import status
+
+    rows = _fail_cleanly(lambda: status(_settings(config_file, data_dir)))
+    _print_schema(rows, as_json)
+    sys.exit(0 if all(r.current for r in rows) else 1)
+
+
+@db_group.command("upgrade")
+@click.option("--json", "as_json", is_flag=True, help="Print each store as a JSON object.")
+@settings_options
+def db_upgrade(as_json: bool, config_file: Path | None, data_dir: Path | None) -> None:
+    """Bring every store's tables to the newest schema (a store also upgrades itself when opened)."""
+    from appliance.ops.schema import upgrade_all
+
+    _print_schema(_fail_cleanly(lambda: upgrade_all(_settings(config_file, data_dir))), as_json)
+
+
+def _print_schema(rows: list[Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([{"store": r.store, "where": r.where, "revision": r.revision, "head": r.head,
+                                "current": r.current} for r in rows]))
+        return
+    for r in rows:
+        state = "current" if r.current else f"behind (newest {r.head})"
+        click.echo(f"{r.store:<14} {r.revision or '-':<20} {state:<30} {r.where}")
 
 
 @main.command("bundle")

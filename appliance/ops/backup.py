@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.stores.database import Connection, Postgres, Where, columns, has_rows, is_postgres, open_database
+from appliance.stores.database import Database, Postgres, Where, columns, open_database
 
 if TYPE_CHECKING:
     from appliance.backends.store import StorePoint
@@ -50,43 +50,43 @@ class BackupReport:
 class _Database:
     sqlite: Path  # the file of a one-server site, and the name of its copy in a backup
     where: Where  # that file, or the shared database
-    schema: str
+    store: str  # its tables' Alembic branch
     tables: list[str]  # in the order rows can be inserted (a table before those that reference it)
 
 
 def _databases(services: Services) -> dict[str, _Database]:
-    from appliance.access import apikeys, auth
-    from appliance.stores import conversations
-    from ingest import manifest
-
     s = services.settings
 
-    def db(path: Path, schema: str, tables: list[str]) -> _Database:
-        return _Database(path, s.database_for(path), schema, tables)
+    def db(path: Path, store: str, tables: list[str]) -> _Database:
+        return _Database(path, s.database_for(path), store, tables)
 
     # Not the ingest runs' workers and leases: they describe processes, which a restore does not bring back.
-    return {"manifest.sqlite": db(s.manifest_path, manifest.SCHEMA, ["files", "hidden"]),
-            "users.sqlite": db(s.users_path, auth.SCHEMA, ["users", "sessions", "retired"]),
-            "conversations.sqlite": db(s.conversations_path, conversations.SCHEMA, ["conversations", "turns"]),
-            "api_keys.sqlite": db(s.api_keys_path, apikeys.SCHEMA, ["api_keys"])}
+    return {"manifest.sqlite": db(s.manifest_path, "manifest", ["files", "hidden"]),
+            "users.sqlite": db(s.users_path, "users", ["users", "sessions", "retired"]),
+            "conversations.sqlite": db(s.conversations_path, "conversations", ["conversations", "turns"]),
+            "api_keys.sqlite": db(s.api_keys_path, "api_keys", ["api_keys"])}
 
 
-def _copy_rows(src: Connection, dst: Connection, tables: list[str]) -> None:
-    """Every row of the tables, in one transaction on each side, by column name."""
-    with src, dst:
-        if is_postgres(src):  # one snapshot of every table, as SQLite's backup takes
-            src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+def _copy_rows(src: Database, dst: Database, tables: list[str]) -> None:
+    """Every row of the tables, in one transaction on each side, by column name (both sides are at the
+    newest schema: opening a database upgrades it)."""
+    from sqlalchemy import text
+
+    with src.begin() as read, dst.begin() as write:
+        if src.postgres:  # one snapshot of every table, as SQLite's backup takes
+            read.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"))
         for table in tables:
-            names = sorted(columns(src, table) & columns(dst, table))
+            names = sorted(columns(read, table) & columns(write, table))
             quoted = ", ".join(f'"{n}"' for n in names)
-            rows = src.execute(f"SELECT {quoted} FROM {table}").fetchall()
-            dst.executemany(f"INSERT INTO {table} ({quoted}) VALUES ({', '.join('?' * len(names))})",
-                            [tuple(r) for r in rows])
+            rows = [dict(zip(names, r, strict=True)) for r in read.execute(text(f"SELECT {quoted} FROM {table}"))]
+            if rows:
+                binds = ", ".join(f":{n}" for n in names)
+                write.execute(text(f"INSERT INTO {table} ({quoted}) VALUES ({binds})"), rows)
 
 
 def _transfer(db: _Database, source: Where, target: Where) -> None:
     """The database's tables from one place to the other (the shared database and a SQLite file)."""
-    src, dst = open_database(source, db.schema), open_database(target, db.schema)
+    src, dst = open_database(source, db.store), open_database(target, db.store)
     try:
         _copy_rows(src, dst, db.tables)
     finally:
@@ -114,9 +114,12 @@ def _import(source: Path, db: _Database) -> None:
 def _holds_rows(db: _Database) -> bool:
     if not isinstance(db.where, Postgres) and not db.sqlite.exists():
         return False
-    conn = open_database(db.where, db.schema)
+    from sqlalchemy import text
+
+    conn = open_database(db.where, db.store)
     try:
-        return has_rows(conn, db.tables)
+        with conn.begin() as tx:
+            return any(tx.execute(text(f"SELECT 1 FROM {t} LIMIT 1")).first() for t in db.tables)
     finally:
         conn.close()
 

@@ -11,29 +11,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from appliance.stores.database import INTEGRITY_ERRORS, Where, open_database
+from sqlalchemy import text
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    title TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conversations_owner ON conversations(owner, updated_at);
-CREATE TABLE IF NOT EXISTS turns (
-    conversation TEXT NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-    n INTEGER NOT NULL,
-    question TEXT NOT NULL,
-    answer TEXT NOT NULL,
-    sources TEXT NOT NULL,       -- JSON: file, page, doc_id of each source (what the user was shown)
-    at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (conversation, n)
-);
-"""
+from appliance.stores.database import IntegrityError, Where, open_database
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 
 @dataclass
@@ -55,16 +40,15 @@ class Conversation:
 
 class Conversations:
     def __init__(self, path: Where) -> None:
-        self._db = open_database(path, SCHEMA)
+        self._db = open_database(path, "conversations")
         self._lock = threading.Lock()
 
     def create(self, owner: str, title: str) -> str:
         cid = secrets.token_hex(16)
         now = time.time()
-        with self._lock:
-            self._db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?, ?)",
-                             (cid, owner, " ".join(title.split())[:120] or "Conversation", now, now))
-            self._db.commit()
+        with self._lock, self._db.begin() as tx:
+            tx.execute(text("INSERT INTO conversations VALUES (:id, :owner, :title, :now, :now)"),
+                       {"id": cid, "owner": owner, "title": _title(title), "now": now})
         return cid
 
     def add_turn(self, owner: str, cid: str, turn: Turn) -> bool:
@@ -72,60 +56,69 @@ class Conversations:
         for _ in range(3):  # two replicas adding a turn at once pick the same number: the second tries again
             try:
                 return self._add_turn(owner, cid, turn)
-            except INTEGRITY_ERRORS:
+            except IntegrityError:
                 time.sleep(0.05)
         return self._add_turn(owner, cid, turn)
 
     def _add_turn(self, owner: str, cid: str, turn: Turn) -> bool:
-        with self._lock, self._db:
-            if self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone() \
-                    is None:
+        with self._lock, self._db.begin() as tx:
+            if not self._owns(tx, owner, cid):
                 return False
-            n = self._db.execute("SELECT coalesce(max(n), -1) + 1 FROM turns WHERE conversation = ?",
-                                 (cid,)).fetchone()[0]
+            n = tx.execute(text("SELECT coalesce(max(n), -1) + 1 FROM turns WHERE conversation = :cid"),
+                           {"cid": cid}).scalar_one()
             now = time.time()
-            self._db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
-                             (cid, n, turn.question, turn.answer, json.dumps(turn.sources), now))
-            self._db.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", (now, cid))
+            tx.execute(text("INSERT INTO turns VALUES (:cid, :n, :question, :answer, :sources, :now)"),
+                       {"cid": cid, "n": n, "question": turn.question, "answer": turn.answer,
+                        "sources": json.dumps(turn.sources), "now": now})
+            tx.execute(text("UPDATE conversations SET updated_at = :now WHERE id = :cid"), {"now": now, "cid": cid})
         return True
+
+    @staticmethod
+    def _owns(tx: Connection, owner: str, cid: str) -> bool:
+        return tx.execute(text("SELECT 1 FROM conversations WHERE id = :cid AND owner = :owner"),
+                          {"cid": cid, "owner": owner}).first() is not None
 
     def drop_turn(self, owner: str, cid: str, n: int) -> bool:
         """Forget turn n (its answer is being regenerated); False when the owner has no such turn."""
-        with self._lock, self._db:
-            if self._db.execute("SELECT 1 FROM conversations WHERE id = ? AND owner = ?", (cid, owner)).fetchone() \
-                    is None:
+        with self._lock, self._db.begin() as tx:
+            if not self._owns(tx, owner, cid):
                 return False
-            cur = self._db.execute("DELETE FROM turns WHERE conversation = ? AND n = ?", (cid, n))
-        return bool(cur.rowcount > 0)
+            cur = tx.execute(text("DELETE FROM turns WHERE conversation = :cid AND n = :n"), {"cid": cid, "n": n})
+        return cur.rowcount > 0
 
     def list(self, owner: str) -> list[Conversation]:
-        with self._lock:
-            rows = self._db.execute("SELECT id, title, created_at, updated_at FROM conversations WHERE owner = ? "
-                                    "ORDER BY updated_at DESC", (owner,)).fetchall()
+        with self._lock, self._db.begin() as tx:
+            rows = tx.execute(text("SELECT id, title, created_at, updated_at FROM conversations WHERE owner = :owner "
+                                   "ORDER BY updated_at DESC"), {"owner": owner}).all()
         return [Conversation(str(i), str(t), float(c), float(u)) for i, t, c, u in rows]
 
     def get(self, owner: str, cid: str) -> Conversation | None:
-        with self._lock:
-            row = self._db.execute("SELECT id, title, created_at, updated_at FROM conversations "
-                                   "WHERE id = ? AND owner = ?", (cid, owner)).fetchone()
+        with self._lock, self._db.begin() as tx:
+            row = tx.execute(text("SELECT id, title, created_at, updated_at FROM conversations "
+                                  "WHERE id = :cid AND owner = :owner"), {"cid": cid, "owner": owner}).first()
             if row is None:
                 return None
-            turns = self._db.execute("SELECT question, answer, sources, at FROM turns WHERE conversation = ? "
-                                     "ORDER BY n", (cid,)).fetchall()
+            turns = tx.execute(text("SELECT question, answer, sources, at FROM turns WHERE conversation = :cid "
+                                    "ORDER BY n"), {"cid": cid}).all()
         return Conversation(str(row[0]), str(row[1]), float(row[2]), float(row[3]),
                             [Turn(str(q), str(a), json.loads(str(s)), float(at)) for q, a, s, at in turns])
 
     def rename(self, owner: str, cid: str, title: str) -> bool:
-        with self._lock, self._db:
-            cur = self._db.execute("UPDATE conversations SET title = ? WHERE id = ? AND owner = ?",
-                                   (" ".join(title.split())[:120] or "Conversation", cid, owner))
-        return bool(cur.rowcount > 0)
+        with self._lock, self._db.begin() as tx:
+            cur = tx.execute(text("UPDATE conversations SET title = :title WHERE id = :cid AND owner = :owner"),
+                             {"title": _title(title), "cid": cid, "owner": owner})
+        return cur.rowcount > 0
 
     def delete(self, owner: str, cid: str) -> bool:
-        with self._lock, self._db:
-            cur = self._db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (cid, owner))
-        return bool(cur.rowcount > 0)
+        with self._lock, self._db.begin() as tx:
+            cur = tx.execute(text("DELETE FROM conversations WHERE id = :cid AND owner = :owner"),
+                             {"cid": cid, "owner": owner})
+        return cur.rowcount > 0
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _title(title: str) -> str:
+    return " ".join(title.split())[:120] or "Conversation"

@@ -1,69 +1,39 @@
 """Where the appliance keeps its small tables: SQLite files in the data directory (one server), or one
 PostgreSQL database shared by every replica and ingest worker (`database.url`).
 
-Stores (users, API keys, conversations, the ingestion manifest) talk to either through the same
-sqlite3-shaped connection: `?` parameters, `execute`/`executemany`/`commit`, and `with db:` for a
-transaction. Their SQL is the part both dialects share (`INSERT ... ON CONFLICT`, BIGINT, DOUBLE
-PRECISION, a quoted "user"). One connection per store, used under the store's own lock.
+Both sit behind a SQLAlchemy engine. Stores (users, API keys, conversations, the ingestion manifest,
+the replicas' shared counters) write SQL both dialects share (`INSERT ... ON CONFLICT`, BIGINT, DOUBLE
+PRECISION, a quoted "user") with named parameters, one `with db.begin() as tx:` per transaction.
+Each store's tables belong to its Alembic branch (appliance/stores/migrations), upgraded when the
+store is opened and by `appliance db upgrade`.
 """
 
 from __future__ import annotations
 
-import re
-import sqlite3
-from collections.abc import Iterable, Sequence
+import contextlib
+import fcntl
+import functools
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import exc
 
 from appliance.backends.common import BackendUnavailable
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection as SAConnection
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
-# Several processes may create the tables at once (replicas starting together): one at a time.
+# Several processes may upgrade the tables at once (replicas starting together): one at a time.
 _SCHEMA_LOCK = 0x5A6_1A4C
-
-
-class IntegrityError(Exception):
-    """A row breaks a key or constraint (PostgreSQL); SQLite raises its own sqlite3.IntegrityError."""
-
-
-class TransactionAborted(RuntimeError):
-    """A statement after a failed one in the same PostgreSQL transaction, which is rolled back whole."""
+MIGRATIONS = Path(__file__).with_name("migrations")
+IntegrityError = exc.IntegrityError  # a row breaks a key or constraint, on either database
 
 
 class DatabaseUnavailable(BackendUnavailable):
     """PostgreSQL cannot be reached, or refuses this user; the message says which database and why."""
-
-
-INTEGRITY_ERRORS = (sqlite3.IntegrityError, IntegrityError)
-
-
-class Cursor(Protocol):
-    @property
-    def rowcount(self) -> int: ...
-
-    def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
-
-
-class Connection(Protocol):
-    def execute(self, sql: str, params: Sequence[Any] = ..., /) -> Cursor: ...
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> Cursor: ...
-
-    def commit(self) -> None: ...
-
-    def close(self) -> None: ...
-
-    def __enter__(self) -> Any: ...
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -83,38 +53,6 @@ class Postgres:
 Where = Path | Postgres  # a SQLite file, or the shared database
 
 
-def open_database(where: Where, schema: str) -> Connection:
-    """The SQLite file or the PostgreSQL database, with the schema created."""
-    if isinstance(where, Postgres):
-        return _Postgres.open(where, schema)
-    where.parent.mkdir(parents=True, exist_ok=True)
-    # WAL: the CLI writes while the server reads. One connection shared by threads: callers serialise.
-    db = sqlite3.connect(str(where), timeout=30, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA foreign_keys=ON")
-    db.executescript(schema)
-    db.commit()
-    where.chmod(0o600)
-    return db
-
-
-def is_postgres(db: Connection) -> bool:
-    return isinstance(db, _Postgres)
-
-
-def columns(db: Connection, table: str) -> set[str]:
-    """The table's column names (for adding the ones an older version did not have)."""
-    if isinstance(db, _Postgres):
-        rows = db.execute("SELECT column_name FROM information_schema.columns WHERE table_name = ? "
-                          "AND table_schema = current_schema()", (table,)).fetchall()
-        return {str(r[0]) for r in rows}
-    return {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
-
-
-def has_rows(db: Connection, tables: Iterable[str]) -> bool:
-    return any(db.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in tables)
-
-
 def engine_url(url: str) -> str:
     """SQLAlchemy's name for the psycopg 3 driver (a plain postgresql:// would ask for psycopg2)."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
@@ -124,126 +62,139 @@ def engine_url(url: str) -> str:
                      "postgresql://appliance:PASSWORD@db.internal:5432/appliance)")
 
 
-class _Result:
-    def __init__(self, rows: list[Any], rowcount: int) -> None:
-        self._rows, self.rowcount = rows, rowcount
+class Database:
+    """One store's database: a SQLite file or the shared PostgreSQL database."""
 
-    def fetchone(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def fetchall(self) -> list[Any]:
-        return self._rows
-
-
-class _Postgres:
-    """PostgreSQL behind the sqlite3 connection's shape. A read outside a transaction ends its own;
-    writes wait for commit(), or the end of `with db:`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
+    def __init__(self, engine: Engine, where: Where) -> None:
+        self.engine, self.where = engine, where
         url = engine.url
-        host = url.host or url.query.get("host") or "the local socket"
-        self._name = f"PostgreSQL database {url.database!r} at {host}{':' + str(url.port) if url.port else ''}"
-        self._conn: SAConnection | None = None  # checked out for the transaction under way
-        self._writing = False  # a write is pending: the transaction stays open until commit()
-        self._depth = 0  # inside `with db:`
-        self._failed = False  # a statement of this `with db:` failed: the transaction is rolled back
-
-    @classmethod
-    def open(cls, where: Postgres, schema: str) -> _Postgres:
-        from sqlalchemy import create_engine
-
-        # pre_ping: a replica outlives a database restart or fail-over without an error on its next request.
-        # Timeouts: a database cut off by the network fails a request in seconds instead of hanging it.
-        db = cls(create_engine(where.engine_url(), pool_size=1, max_overflow=2, pool_pre_ping=True,
-                               connect_args={"connect_timeout": 10, "options": "-c statement_timeout=60000"}))
-        with db:
-            db.execute("SELECT pg_advisory_xact_lock(?)", (_SCHEMA_LOCK,))
-            for statement in _statements(schema):
-                db.execute(statement)
-        return db
-
-    def _connection(self) -> SAConnection:
-        if self._conn is None:
-            self._conn = self._engine.connect()
-        return self._conn
-
-    def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Result:
-        return self._run(sql, tuple(params))
-
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> _Result:
-        batch = [tuple(r) for r in rows]
-        if not batch:
-            return _Result([], 0)
-        return self._run(sql, batch)
-
-    def _run(self, sql: str, params: tuple[Any, ...] | list[tuple[Any, ...]]) -> _Result:
-        from sqlalchemy import exc
-
-        if self._failed:  # PostgreSQL rolled the whole transaction back: nothing after may commit alone
-            raise TransactionAborted("an earlier statement of this transaction failed: it was rolled back")
-        try:
-            conn = self._connection()
-            # psycopg's placeholders are %s, and a literal % is written %%.
-            result = conn.exec_driver_sql(sql.replace("%", "%%").replace("?", "%s"), params)  # type: ignore[arg-type]
-            rows = list(result.fetchall()) if result.returns_rows else []
-            out = _Result(rows, result.rowcount)
-        except exc.IntegrityError as error:
-            self._end(commit=False)
-            self._failed = self._depth > 0
-            raise IntegrityError(str(error.orig)) from None
-        except exc.OperationalError as error:  # not reached, refused, or gone away
-            self._end(commit=False)
-            self._failed = self._depth > 0
-            first = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else type(error.orig).__name__
-            raise DatabaseUnavailable(f"{self._name}: {first} (check database.url and database.password)") from None
-        except exc.DBAPIError:
-            self._end(commit=False)
-            self._failed = self._depth > 0
-            raise
-        if not _WRITES.match(sql) and not self._writing and not self._depth:
-            self._end(commit=True)  # a read on its own: no connection idles in a transaction
+        if isinstance(where, Postgres):
+            host = url.host or url.query.get("host") or "the local socket"
+            self.name = f"PostgreSQL database {url.database!r} at {host}{':' + str(url.port) if url.port else ''}"
         else:
-            self._writing = True
-        return out
+            self.name = str(where)
 
-    def _end(self, *, commit: bool) -> None:
-        """End the transaction and hand the connection back to the pool, which pings it before the
-        next use: a database restarted meanwhile costs no request an error."""
-        conn, self._conn, self._writing = self._conn, None, False
-        if conn is None or conn.closed:
-            return
+    @property
+    def postgres(self) -> bool:
+        return isinstance(self.where, Postgres)
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back whole when it raises (a failed
+        statement included, so nothing after it commits alone)."""
         try:
-            if not conn.invalidated:
-                conn.commit() if commit else conn.rollback()
-        finally:
-            conn.close()
-
-    def commit(self) -> None:
-        self._end(commit=True)
-
-    def rollback(self) -> None:
-        self._end(commit=False)
-
-    def __enter__(self) -> _Postgres:
-        self._depth += 1
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None, /) -> None:
-        self._depth -= 1
-        if not self._depth:
-            failed, self._failed = self._failed, False
-            self._end(commit=kind is None and not failed)
+            with self.engine.begin() as tx:
+                yield tx
+        except exc.OperationalError as error:
+            if not self.postgres:
+                raise
+            # Not reached, refused, or gone away: say which database, not a driver traceback.
+            text = str(error.orig).strip()
+            first = text.splitlines()[0] if text else type(error.orig).__name__
+            raise DatabaseUnavailable(f"{self.name}: {first} (check database.url and database.password)") from None
 
     def close(self) -> None:
-        self._end(commit=False)
-        self._engine.dispose()
+        self.engine.dispose()
 
 
-_WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|CREATE|ALTER|DROP|TRUNCATE)\b", re.IGNORECASE)
+def connect(where: Where) -> Database:
+    """The SQLite file or the PostgreSQL database, as it is (open_database upgrades it too)."""
+    from sqlalchemy import create_engine, event
+
+    if isinstance(where, Postgres):
+        # pre_ping: a replica outlives a database restart or fail-over without an error on its next request.
+        # Timeouts: a database cut off by the network fails a request in seconds instead of hanging it.
+        engine = create_engine(where.engine_url(), pool_size=1, max_overflow=2, pool_pre_ping=True,
+                               connect_args={"connect_timeout": 10, "options": "-c statement_timeout=60000"})
+        return Database(engine, where)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    # The CLI writes while the server reads: WAL, and a writer waits up to 30 s for another's commit.
+    engine = create_engine(f"sqlite:///{where}", connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(conn: Any, _record: Any) -> None:
+        cur = conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return Database(engine, where)
 
 
-def _statements(script: str) -> list[str]:
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+def open_database(where: Where, store: str) -> Database:
+    """The SQLite file or the PostgreSQL database, with `store`'s tables upgraded to the newest schema."""
+    db = connect(where)
+    upgrade(db, store)
+    if isinstance(where, Path):
+        where.chmod(0o600)
+    return db
+
+
+def _alembic(tx: Connection, store: str) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes.update(connection=tx, version_table=version_table(store))
+    return cfg
+
+
+def version_table(store: str) -> str:
+    """Each store keeps its own revision: in the shared database, every store's tables sit side by side."""
+    return f"alembic_version_{store}"
+
+
+@contextlib.contextmanager
+def _one_process(db: Database) -> Iterator[None]:
+    """For a SQLite file: one upgrader at a time, until its transaction has committed (PostgreSQL takes
+    an advisory lock inside the transaction instead)."""
+    if db.postgres:
+        yield
+        return
+    fd = os.open(Path(str(db.where) + ".migrate.lock"), os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def upgrade(db: Database, store: str) -> tuple[str | None, str | None]:
+    """Apply the store's migrations not yet applied; (revision before, revision after)."""
+    from alembic import command
+
+    with _one_process(db), db.begin() as tx:
+        if db.postgres:
+            tx.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")  # held until the commit
+        before = revision(tx, store)
+        if before != head(store):
+            command.upgrade(_alembic(tx, store), f"{store}@head")
+        return before, revision(tx, store)
+
+
+def revision(tx: Connection, store: str) -> str | None:
+    """The store's revision in this database (None: made before Alembic, or empty)."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(tx).has_table(version_table(store)):
+        return None
+    row = tx.execute(text(f"SELECT version_num FROM {version_table(store)}")).first()
+    return None if row is None else str(row[0])
+
+
+@functools.cache
+def _scripts() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS))
+
+
+def head(store: str) -> str:
+    """The newest revision of the store's branch."""
+    return str(_scripts().get_revision(f"{store}@head").revision)
+
+
+def columns(tx: Connection, table: str) -> set[str]:
+    from sqlalchemy import inspect
+
+    return {str(c["name"]) for c in inspect(tx).get_columns(table)}

@@ -248,18 +248,27 @@ def test_superseded_chunks_taken_over_by_another_run_are_not_deleted(where: Open
     c.stop()
 
 
-def test_the_postgresql_connection_keeps_sqlite_semantics(postgres_url: str) -> None:
-    from appliance.stores.database import TransactionAborted, open_database
+def test_a_failed_statement_rolls_its_whole_transaction_back(postgres_url: str) -> None:
+    from sqlalchemy import text
 
-    db = open_database(Postgres(postgres_url), "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT)")
-    with db:
-        db.execute("INSERT INTO t VALUES (?, ?)", ("a", "100%"))
-    assert db.execute("SELECT k FROM t WHERE v LIKE '%!%' ESCAPE '!' AND k = ?", ("a",)).fetchall() == [("a",)]
-    with db:  # a failed statement: the whole transaction is rolled back, nothing after commits alone
-        db.execute("INSERT INTO t VALUES (?, ?)", ("b", "first"))
-        with pytest.raises(IntegrityError):
-            db.execute("INSERT INTO t VALUES (?, ?)", ("a", "again"))
-        with pytest.raises(TransactionAborted):
-            db.execute("INSERT INTO t VALUES (?, ?)", ("c", "after"))
-    assert db.execute("SELECT k FROM t ORDER BY k").fetchall() == [("a",)]
+    from appliance.stores.database import connect
+
+    db = connect(Postgres(postgres_url))
+    with db.begin() as tx:
+        tx.execute(text("CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY, v TEXT)"))
+        tx.execute(text("INSERT INTO t VALUES (:k, :v)"), {"k": "a", "v": "100%"})
+    with db.begin() as tx:  # a literal % and a named parameter side by side
+        found = tx.execute(text("SELECT k FROM t WHERE v LIKE '%!%' ESCAPE '!' AND k = :k"), {"k": "a"}).all()
+    assert found == [("a",)]
+
+    def insert_twice() -> None:
+        with db.begin() as tx:
+            tx.execute(text("INSERT INTO t VALUES (:k, :v)"), {"k": "b", "v": "first"})
+            tx.execute(text("INSERT INTO t VALUES (:k, :v)"), {"k": "a", "v": "again"})
+
+    with pytest.raises(IntegrityError):
+        insert_twice()
+    with db.begin() as tx:
+        assert tx.execute(text("SELECT k FROM t ORDER BY k")).all() == [("a",)]
+        tx.execute(text("DROP TABLE t"))
     db.close()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the appliance's small tables (see README.md here); loaded by Alembic, not imported."""

@@ -1,0 +1,1 @@
+"""One file per revision, a branch per store."""
