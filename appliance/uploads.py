@@ -96,7 +96,7 @@ def check_content(part: Path, name: str, settings: Settings) -> None:
         raise UploadRefused(413, f"{name} is larger than ingest.max_file_mb ({settings.ingest.max_file_mb:g} MB)")
     lie = mismatch(part, name)
     if lie is not None:
-        raise UploadRefused(415, f"{lie}: refused (the content must match the extension)")
+        raise UploadRefused(415, f"{lie}: refused")
     try:
         check_archive(part, settings.ingest.max_unpacked_mb)
     except Exception as exc:  # ParseError: the zip-bomb reason

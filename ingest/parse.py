@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest.sniff import modern_twin, problem
+
 # What each extension is parsed as; anything else is skipped as unsupported.
 UNSTRUCTURED_TYPES: dict[str, str] = {
     ".docx": "docx", ".pptx": "pptx", ".xlsx": "xlsx", ".csv": "csv", ".tsv": "tsv",
@@ -55,12 +57,15 @@ def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> 
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ParseError(f"unsupported file type {suffix or '(no extension)'!r}")
-    if suffix in _OOXML_TWIN and _is_zip(path):
+    twin = modern_twin(path, suffix)
+    if twin is not None:
         # A .doc/.ppt/.xls that is really the modern format (common after a "Save as" rename).
-        parsed = _parse_with_unstructured(path, _OOXML_TWIN[suffix])
-        parsed.notes.append(f"saved as {suffix} but is a .{_OOXML_TWIN[suffix]} file; parsed by its content")
+        parsed = _parse_with_unstructured(path, UNSTRUCTURED_TYPES[twin])
+        parsed.notes.append(f"saved as {suffix} but is a {twin} file; parsed by its content")
         return parsed
-    _check_magic(path, suffix)
+    reason = problem(path, suffix)
+    if reason is not None:
+        raise ParseError(reason)
     if suffix == ".pdf":
         if pdf_parser == "unstructured":
             return _parse_with_unstructured(path, "pdf")
@@ -71,33 +76,6 @@ def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> 
         raise ParseError(f"legacy {suffix} needs LibreOffice to convert it: "
                          "apt-get install libreoffice-writer-nogui libreoffice-impress-nogui")
     return _parse_with_unstructured(path, UNSTRUCTURED_TYPES[suffix])
-
-
-_ZIP_FORMATS = {".docx", ".pptx", ".xlsx", ".epub", ".odt"}
-_OOXML_TWIN = {".doc": "docx", ".ppt": "pptx", ".xls": "xlsx"}
-
-
-def _is_zip(path: Path) -> bool:
-    with path.open("rb") as fh:
-        return fh.read(4) == b"PK\x03\x04"
-
-_OLE_FORMATS = {".doc", ".ppt", ".xls", ".msg"}
-
-
-def _check_magic(path: Path, suffix: str) -> None:
-    """Catch empty files and files whose content contradicts their extension, with a clear reason."""
-    with path.open("rb") as fh:
-        head = fh.read(8)
-    if not head:
-        raise ParseError("empty file")
-    if suffix == ".pdf" and not head.startswith(b"%PDF"):
-        raise ParseError("not a PDF (the content does not start with %PDF): wrong extension or corrupt")
-    if suffix in _ZIP_FORMATS and not head.startswith(b"PK"):
-        if head.startswith(b"\xd0\xcf\x11\xe0"):
-            raise ParseError(f"encrypted or legacy-format file saved as {suffix} (OLE container, not a ZIP)")
-        raise ParseError(f"not a {suffix} file (not a ZIP container): wrong extension or corrupt")
-    if suffix in _OLE_FORMATS and not head.startswith(b"\xd0\xcf\x11\xe0"):
-        raise ParseError(f"not a {suffix} file (not an OLE container): wrong extension or corrupt")
 
 
 # -- PDF ---------------------------------------------------------------------------------------------
