@@ -197,6 +197,12 @@ class OllamaLLMSettings(ChatModelSettings):
         "('30m', '2h') or seconds as a number; -1 keeps it loaded.",
     )
     timeout_s: float = Field(600.0, gt=0, description="Most seconds to wait for Ollama's first reply.")
+    tokenizer_file: Path | None = Field(
+        None,
+        description="The model's tokenizer.json (copied from its Hugging Face repository), read offline to count "
+        "prompt tokens exactly when packing passages; Ollama has no tokenize endpoint. None: one token per 3 "
+        "bytes, which leaves about a quarter of the context unused on prose.",
+    )
     headers: dict[str, str] = Field(default_factory=dict, description="Extra HTTP headers (e.g. a proxy's auth).")
 
 
@@ -214,6 +220,13 @@ class OpenAILLMSettings(ChatModelSettings):
     temperature: float = Field(0.1, ge=0.0, le=2.0, description="Sampling temperature.")
     system_prompt: str = Field(CITE_PROMPT, description="System message of every answer.")
     timeout_s: float = Field(600.0, gt=0, description="Most seconds to wait for a reply.")
+    tokenizer_file: Path | None = Field(
+        None,
+        description="The model's tokenizer.json (copied from its Hugging Face repository), read offline to count "
+        "prompt tokens when the server has no tokenize endpoint or it fails (vLLM and llama.cpp's server have "
+        "one, probed once). None: one token per 3 bytes, which leaves about a quarter of the context unused "
+        "on prose.",
+    )
     max_parallel: int = Field(
         16, ge=1, description="Answers generated at once (vLLM and SGLang batch many); more wait in the queue."
     )

