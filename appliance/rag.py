@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from appliance.backends.common import BackendUnavailable
+from ingest.metadata import DocumentMeta
 
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
@@ -68,6 +69,20 @@ class Source:
     rerank_score: float | None = None
     chunks: int = 1  # neighbouring chunks merged into this passage
     best_part: Source | None = field(default=None, repr=False)  # of a merged passage: its best-ranked chunk
+    title: str = ""  # the document's (ingest.metadata): its properties', first heading's or file name
+    date: str = ""  # the document's date, YYYY-MM-DD: sent, else modified, else created
+
+    def label(self) -> str:
+        """How the model is told where a passage comes from, before its text: `[n] title — page 12 —
+        section — date`, so a long-context model can tell this quarter's report from last year's."""
+        parts = [self.title or self.file_name]
+        if self.page is not None:
+            parts.append(f"sheet {self.page_name}" if self.page_name else f"page {self.page}")
+        if self.section and self.section[-1] != parts[0]:
+            parts.append(self.section[-1][:80])
+        if self.date:
+            parts.append(self.date)
+        return f"[{self.number}] " + " — ".join(parts)
 
     @property
     def location(self) -> str:
@@ -85,7 +100,8 @@ class Source:
         return {
             "n": self.number, "doc_id": self.doc_id, "path": self.path, "file_name": self.file_name,
             "page": self.page, "page_name": self.page_name, "section": list(self.section),
-            "chunk_index": self.chunk_index, "score": round(self.score, 4), "similarity": rounded(self.dense_score),
+            "chunk_index": self.chunk_index, "title": self.title, "date": self.date,
+            "score": round(self.score, 4), "similarity": rounded(self.dense_score),
             "keyword_score": rounded(self.keyword_score), "rerank_score": rounded(self.rerank_score),
             "text": self.text,
         }
@@ -97,7 +113,8 @@ class Source:
                    page=d.get("page"), page_name=d.get("page_name"), section=list(d.get("section") or []),
                    score=float(d.get("score") or 0.0), dense_score=d.get("similarity"),
                    keyword_score=d.get("keyword_score"), text=str(d.get("text", "")), doc_id=str(d.get("doc_id", "")),
-                   chunk_index=d.get("chunk_index"), rerank_score=d.get("rerank_score"))
+                   chunk_index=d.get("chunk_index"), rerank_score=d.get("rerank_score"),
+                   title=str(d.get("title") or ""), date=str(d.get("date") or ""))
 
 
 @dataclass
@@ -236,7 +253,7 @@ class RagEngine:
             return
         from llama_index.core.llms import ChatMessage, MessageRole
 
-        context = "\n\n".join(f"[{s.number}] {s.text}" for s in packed)
+        context = "\n\n".join(f"{s.label()}\n{s.text}" for s in packed)
         messages = [
             ChatMessage(role=MessageRole.SYSTEM, content=self._system_prompt),
             ChatMessage(role=MessageRole.USER, content=f"Context:\n{context}\n\nQuestion: {question}"),
@@ -283,16 +300,17 @@ class RagEngine:
         if len(chunks) <= 1 or len(chunks) > most:
             return None  # one chunk: the passage already is the whole document; too many: too long
         count = self._count_tokens()
-        if sum(count(c.text) + 4 for c in chunks) > budget:
+        passages = merge_neighbours(chunks)
+        if sum(count(f"{p.label()}\n{p.text}") + 2 for p in passages) > budget:  # as _pack counts them
             return None
-        return merge_neighbours(chunks)
+        return passages
 
     def _pack(self, sources: list[Source], budget: int) -> list[Source]:
         """Best sources first, as many as fit the budget; the last one is cut rather than dropped."""
         count = self._count_tokens()
         packed: list[Source] = []
         for source in sources:
-            header = f"[{len(packed) + 1}] "
+            header = replace(source, number=len(packed) + 1).label() + "\n"
             need = count(header + source.text) + 2
             if need > budget and source.best_part is not None:
                 # A merged passage that does not fit: its best chunk, not the start of the merge.
@@ -342,6 +360,7 @@ def _source(number: int, meta: dict[str, Any], text: str, score: float) -> Sourc
         page=meta.get("page"), page_name=meta.get("page_name"), section=list(meta.get("section") or []),
         score=score, dense_score=meta.get("dense_score"), keyword_score=meta.get("keyword_score"), text=text,
         doc_id=str(meta.get("doc_id", "")), chunk_index=int(index) if index is not None else None,
+        title=str(meta.get("title") or ""), date=DocumentMeta.from_payload(meta).date,
     )
 
 

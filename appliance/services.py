@@ -263,18 +263,12 @@ class Services:
         return ApiKeys(self.settings.database_for(self.settings.api_keys_path))
 
     def close(self) -> None:
-        if "ingest_pipeline" in self.__dict__:
-            self.ingest_pipeline.close()  # its parse workers
-        for name in ("api_keys", "users", "conversations", "shared_state"):
-            if self.__dict__.get(name) is not None:
-                self.__dict__[name].close()
-        reranker = self.__dict__.get("reranker")
-        if reranker is not None:
-            reranker.close()
-        if "store" in self.__dict__:
-            self.store.close()
-        if "manifest" in self.__dict__:
-            self.manifest.close()
+        """Close what was opened; a second call closes nothing twice (each part is forgotten once closed)."""
+        for name in ("ingest_pipeline", "api_keys", "users", "conversations", "shared_state", "reranker", "store",
+                     "manifest"):  # the pipeline first: its parse workers use the rest
+            part = self.__dict__.pop(name, None)
+            if part is not None:
+                part.close()
 
 
 def _mtime(path: Path | None) -> int | None:

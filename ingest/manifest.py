@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 WORKER_TTL_S = 60.0  # a run whose heartbeat is this old is dead: its leases and hidden chunks are free
 
 
-_FILES = "path, size, mtime_ns, sha256, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config"
+_FILES = ("path, size, mtime_ns, sha256, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config, "
+          "meta")
 _LIVE = "EXISTS (SELECT 1 FROM workers w WHERE w.owner = {0}.owner AND w.expires >= :now)"
 
 
@@ -57,6 +58,7 @@ class FileRecord:
     notes: list[str] = field(default_factory=list)
     ingested_at: float = 0.0
     config: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # the document's title, author, dates (ingest.metadata)
 
 
 @dataclass
@@ -99,7 +101,7 @@ class Manifest:
                    {"path": rec.path, "size": rec.size, "mtime_ns": rec.mtime_ns, "sha256": rec.sha256,
                     "status": rec.status, "error": rec.error, "parser": rec.parser, "pages": rec.pages,
                     "chunk_ids": json.dumps(rec.chunk_ids), "acl": json.dumps(rec.acl), "notes": json.dumps(rec.notes),
-                    "ingested_at": rec.ingested_at, "config": rec.config})
+                    "ingested_at": rec.ingested_at, "config": rec.config, "meta": json.dumps(rec.meta)})
 
     def set_acl(self, path: str, acl: list[str]) -> None:
         with self._tx() as tx:
@@ -292,7 +294,7 @@ def _many(tx: Connection, sql: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _record(row: tuple[object, ...]) -> FileRecord:
-    (path, size, mtime_ns, sha, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config) = row
+    (path, size, mtime_ns, sha, status, error, parser, pages, chunk_ids, acl, notes, ingested_at, config, meta) = row
     return FileRecord(
         path=str(path), size=int(size), mtime_ns=int(mtime_ns),  # type: ignore[call-overload]
         sha256=sha if sha is None else str(sha), status=str(status),
@@ -300,5 +302,5 @@ def _record(row: tuple[object, ...]) -> FileRecord:
         pages=None if pages is None else int(pages),  # type: ignore[call-overload]
         chunk_ids=json.loads(str(chunk_ids)), acl=json.loads(str(acl)), notes=json.loads(str(notes)),
         ingested_at=float(ingested_at),  # type: ignore[arg-type]
-        config=None if config is None else str(config),
+        config=None if config is None else str(config), meta=json.loads(str(meta or "{}")),
     )

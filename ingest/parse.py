@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ingest import metadata
+from ingest.metadata import DocumentMeta
 from ingest.sniff import modern_twin, problem
 
 # What each extension is parsed as; anything else is skipped as unsupported.
@@ -51,9 +53,24 @@ class ParsedFile:
     parser: str
     pages: int | None = None
     notes: list[str] = field(default_factory=list)
+    meta: DocumentMeta = field(default_factory=DocumentMeta)
 
 
 def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> ParsedFile:
+    """The file's elements and what it says about itself (its title at least: see ingest.metadata)."""
+    parsed = _parse(path, pdf_parser, ocr)
+    parsed.meta = metadata.with_title(parsed.meta, _first_heading(parsed.elements), path)
+    return parsed
+
+
+def _first_heading(elements: list[Element]) -> str | None:
+    for el in elements[:50]:
+        if el.kind == "Title":
+            return el.text
+    return next((el.section[0] for el in elements[:50] if el.section), None)
+
+
+def _parse(path: Path, pdf_parser: str, ocr: str) -> ParsedFile:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ParseError(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -110,6 +127,7 @@ def parse_pdf(path: Path, ocr: str = "auto") -> ParsedFile:
             for para in _paragraphs(text):
                 elements.append(Element(text=para, kind="NarrativeText", page=index + 1, section=current))
         pages = len(pdf)
+        meta = metadata.from_pdf(pdf)
     finally:
         pdf.close()
     notes: list[str] = []
@@ -117,7 +135,7 @@ def parse_pdf(path: Path, ocr: str = "auto") -> ParsedFile:
         elements, notes = _ocr_pages(path, scanned, elements, sections, ocr)
     if not elements:
         raise ParseError(notes[0] if notes else "no text found")
-    return ParsedFile(elements=elements, parser="pypdfium2", pages=pages, notes=notes)
+    return ParsedFile(elements=elements, parser="pypdfium2", pages=pages, notes=notes, meta=meta)
 
 
 def _outline_by_page(pdf: Any) -> dict[int, tuple[str, ...]]:
@@ -245,7 +263,8 @@ def _parse_with_unstructured(path: Path, file_type: str) -> ParsedFile:
             raise ParseError("no text found: the message is empty or encrypted (S/MIME)")
         raise ParseError("no text found")
     pages = max((e.page for e in elements if e.page), default=None)
-    return ParsedFile(elements=elements, parser=f"unstructured:{file_type}", pages=pages)
+    meta = metadata.from_elements_metadata(raw[0].metadata) if file_type == "msg" else metadata.read(path, file_type)
+    return ParsedFile(elements=elements, parser=f"unstructured:{file_type}", pages=pages, meta=meta)
 
 
 def _partitioner(file_type: str) -> Callable[..., list[Any]]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.chunk import Chunk
 from ingest.discover import Discovery, discover
 from ingest.manifest import FileRecord, LeaseLost, Manifest
+from ingest.metadata import renamed
 from ingest.parse import SUPPORTED_SUFFIXES
 from ingest.points import _point, chunk_payload, doc_id_of, embed_input, point_id, processing_config
 from ingest.report import AccessChange, FileBusy, FileResult, IngestReport
@@ -389,7 +390,7 @@ class IngestPipeline:
         return None
 
     def _embed_and_write(self, batch: list[tuple[_Task, ParsedChunks]]) -> Iterator[tuple[Path, FileResult]]:
-        texts = [embed_input(c) for _, parsed in batch for c in parsed.chunks]
+        texts = [embed_input(c, parsed.meta.get("title", "")) for _, parsed in batch for c in parsed.chunks]
         try:
             with self._timed("embed"):
                 vectors = self._embed(texts)
@@ -406,10 +407,10 @@ class IngestPipeline:
         for task, parsed in batch:
             mine = vectors[at: at + len(parsed.chunks)]
             at += len(parsed.chunks)
-            points = self._points(task, parsed.chunks, mine, parsed.parser)
+            points = self._points(task, parsed.chunks, mine, parsed)
             try:
                 with self._timed("write"):
-                    self._write(task, points, parsed.parser, parsed.pages, parsed.notes)
+                    self._write(task, points, parsed.parser, parsed.pages, parsed.notes, parsed.meta)
             except LeaseLost as exc:  # its chunks stay hidden; a later run deletes them
                 yield task.path, FileResult(task.key, "skipped", error=str(exc))
                 continue
@@ -429,7 +430,7 @@ class IngestPipeline:
         return [self._vectors[k] for k in keys]
 
     def _write(self, task: _Task, points: list[StorePoint], parser: str | None, pages: int | None,
-               notes: list[str]) -> None:
+               notes: list[str], meta: dict[str, Any]) -> None:
         ids = [p.id for p in points]
         old = task.old
         published = set(old.chunk_ids) if old and old.status == "ok" else set()
@@ -439,7 +440,7 @@ class IngestPipeline:
                 self._check_alive(task.key)
                 self._store.upsert(points[start: start + UPSERT_BATCH])
             self._check_alive(task.key)
-            self._publish_written(task, ids, parser, pages, notes)
+            self._publish_written(task, ids, parser, pages, notes, meta)
         except LeaseLost:
             self._withdraw(task.key, [i for i in ids if i not in published])
             raise
@@ -469,14 +470,14 @@ class IngestPipeline:
             self._store.delete(mine)
 
     def _publish_written(self, task: _Task, ids: list[str], parser: str | None, pages: int | None,
-                         notes: list[str]) -> None:
+                         notes: list[str], meta: dict[str, Any]) -> None:
         old = task.old
         new = set(ids)
         stale = [i for i in (old.chunk_ids if old else []) if i not in new]
         self._manifest.publish(FileRecord(
             path=task.key, size=task.st.st_size, mtime_ns=task.st.st_mtime_ns, sha256=task.sha, status="ok",
             parser=parser, pages=pages, chunk_ids=ids, acl=self.access.groups_for(task.key, task.st), notes=notes,
-            ingested_at=time.time(), config=self.config,
+            ingested_at=time.time(), config=self.config, meta=meta,
         ), stale, self._owner)
         if stale:
             self._stale.append((time.monotonic(), stale))
@@ -492,14 +493,15 @@ class IngestPipeline:
         doc_id = doc_id_of(task.key)
         now = time.time()
         acl = self.access.groups_for(task.key, task.st)
+        meta = renamed(donor.meta, Path(donor.path), task.path)
         for i, old_id in enumerate(donor.chunk_ids):
             p = found[old_id]
-            payload = {**p.payload, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
+            payload = {**p.payload, **meta, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
                        "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
             points.append(_point(point_id(task.key, task.sha, self.config + task.salt, i), p.vector, p.text, payload))
         try:
             with self._timed("write"):
-                self._write(task, points, donor.parser, donor.pages, donor.notes)
+                self._write(task, points, donor.parser, donor.pages, donor.notes, meta)
         except LeaseLost as exc:
             return FileResult(task.key, "skipped", error=str(exc))
         return FileResult(task.key, task.status, chunks=len(points), pages=donor.pages, notes=donor.notes)
@@ -595,13 +597,15 @@ class IngestPipeline:
             pool, self._pool = self._pool, None
             pool.close(cancel=cancel)
 
-    def _points(self, task: _Task, chunks: list[Chunk], vectors: list[Any], parser: str) -> list[StorePoint]:
+    def _points(self, task: _Task, chunks: list[Chunk], vectors: list[Any],
+                parsed: ParsedChunks) -> list[StorePoint]:
         doc_id = doc_id_of(task.key)
         now = time.time()
         acl = self.access.groups_for(task.key, task.st)
         return [
             _point(point_id(task.key, task.sha, self.config + task.salt, chunk.index), [float(x) for x in vector],
-                   chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parser, now))
+                   chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parsed.parser, now, parsed.meta,
+                                             parsed.pages))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
 

@@ -16,13 +16,23 @@ if TYPE_CHECKING:
     from appliance.settings import IngestSettings
 
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
-CHUNKING_VERSION = 2
+CHUNKING_VERSION = 3  # 3: the document's title heads each chunk's embedded and indexed text
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
+TITLE_PREFIX_CHARS = 60  # of those, at most this much of the title: the section path keeps the rest
 
 
-def embed_input(chunk: Chunk) -> str:
-    """The heading path helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens."""
-    return (" > ".join(chunk.section[-2:])[:SECTION_PREFIX_CHARS] + "\n" + chunk.text) if chunk.section else chunk.text
+def heading(title: str, section: tuple[str, ...] | list[str]) -> str:
+    """What heads a chunk where it is embedded and BM25-indexed: the document's title, then the section
+    path, so "the Q3 10-Q" matches its chunks even where their text never names it."""
+    parts = [title[:TITLE_PREFIX_CHARS]] if title else []
+    parts += [s for s in section[-2:] if s and s != title]
+    return " > ".join(parts)[:SECTION_PREFIX_CHARS]
+
+
+def embed_input(chunk: Chunk, title: str = "") -> str:
+    """The heading helps the embedding; capped so that it and the chunk fit MiniLM's 256 tokens."""
+    head = heading(title, chunk.section)
+    return f"{head}\n{chunk.text}" if head else chunk.text
 
 
 def point_id(path: str, sha: str, config: str, index: int) -> str:
@@ -51,9 +61,14 @@ def doc_id_of(path: str) -> str:
 
 
 def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
-                  now: float) -> dict[str, Any]:
-    """The payload schema, identical on every store backend."""
+                  now: float, meta: dict[str, Any] | None = None, pages: int | None = None) -> dict[str, Any]:
+    """The payload schema, identical on every store backend. `meta`: the document's own metadata
+    (ingest.metadata.DocumentMeta.to_payload: title, author, created, modified, email_*, subject)."""
+    meta = meta or {}
     return {
+        **meta,
+        "heading": heading(str(meta.get("title", "")), chunk.section),
+        "page_count": pages,
         "doc_id": doc_id,
         "path": str(path),
         "file_name": path.name,

@@ -16,7 +16,7 @@ import threading
 import time
 import zipfile
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +50,7 @@ class ParsedChunks:
     notes: list[str]
     parser: str
     seconds: float = 0.0  # parsing and chunking, in the worker
+    meta: dict[str, Any] = field(default_factory=dict)  # the document's title, author, dates (DocumentMeta)
 
 
 class _Worker:
@@ -98,7 +99,8 @@ def parse_and_chunk(path: str) -> ParsedChunks:
         raise ParseError("no text found")
     if len(chunks) > config.max_chunks:
         raise ParseError(f"{len(chunks)} chunks, more than ingest.max_chunks_per_file ({config.max_chunks})")
-    return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser, time.perf_counter() - started)
+    return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser, time.perf_counter() - started,
+                        parsed.meta.to_payload())
 
 
 def check_archive(path: Path, max_unpacked_mb: int) -> None:

@@ -7,6 +7,7 @@ are this server's own routes."""
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -79,9 +80,14 @@ def panel_html(services: Services, principal: Principal, src: dict[str, Any] | N
     meta = [html.escape(location(src).removeprefix(str(src.get("file_name", ""))).lstrip(", "))]
     if src.get("section"):
         meta.append(html.escape(" › ".join(src["section"])))
+    if src.get("date"):
+        meta.append(html.escape(str(src["date"])))
     if src.get("similarity") is not None:
         meta.append(f"similarity {float(src['similarity']):.2f}")
-    head = (f"<div class='source-head'><b>[{int(src['n'])}] {name}</b><br><small>"
+    title = str(src.get("title") or "")
+    titled = f"<br><i class='source-title'>{html.escape(title)}</i>" if title and title != Path(
+        str(src.get("file_name", ""))).stem.replace("_", " ") else ""
+    head = (f"<div class='source-head'><b>[{int(src['n'])}] {name}</b>{titled}<br><small>"
             f"{' · '.join(m for m in meta if m)}</small><br>"
             f"<a href='/v1/documents/{doc_id}/file' download id='source-download'>Download the original</a></div>")
     image = ""

@@ -45,6 +45,7 @@ from appliance.uploads import (
     upload_folder,
 )
 from appliance.usecases import readable_chunks
+from ingest.metadata import DocumentMeta
 
 if TYPE_CHECKING:
     from ingest.manifest import FileRecord
@@ -59,7 +60,8 @@ def _document(rec: FileRecord, upload_dir: Path) -> Document:
 
     return Document(id=doc_id_of(rec.path), path=rec.path, name=Path(rec.path).name, status=rec.status,  # type: ignore[arg-type]
                     chunks=len(rec.chunk_ids), pages=rec.pages, error=rec.error, notes=rec.notes,
-                    ingested_at=rec.ingested_at, uploaded=upload_dir in Path(rec.path).parents)
+                    ingested_at=rec.ingested_at, uploaded=upload_dir in Path(rec.path).parents,
+                    **DocumentMeta.from_payload(rec.meta).to_payload())
 
 
 def _find(state: AppState, doc_id: str, principal: Principal) -> FileRecord:

@@ -39,6 +39,8 @@ class Source(BaseModel):
     page: int | None = Field(None, description="Page, slide or sheet number, when the format has them.")
     page_name: str | None = Field(None, description="Sheet name of a spreadsheet.")
     section: list[str] = Field(default_factory=list, description="Heading path of the passage.")
+    title: str = Field("", description="The document's title (its properties, else its first heading, else its name).")
+    date: str = Field("", description="The document's date (sent, else modified, else created), YYYY-MM-DD.")
     score: float = Field(description="Fused rank score (higher is better).")
     similarity: float | None = Field(None, description="Cosine similarity of the passage to the question.")
     text: str = Field(description="The passage the model read.")
@@ -140,6 +142,14 @@ class Document(BaseModel):
     error: str | None = None
     notes: list[str] = Field(default_factory=list)
     ingested_at: float
+    title: str = Field("", description="Its properties' title, else its first heading, else its file name.")
+    author: str = ""
+    created: str = Field("", description="ISO 8601, as the document states it.")
+    modified: str = ""
+    email_from: str = ""
+    email_to: str = ""
+    email_date: str = Field("", description="An e-mail's Date header, ISO 8601 (UTC).")
+    subject: str = ""
     uploaded: bool = Field(description="Uploaded through the API (deleting it deletes the file too).")
 
 

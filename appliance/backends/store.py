@@ -35,6 +35,12 @@ class StorePoint:
     text: str
     payload: dict[str, Any]
 
+    @property
+    def indexed_text(self) -> str:
+        """What BM25 indexes: the chunk's heading (document title and section path), then its text."""
+        head = self.payload.get("heading")
+        return f"{head}\n{self.text}" if head else self.text
+
 
 @dataclass(frozen=True)
 class SearchSpec:
@@ -147,7 +153,7 @@ class EdgeStore:
         built = [
             qe.Point(
                 id=p.id,
-                vector={DENSE: p.vector, SPARSE: self._bm25.embed_document(p.text)},
+                vector={DENSE: p.vector, SPARSE: self._bm25.embed_document(p.indexed_text)},
                 payload={**p.payload, "text": p.text},
             )
             for p in points
@@ -328,7 +334,7 @@ class QdrantServerStore:
         m = self._m
         built = []
         for p in points:
-            sparse = self._bm25.embed_document(p.text)
+            sparse = self._bm25.embed_document(p.indexed_text)
             built.append(
                 m.PointStruct(
                     id=p.id,

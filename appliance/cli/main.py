@@ -329,14 +329,18 @@ def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
         services.close()
     if as_json:
         click.echo(json.dumps([{"path": r.path, "status": r.status, "chunks": len(r.chunk_ids), "pages": r.pages,
-                                "error": r.error, "ingested_at": r.ingested_at} for r in records]))
+                                "error": r.error, "ingested_at": r.ingested_at, **r.meta} for r in records]))
         return
     import time
 
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.ingested_at))
         error = f"  ({r.error})" if r.error else ""
-        click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {when}  {r.path}{error}")
+        title = r.meta.get("title", "")
+        about = f"  \"{title[:60]}\"" if title and title != Path(r.path).stem.replace("_", " ") else ""
+        dated = r.meta.get("email_date") or r.meta.get("modified") or r.meta.get("created") or ""
+        dated = f"  dated {dated[:10]}" if dated else ""
+        click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {when}  {r.path}{about}{dated}{error}")
 
 
 @docs_group.command("rm")

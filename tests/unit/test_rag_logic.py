@@ -67,13 +67,13 @@ def test_below_threshold_answers_not_found_and_never_calls_the_model() -> None:
 def test_packing_keeps_the_best_first_within_the_budget() -> None:
     passages = [(" ".join([f"w{i}"] * 30), 0.9 - i * 0.1) for i in range(4)]
     llm = ScriptedLLM("fine [1]")
-    rag, _ = engine(passages, llm, budget=70)
+    rag, _ = engine(passages, llm, budget=80)
     answer = rag.ask("question here")
-    # 30 words + header per passage: two fit whole, nothing beyond the budget
+    # 30 words + a 4-word label ("[1] 0.txt — page 0") + 2 per passage: two fit whole, nothing beyond
     assert [s.number for s in answer.sources] == [1, 2]
     assert answer.sources[0].text.startswith("w0")
     prompt = llm.prompts[0][-1].content or ""
-    assert "[1] w0" in prompt
+    assert "[1] 0.txt — page 0\nw0" in prompt
     assert "w3" not in prompt
 
 
