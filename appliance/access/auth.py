@@ -87,6 +87,7 @@ class User:
 class Session:
     user: User
     csrf: str  # the token forms of this session send back (sign-out)
+    sign_out_url: str | None = None  # where the browser signs out at the identity provider too; None: nowhere
 
 
 def _digest(token: str) -> str:
@@ -151,7 +152,8 @@ class Users:
         user = User(name, check_groups(groups), admin, "local", False, time.time())
         try:
             with self._lock, self._db.begin() as tx:
-                tx.execute(text("INSERT INTO users VALUES (:name, :hash, :groups, :admin, 'local', 0, :now, NULL)"),
+                tx.execute(text("INSERT INTO users (name, password, groups, admin, source, disabled, created_at) "
+                                "VALUES (:name, :hash, :groups, :admin, 'local', 0, :now)"),
                            {"name": name, "hash": self._hasher.hash(password), "groups": json.dumps(user.groups),
                             "admin": int(admin), "now": user.created_at})
         except IntegrityError:
@@ -235,31 +237,51 @@ class Users:
                            {"hash": self._hasher.hash(password), "name": name})
         return self.get(name)
 
-    def upsert_external(self, name: str, groups: Iterable[str], admin: bool) -> User:
-        """A user of the identity provider: created at first sign-in, groups and role refreshed at each."""
+    def upsert_external(self, name: str, groups: Iterable[str], admin: bool, issuer: str, subject: str) -> User:
+        """A user of the identity provider: created at first sign-in and bound to the provider's issuer and
+        subject (`sub`) then, groups and role refreshed at each; another subject with that name is refused."""
         name = check_name(name)
         self._not_retired(name)
         clean = check_groups(g for g in groups if _GROUP.match(g.strip()) and not g.startswith(USER_PREFIX))
         with self._lock, self._db.begin() as tx:
-            row = tx.execute(text("SELECT source, disabled FROM users WHERE name = :name"), {"name": name}).first()
-            if row is not None and row[0] == "local":
+            # Names can be given again or renamed at the provider; its `sub` is never reassigned. One
+            # statement, so two first sign-ins at once (two replicas) cannot both bind the name; a row made
+            # before users_0002 (no subject) adopts the first it sees.
+            bound = tx.execute(text(
+                "INSERT INTO users (name, password, groups, admin, source, disabled, created_at, oidc_issuer, "
+                "oidc_subject) VALUES (:name, NULL, :groups, :admin, 'oidc', 0, :now, :issuer, :subject) "
+                "ON CONFLICT(name) DO UPDATE SET groups = excluded.groups, admin = excluded.admin, "
+                "oidc_issuer = excluded.oidc_issuer, oidc_subject = excluded.oidc_subject "
+                "WHERE users.source = 'oidc' AND users.disabled = 0 AND (users.oidc_subject IS NULL OR "
+                "(users.oidc_issuer = excluded.oidc_issuer AND users.oidc_subject = excluded.oidc_subject)) "
+                "RETURNING name"), {"name": name, "groups": json.dumps(clean), "admin": int(admin),
+                                    "now": time.time(), "issuer": issuer, "subject": subject}).first()
+            row = None if bound else tx.execute(text("SELECT source, disabled FROM users WHERE name = :name"),
+                                                {"name": name}).first()
+        if bound is None:
+            if row is None:  # removed while signing in
+                raise AuthError(f"the account {name!r} changed during the sign-in: please sign in again")
+            if row[0] == "local":
                 raise AuthError(f"{name!r} is a local user: sign in with the password")
-            if row is not None and row[1]:
+            if row[1]:
                 raise AuthError(f"the account {name!r} is disabled")
-            tx.execute(text("INSERT INTO users VALUES (:name, NULL, :groups, :admin, 'oidc', 0, :now, NULL) "
-                            "ON CONFLICT(name) DO UPDATE SET groups = excluded.groups, admin = excluded.admin"),
-                       {"name": name, "groups": json.dumps(clean), "admin": int(admin), "now": time.time()})
+            raise AuthError(f"the account {name!r} here belongs to another person of the identity provider (the name "
+                            "was given again, or renamed, there), so it is not opened for you. Ask the administrator: "
+                            "the identity provider must give you a user name of your own")
         user = self.get(name)
         assert user is not None
         return user
 
     # -- sessions --------------------------------------------------------------------------------
-    def start_session(self, name: str) -> str:
+    def start_session(self, name: str, sign_out_url: str | None = None) -> str:
+        """A new session's cookie; sign_out_url: the identity provider's sign-out for this session, if it has one."""
         token = secrets.token_urlsafe(32)
         now = time.time()
         with self._lock, self._db.begin() as tx:
-            tx.execute(text("INSERT INTO sessions VALUES (:sha256, :name, :now, :now, :csrf)"),
-                       {"sha256": _digest(token), "name": name, "now": now, "csrf": secrets.token_urlsafe(24)})
+            tx.execute(text('INSERT INTO sessions (sha256, "user", created_at, last_seen, csrf, sign_out_url) '
+                            "VALUES (:sha256, :name, :now, :now, :csrf, :sign_out_url)"),
+                       {"sha256": _digest(token), "name": name, "now": now, "csrf": secrets.token_urlsafe(24),
+                        "sign_out_url": sign_out_url})
             tx.execute(text("UPDATE users SET last_sign_in = :now WHERE name = :name"), {"now": now, "name": name})
             # Expired sessions of everyone go at each sign-in: the table never grows without bound.
             tx.execute(text("DELETE FROM sessions WHERE last_seen < :idle OR created_at < :old"),
@@ -273,8 +295,9 @@ class Users:
         now = time.time()
         key = _digest(token)
         with self._lock, self._db.begin() as tx:
-            row = tx.execute(text('SELECT s."user", s.created_at, s.last_seen, s.csrf FROM sessions s JOIN users u '
-                                  'ON u.name = s."user" WHERE s.sha256 = :key AND u.disabled = 0'),
+            row = tx.execute(text('SELECT s."user", s.created_at, s.last_seen, s.csrf, s.sign_out_url '
+                                  'FROM sessions s JOIN users u ON u.name = s."user" '
+                                  'WHERE s.sha256 = :key AND u.disabled = 0'),
                              {"key": key}).first()
             if row is None:
                 return None
@@ -284,7 +307,7 @@ class Users:
             if now - row[2] > 30:  # a write per request would serialise every request on SQLite
                 tx.execute(text("UPDATE sessions SET last_seen = :now WHERE sha256 = :key"), {"now": now, "key": key})
         user = self.get(str(row[0]))
-        return None if user is None else Session(user, str(row[3]))
+        return None if user is None else Session(user, str(row[3]), None if row[4] is None else str(row[4]))
 
     def end_session(self, token: str) -> str | None:
         """Sign-out; the user whose session it was."""

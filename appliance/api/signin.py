@@ -75,8 +75,9 @@ def login_page(state: AppState, next_path: str = "/", error: str | None = None, 
     return response
 
 
-def start_session(request: Request, state: AppState, user: str, response: Response) -> None:
-    token = state.services.users.start_session(user)
+def start_session(request: Request, state: AppState, user: str, response: Response,
+                  sign_out_url: str | None = None) -> None:
+    token = state.services.users.start_session(user, sign_out_url)
     secure = request.url.scheme == "https"
     response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=secure, path="/",
                         max_age=int(state.services.settings.auth.session_max_hours * 3600))
@@ -134,6 +135,17 @@ def login(request: Request, username: Annotated[str, Form(max_length=200)],
     return response
 
 
+def _onward(url: str) -> HTMLResponse:
+    """A page that takes the browser on to the identity provider's sign-out. Not a redirect: the chat page's
+    Content-Security-Policy (form-action 'self') makes Chromium block a form whose answer redirects to
+    another origin; a page of ours that then navigates is allowed."""
+    link = html.escape(url, quote=True)
+    body = (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" '
+            f'content="0;url={link}"><title>Signing out</title></head><body><p>Signing you out of your company '
+            f'account… <a id="continue" href="{link}">Continue</a></p></body></html>')
+    return HTMLResponse(body, headers={"cache-control": "no-store"})
+
+
 @router.post("/logout")
 def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = "") -> Any:
     state: AppState = request.app.state.appliance
@@ -145,6 +157,10 @@ def logout(request: Request, csrf: Annotated[str, Form(max_length=100)] = "") ->
             return HTMLResponse("Sign-out refused: it did not come from this server's page.", status_code=403)
         state.services.users.end_session(token)
         state.services.audit.record("sign_out", session.user.name, client=_client(request))
+        if session.sign_out_url:  # opened at the identity provider, which offers a sign-out too
+            onward = _onward(session.sign_out_url)
+            onward.delete_cookie(COOKIE, path="/")
+            return onward
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(COOKIE, path="/")
     return response

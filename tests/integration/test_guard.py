@@ -64,10 +64,10 @@ def test_reserved_and_removed_names_are_never_given(tmp_path: Path) -> None:
         with pytest.raises(AuthError, match="reserved"):
             users.add(name, "Tulip-Harbor-9921")
         with pytest.raises(AuthError, match="reserved"):
-            users.upsert_external(name, [], admin=False)
+            users.upsert_external(name, [], False, "https://sso.example", "s-1")
     users.add("gina", "Tulip-Harbor-9921")
     users.remove("gina")
     with pytest.raises(AuthError, match="removed user"):
         users.add("gina", "Tulip-Harbor-9921")
     with pytest.raises(AuthError, match="removed user"):
-        users.upsert_external("gina", ["hr"], admin=False)
+        users.upsert_external("gina", ["hr"], False, "https://sso.example", "s-1")
