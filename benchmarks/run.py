@@ -1,12 +1,17 @@
 """Benchmarks of the embedded default, printed as one table.
 
-    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database]
+    .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database,
+                                              ocr,tables]
                                        [--points 100000] [--share-files 10000]
+                                       [--ocr-engines tesseract,...] [--ocr-dpi 150,300] [--plumber-pages N]
 
 Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
 so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
+scale, database, ocr and tables run only when named. ocr skips the engines that are not installed
+(Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where it does not import (put the
+side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from benchmarks.ocr import ENGINES as OCR_ENGINES
 
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT.parent / "shared" / "eval"
@@ -335,11 +342,19 @@ def main() -> None:
     parser.add_argument("--no-folder", action="store_true", help="skip the whole example-docs folder run")
     parser.add_argument("--share-files", type=int, default=10_000, help="files in the synthetic share (scale)")
     parser.add_argument("--no-baseline", action="store_true", help="scale: skip the corpus and baseline runs")
+    parser.add_argument("--ocr-engines", default=",".join(OCR_ENGINES), help="ocr: the engines to compare")
+    parser.add_argument("--ocr-dpi", default="150,300", help="ocr: the scans' resolutions")
+    parser.add_argument("--plumber-pages", type=int, default=0,
+                        help="tables: pdfplumber's speed on the first N pages of DA-619p.pdf (0: all, about 2.5 min)")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database"}
+    unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database",
+                      "ocr", "tables"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    engines = args.ocr_engines.split(",")
+    if "ocr" in only and (wrong := set(engines) - set(OCR_ENGINES)):
+        parser.error(f"unknown OCR engine(s): {', '.join(sorted(wrong))}")
     rows: list[Row] = []
     if "pdf" in only:
         rows += bench_pdf(args.repeats)
@@ -369,6 +384,14 @@ def main() -> None:
         from benchmarks.database import bench_database
 
         rows += bench_database()
+    if "ocr" in only:
+        from benchmarks.ocr import bench_ocr
+
+        rows += bench_ocr(engines, [int(d) for d in args.ocr_dpi.split(",")])
+    if "tables" in only:
+        from benchmarks.pdf_tables import bench_tables
+
+        rows += bench_tables(args.repeats, args.plumber_pages)
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")

@@ -25,6 +25,18 @@ if ! command -v soffice >/dev/null 2>&1; then
              "Install libreoffice-writer-nogui and libreoffice-impress-nogui to read them." >&2
     fi
 fi
+# Scanned PDF pages and images are read by Tesseract (Debian's packages, 23 MB); without it they are reported.
+if ! command -v tesseract >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing Tesseract OCR for scanned PDF pages and images..." >&2
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            tesseract-ocr tesseract-ocr-eng; } >/dev/null \
+            || echo "note: Tesseract could not be installed; scanned pages and images will be reported, not read" >&2
+    else
+        echo "note: no Tesseract (tesseract); scanned pages and images will be reported, not read." \
+             "Install tesseract-ocr and tesseract-ocr-eng to read them." >&2
+    fi
+fi
 spec="."
 [ "${1:-}" = "test" ] && spec=".[test]"
 # The tests validate deploy/compose*.yaml with `docker compose config` when a compose binary exists.
