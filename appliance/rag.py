@@ -84,6 +84,10 @@ class Source:
             parts.append(self.date)
         return f"[{self.number}] " + " — ".join(parts)
 
+    def passage(self, labels: str = "full") -> str:
+        """The passage as the model reads it: its full label, then its text; or `[n] text`."""
+        return f"{self.label()}\n{self.text}" if labels == "full" else f"[{self.number}] {self.text}"
+
     @property
     def location(self) -> str:
         if self.page is None:
@@ -151,6 +155,7 @@ class RagEngine:
         self._settings = settings
         self._system_prompt = llm_settings.system_prompt
         self._context_budget = llm_settings.context_budget_tokens
+        self._labels = llm_settings.passage_labels
         self._reranker = reranker
         self._rerank_top_n = rerank_top_n
         self._document_chunks = document_chunks
@@ -253,7 +258,7 @@ class RagEngine:
             return
         from llama_index.core.llms import ChatMessage, MessageRole
 
-        context = "\n\n".join(f"{s.label()}\n{s.text}" for s in packed)
+        context = "\n\n".join(s.passage(self._labels) for s in packed)
         messages = [
             ChatMessage(role=MessageRole.SYSTEM, content=self._system_prompt),
             ChatMessage(role=MessageRole.USER, content=f"Context:\n{context}\n\nQuestion: {question}"),
@@ -301,7 +306,7 @@ class RagEngine:
             return None  # one chunk: the passage already is the whole document; too many: too long
         count = self._count_tokens()
         passages = merge_neighbours(chunks)
-        if sum(count(f"{p.label()}\n{p.text}") + 2 for p in passages) > budget:  # as _pack counts them
+        if sum(count(p.passage(self._labels)) + 2 for p in passages) > budget:  # as _pack counts them
             return None
         return passages
 
@@ -310,12 +315,11 @@ class RagEngine:
         count = self._count_tokens()
         packed: list[Source] = []
         for source in sources:
-            header = replace(source, number=len(packed) + 1).label() + "\n"
-            need = count(header + source.text) + 2
+            need = count(replace(source, number=len(packed) + 1).passage(self._labels)) + 2
             if need > budget and source.best_part is not None:
                 # A merged passage that does not fit: its best chunk, not the start of the merge.
                 source = replace(source.best_part, number=source.number)
-                need = count(header + source.text) + 2
+                need = count(replace(source, number=len(packed) + 1).passage(self._labels)) + 2
             if need > budget:
                 if budget > 48:  # cut the passage to what fits rather than drop it
                     keep = int(len(source.text) * (budget - 8) / need)

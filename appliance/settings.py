@@ -138,6 +138,10 @@ class ChatModelSettings(Section):
     max_parallel: int = Field(
         1, ge=1, description="Answers generated at once; more wait in the server's queue (server.max_queued)."
     )
+    passage_labels: Literal["full", "number"] = Field(
+        "full", description="How each passage is labelled for the model: its number, document title, page, "
+        "section and date (full), so a long-context model can compare documents and prefer the latest; or its "
+        "number alone.")
 
     @model_validator(mode="after")
     def _answer_fits(self) -> ChatModelSettings:
@@ -168,6 +172,9 @@ class EmbeddedLLMSettings(ChatModelSettings):
         description="Most tokens of retrieved passages put in the prompt (None: fill the context window). "
         "The 135M default model answers best from one or two short passages.",
     )
+    passage_labels: Literal["full", "number"] = Field(
+        "number", description="As for the other providers; the 135M default model answers better from bare "
+        "numbers (5 of 5 sample facts against 3 of 5 with full labels, docs/benchmarks.md).")
     threads: int = Field(
         1,
         ge=1,
@@ -333,9 +340,17 @@ class IngestSettings(Section):
         "pypdfium2",
         description="Text-layer extractor for PDFs (see docs/benchmarks.md for the measurement).",
     )
-    ocr: Literal["auto", "off"] = Field(
-        "auto", description="OCR pages without a text layer when tesseract is installed (auto), or never."
-    )
+    ocr: Literal["auto", "off", "force"] = Field(
+        "auto", description="Read scanned PDF pages (no text layer) and images by OCR when Tesseract is installed "
+        "(auto); every PDF page, for text layers that are junk (force: a file fails without Tesseract); or never.")
+    ocr_languages: list[str] = Field(
+        default_factory=lambda: ["en"], min_length=1,
+        description="Languages of the scans, ISO 639-1 codes or Tesseract's names (each needs its "
+        "tesseract-ocr-LANG package): e.g. [en, de].")
+    ocr_dpi: int = Field(300, ge=100, le=600, description="Resolution scanned pages are read at (docs/benchmarks.md).")
+    pdf_tables: bool = Field(
+        True, description="Find tables on PDF pages and keep them as tables, cut between rows with the header "
+        "repeated (costs ~0.8 ms a page, docs/benchmarks.md).")
     default_groups: list[str] = Field(
         default_factory=lambda: ["everyone"],
         description="Groups allowed to read a chunk when no ACL rule applies.",

@@ -28,9 +28,11 @@ UNSTRUCTURED_TYPES: dict[str, str] = {
     ".odt": "odt", ".rtf": "rtf", ".rst": "rst", ".org": "org", ".xml": "xml",
     ".doc": "doc", ".ppt": "ppt", ".xls": "xls",
 }
-SUPPORTED_SUFFIXES = frozenset({".pdf", *UNSTRUCTURED_TYPES})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})  # read by OCR (ingest.ocr)
+SUPPORTED_SUFFIXES = frozenset({".pdf", *UNSTRUCTURED_TYPES, *IMAGE_SUFFIXES})
 LEGACY_OFFICE = frozenset({".doc", ".ppt"})  # unstructured converts these with LibreOffice
 MIN_PAGE_CHARS = 16  # fewer characters than this on a PDF page: treat it as scanned
+CAPTION_MAX_CHARS = 160  # a paragraph this short right before a table is its caption, kept in its heading path
 
 
 class ParseError(Exception):
@@ -56,9 +58,21 @@ class ParsedFile:
     meta: DocumentMeta = field(default_factory=DocumentMeta)
 
 
-def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str = "auto") -> ParsedFile:
+@dataclass(frozen=True)
+class OcrOptions:
+    """ingest.ocr: auto (pages without a text layer, and images), force (every PDF page: for text layers
+    that are junk), off; the languages (ISO codes or Tesseract's names) and the dpi pages are read at."""
+
+    mode: str = "auto"
+    languages: tuple[str, ...] = ("en",)
+    dpi: int = 300
+
+
+def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str | OcrOptions = "auto",
+               pdf_tables: bool = True) -> ParsedFile:
     """The file's elements and what it says about itself (its title at least: see ingest.metadata)."""
-    parsed = _parse(path, pdf_parser, ocr)
+    options = ocr if isinstance(ocr, OcrOptions) else OcrOptions(mode=ocr)
+    parsed = _parse(path, pdf_parser, options, pdf_tables)
     parsed.meta = metadata.with_title(parsed.meta, _first_heading(parsed.elements), path)
     return parsed
 
@@ -70,7 +84,7 @@ def _first_heading(elements: list[Element]) -> str | None:
     return next((el.section[0] for el in elements[:50] if el.section), None)
 
 
-def _parse(path: Path, pdf_parser: str, ocr: str) -> ParsedFile:
+def _parse(path: Path, pdf_parser: str, ocr: OcrOptions, pdf_tables: bool) -> ParsedFile:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ParseError(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -86,7 +100,9 @@ def _parse(path: Path, pdf_parser: str, ocr: str) -> ParsedFile:
     if suffix == ".pdf":
         if pdf_parser == "unstructured":
             return _parse_with_unstructured(path, "pdf")
-        return parse_pdf(path, ocr=ocr)
+        return parse_pdf(path, ocr=ocr, tables=pdf_tables)
+    if suffix in IMAGE_SUFFIXES:
+        return parse_image(path, ocr)
     if UNSTRUCTURED_TYPES[suffix] == "text":
         return parse_plain_text(path)
     if suffix in LEGACY_OFFICE and shutil.which("soffice") is None:
@@ -98,8 +114,12 @@ def _parse(path: Path, pdf_parser: str, ocr: str) -> ParsedFile:
 # -- PDF ---------------------------------------------------------------------------------------------
 
 
-def parse_pdf(path: Path, ocr: str = "auto") -> ParsedFile:
+def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -> ParsedFile:
+    """The text layer, page by page, with the tables on it as Table elements (ingest.pdf_tables) and the
+    outline as heading path; pages without a text layer (or every page, with OCR forced) go to OCR."""
     import pypdfium2 as pdfium
+
+    from ingest.pdf_tables import PageTable, find_tables, split_page
 
     try:
         pdf = pdfium.PdfDocument(str(path))
@@ -117,25 +137,39 @@ def parse_pdf(path: Path, ocr: str = "auto") -> ParsedFile:
             current = sections.get(index, current)
             page = pdf[index]
             textpage = page.get_textpage()
-            text = textpage.get_text_range() or ""
+            pieces: list[str | PageTable] = []
+            if ocr.mode != "force" and len(_clean_pdf_text(textpage.get_text_range() or "").strip()) >= MIN_PAGE_CHARS:
+                # Tables are read while the page is open: their text is left out of the paragraphs around them.
+                pieces = split_page(textpage, find_tables(page, textpage) if tables else [])
             textpage.close()
             page.close()
-            text = _clean_pdf_text(text)
-            if len(text.strip()) < MIN_PAGE_CHARS:
+            if not pieces:
                 scanned.append(index + 1)
                 continue
-            for para in _paragraphs(text):
-                elements.append(Element(text=para, kind="NarrativeText", page=index + 1, section=current))
+            caption = ""  # a short paragraph right before a table names it ("CONSOLIDATED BALANCE SHEETS")
+            for piece in pieces:
+                if isinstance(piece, PageTable):
+                    elements.append(Element(text=piece.text(), kind="Table", page=index + 1,
+                                            section=(*current, caption) if caption else current,
+                                            table_html=piece.html()))
+                    continue
+                paras = _paragraphs(_clean_pdf_text(piece))
+                caption = paras[-1] if paras and len(paras[-1]) <= CAPTION_MAX_CHARS else ""
+                for para in paras:
+                    elements.append(Element(text=para, kind="NarrativeText", page=index + 1, section=current))
         pages = len(pdf)
         meta = metadata.from_pdf(pdf)
     finally:
         pdf.close()
     notes: list[str] = []
+    parser = "pypdfium2"
     if scanned:
         elements, notes = _ocr_pages(path, scanned, elements, sections, ocr)
+        if ocr.mode == "force" or any("read by OCR" in n for n in notes):
+            parser = "pypdfium2+tesseract"
     if not elements:
         raise ParseError(notes[0] if notes else "no text found")
-    return ParsedFile(elements=elements, parser="pypdfium2", pages=pages, notes=notes, meta=meta)
+    return ParsedFile(elements=elements, parser=parser, pages=pages, notes=notes, meta=meta)
 
 
 def _outline_by_page(pdf: Any) -> dict[int, tuple[str, ...]]:
@@ -179,31 +213,54 @@ def _paragraphs(text: str) -> list[str]:
 
 
 def _ocr_pages(path: Path, pages: list[int], elements: list[Element],
-               sections: dict[int, tuple[str, ...]], ocr: str) -> tuple[list[Element], list[str]]:
+               sections: dict[int, tuple[str, ...]], ocr: OcrOptions) -> tuple[list[Element], list[str]]:
+    from ingest import ocr as engine
+
     listed = ", ".join(str(p) for p in pages[:10]) + (" ..." if len(pages) > 10 else "")
-    if ocr == "off":
-        return elements, [f"{len(pages)} page(s) without a text layer skipped (OCR off): {listed}"]
-    if shutil.which("tesseract") is None:
-        return elements, [f"{len(pages)} page(s) without a text layer skipped (OCR not installed: "
-                          f"apt-get install tesseract-ocr tesseract-ocr-eng): {listed}"]
+    what = "page(s)" if ocr.mode == "force" else "page(s) without a text layer"
+    if ocr.mode == "off":
+        return elements, [f"{len(pages)} {what} skipped (OCR off: ingest.ocr): {listed}"]
+    missing = engine.available()
+    if missing is not None:
+        if ocr.mode == "force":
+            raise ParseError(f"ingest.ocr is force, but {missing}")
+        return elements, [f"{len(pages)} {what} skipped ({missing}): {listed}"]
     try:
-        from unstructured.partition.pdf import partition_pdf
-    except ImportError:
-        return elements, [f"{len(pages)} page(s) without a text layer skipped (OCR needs "
-                          f"pip install 'unstructured[pdf]'): {listed}"]
-    wanted = set(pages)
-    extra: list[Element] = []
+        texts = engine.ocr_pdf_pages(path, pages, ocr.languages, ocr.dpi)
+    except engine.OcrError as exc:  # keep the pages that had text
+        return elements, [f"{len(pages)} {what} skipped (OCR failed: {exc}): {listed}"]
+    extra = [Element(text=para, kind="NarrativeText", page=page, section=_section_at(sections, page - 1))
+             for page, text in sorted(texts.items()) for para in _paragraphs(_clean_pdf_text(text))]
+    merged = sorted([*elements, *extra], key=lambda e: e.page or 0)  # stable: a page's own order is kept
+    read = sum(1 for t in texts.values() if t.strip())
+    return merged, [f"{read} of {len(pages)} {what} read by OCR: {listed}"]
+
+
+def _section_at(sections: dict[int, tuple[str, ...]], index: int) -> tuple[str, ...]:
+    """The heading path in force on a page: the outline entry starting there, else the last one before."""
+    starts = [i for i in sections if i <= index]
+    return sections[max(starts)] if starts else ()
+
+
+def parse_image(path: Path, ocr: OcrOptions) -> ParsedFile:
+    """A scan or photo of a document (PNG, JPEG, TIFF with one page per frame), read by OCR."""
+    from ingest import ocr as engine
+
+    if ocr.mode == "off":
+        raise ParseError("an image: its text is read by OCR, which is off (ingest.ocr)")
+    missing = engine.available()
+    if missing is not None:
+        raise ParseError(f"an image: {missing}")
     try:
-        ocr_elements = partition_pdf(filename=str(path), strategy="ocr_only", languages=["eng"])
-    except Exception as exc:  # keep the pages that had text
-        return elements, [f"{len(pages)} page(s) without a text layer skipped (OCR failed: "
-                          f"{type(exc).__name__}: {str(exc)[:120]}): {listed}"]
-    for el in ocr_elements:
-        page = getattr(el.metadata, "page_number", None)
-        if page in wanted and el.text.strip():
-            extra.append(Element(text=el.text, kind=el.category, page=page, section=sections.get(page - 1, ())))
-    merged = sorted([*elements, *extra], key=lambda e: e.page or 0)
-    return merged, [f"{len(pages)} page(s) read by OCR: {listed}"]
+        frames = engine.ocr_image(path, ocr.languages)
+    except engine.OcrError as exc:
+        raise ParseError(f"OCR failed: {exc}") from None
+    elements = [Element(text=para, kind="NarrativeText", page=n if len(frames) > 1 else None)
+                for n, text in enumerate(frames, start=1) for para in _paragraphs(text)]
+    if not elements:
+        raise ParseError("no text found by OCR")
+    return ParsedFile(elements=elements, parser="tesseract", pages=len(frames),
+                      notes=[f"{len(frames)} page(s) read by OCR"])
 
 
 # -- plain text ----------------------------------------------------------------------------------------

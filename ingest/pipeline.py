@@ -35,7 +35,7 @@ from ingest.chunk import Chunk
 from ingest.discover import Discovery, discover
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.metadata import renamed
-from ingest.parse import SUPPORTED_SUFFIXES
+from ingest.parse import SUPPORTED_SUFFIXES, OcrOptions
 from ingest.points import _point, chunk_payload, doc_id_of, embed_input, point_id, processing_config
 from ingest.report import AccessChange, FileBusy, FileResult, IngestReport
 from ingest.runs import RunLease
@@ -587,8 +587,8 @@ class IngestPipeline:
             s = self._settings
             config = WorkerConfig(
                 chunk_tokens=s.chunk_tokens, overlap_tokens=s.chunk_overlap_tokens, pdf_parser=s.pdf_parser,
-                ocr=s.ocr, memory_mb=s.file_memory_mb, max_unpacked_mb=s.max_unpacked_mb,
-                max_chunks=s.max_chunks_per_file)
+                ocr=OcrOptions(s.ocr, tuple(s.ocr_languages), s.ocr_dpi), memory_mb=s.file_memory_mb,
+                max_unpacked_mb=s.max_unpacked_mb, max_chunks=s.max_chunks_per_file, pdf_tables=s.pdf_tables)
             self._pool = ParsePool(s.workers, config, s.file_timeout_s)
         return self._pool
 

@@ -50,6 +50,7 @@ def processing_config(settings: IngestSettings, embedding_model: str) -> str:
     """A short digest of everything that decides what a file becomes in the store."""
     parts = {"chunking": CHUNKING_VERSION, "chunk_tokens": settings.chunk_tokens,
              "overlap": settings.chunk_overlap_tokens, "pdf_parser": settings.pdf_parser, "ocr": settings.ocr,
+             "ocr_languages": settings.ocr_languages, "ocr_dpi": settings.ocr_dpi, "pdf_tables": settings.pdf_tables,
              "embedding": embedding_model,
              "section_prefix": SECTION_PREFIX_CHARS}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -30,6 +30,9 @@ KNOWN = [(b"MZ", "a Windows executable", False), (b"\x7fELF", "a Linux executabl
          (b"7z\xbc\xaf", "a 7-Zip archive", False), (b"%PDF", "a PDF", True),
          (OLE_MAGIC, "an MS Office 97-2003 file", True), (b"\x89PNG", "a PNG image", False),
          (b"\xff\xd8\xff", "a JPEG image", False), (b"#!", "a script", False)]
+# Images read by OCR: the magic each may start with.
+IMAGE_TYPES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
+               ".tif": (b"II*\x00", b"MM\x00*"), ".tiff": (b"II*\x00", b"MM\x00*")}
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32) text is full of NULs
 ENCRYPTED_OOXML = "EncryptedPackage".encode("utf-16-le")  # the stream a password-protected .docx/.xlsx/.pptx holds
 HEAD = 8192
@@ -68,6 +71,10 @@ def problem(path: Path, suffix: str) -> str | None:
             return None
         expected = "an Outlook message" if suffix == ".msg" else "an MS Office 97-2003 file"
         return f"not {expected}: {_it_is(path, head)}"
+    if suffix in IMAGE_TYPES:
+        if head.startswith(IMAGE_TYPES[suffix]):
+            return None
+        return f"not a {suffix.lstrip('.').upper()} image: {_it_is(path, head)}"
     if suffix in TEXT_TYPES:
         binary = any(head.startswith(m) for m, _, _ in KNOWN if m not in (b"MZ", b"#!"))  # text may start so
         return f"not a text file: {_it_is(path, head)}" if binary or not _is_text(head) else None

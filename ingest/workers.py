@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.parse import ParseError
+from ingest.parse import OcrOptions, ParseError
 
 if TYPE_CHECKING:
     from ingest.chunk import Chunk, Chunker
@@ -37,10 +37,11 @@ class WorkerConfig:
     chunk_tokens: int
     overlap_tokens: int
     pdf_parser: str
-    ocr: str
+    ocr: OcrOptions
     memory_mb: int
     max_unpacked_mb: int
     max_chunks: int
+    pdf_tables: bool = True
 
 
 @dataclass
@@ -93,7 +94,7 @@ def parse_and_chunk(path: str) -> ParsedChunks:
         raise RuntimeError("parse_and_chunk runs in a pool worker")
     check_archive(Path(path), config.max_unpacked_mb)
     started = time.perf_counter()
-    parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr)
+    parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr, pdf_tables=config.pdf_tables)
     chunks = chunker.chunk(parsed.elements)
     if not chunks:
         raise ParseError("no text found")

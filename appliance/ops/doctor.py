@@ -55,6 +55,7 @@ def run_checks(services: Services, config_file: str | Path | None = None) -> lis
         ("reranker", lambda: _reranker(services), "fix the rerank.* settings, or set rerank.provider: none"),
         ("sign-in", lambda: _sign_in(services), "create the first administrator: appliance users add NAME --admin"),
         ("audit trail", lambda: _audit(services), "restore the audit files from a backup; see docs/security.md"),
+        ("ocr", lambda: _ocr(services), ""),
         ("disk space", lambda: _disk(services), ""),
         ("telemetry", _telemetry, ""),
         ("proxy", _proxy, ""),
@@ -280,6 +281,25 @@ def _reranker(services: Services) -> Outcome:
     where = str(settings.model_dir) if settings.provider == "cross_encoder" else getattr(settings, "url", "?")
     reranker.score("appliance doctor", ["a test passage"])
     return "ok", f"{settings.provider} at {where}: scored a test passage", ""
+
+
+def _ocr(services: Services) -> Outcome:
+    """Scanned pages and images are read by Tesseract in the languages of ingest.ocr_languages."""
+    from ingest import ocr
+
+    s = services.settings.ingest
+    if s.ocr == "off":
+        return "ok", "off (ingest.ocr): scanned pages are skipped and images refused, each with a note", ""
+    missing = ocr.available()
+    if missing is not None:
+        status: Status = "fail" if s.ocr == "force" else "warn"
+        return status, f"{missing}: scanned pages are skipped and images refused, each with a note", \
+            "apt-get install tesseract-ocr tesseract-ocr-eng (scripts/setup.sh does it as root)"
+    try:
+        languages = ocr.tesseract_languages(s.ocr_languages)
+    except ocr.OcrError as exc:
+        return "fail", str(exc), "install the language's package, or change ingest.ocr_languages"
+    return "ok", f"Tesseract reads scans at {s.ocr_dpi} dpi in {languages} ({s.ocr})", ""
 
 
 def _disk(services: Services) -> Outcome:

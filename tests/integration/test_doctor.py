@@ -13,7 +13,7 @@ from appliance.ops.doctor import Check, checks_to_json, render_table, run_checks
 from tests.conftest import make_services
 
 NAMES = ["configuration", "chat model", "embedding model", "store", "database", "embedding dimension", "reranker",
-         "sign-in", "audit trail", "disk space", "telemetry", "proxy", "remote endpoints"]
+         "sign-in", "audit trail", "ocr", "disk space", "telemetry", "proxy", "remote endpoints"]
 # Nothing listens on port 9 (discard): a model server that is down.
 OLLAMA_DOWN = {"provider": "ollama", "model": "mistral-small4", "host": "http://127.0.0.1:9"}
 OPENAI_DOWN = {"provider": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "x"}

@@ -81,7 +81,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Script
     report.add_paragraph("Revenue was a record for the quarter, driven by data center sales.")
     report.save(str(docs / "q3.docx"))
     llm = ScriptedLLM()
-    settings = load_settings(overrides={"data_dir": tmp_path / "data", "retrieval": {"min_similarity": 0.0}})
+    settings = load_settings(overrides={"data_dir": tmp_path / "data", "retrieval": {"min_similarity": 0.0},
+                                        "llm": {"passage_labels": "full"}})
     services = build_services(settings, embedding=HashEmbedding(), llm=llm)
     run_ingest(services, [docs], "admin", "ingest", "cli")
     yield services, llm

@@ -290,6 +290,7 @@ def test_anonymous_callbacks_write_nothing_to_the_audit_trail(appliance: Any, pr
 
 def test_provider_errors_are_explained_to_the_administrator_not_the_user(
         appliance: Any, provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="appliance.api.oidc")  # whatever an earlier test set the root to
     # The token endpoint refuses: its error_description goes to the log and the trail.
     provider.refuse = {"error": "invalid_grant", "error_description": "Code not valid: session expired at the IdP"}
     r = _sign_in(appliance, provider)
@@ -312,6 +313,7 @@ def test_provider_errors_are_explained_to_the_administrator_not_the_user(
 def test_a_malformed_discovery_document_or_jwks_is_a_clear_error_not_a_500(
         appliance: Any, provider: Provider, caplog: pytest.LogCaptureFixture, discovery: Any, jwks: Any,
         why: str) -> None:
+    caplog.set_level(logging.WARNING, logger="appliance.api.oidc")
     provider.claims = {"preferred_username": "gil"}
     if isinstance(discovery, dict):
         discovery = {k: v.format(url=provider.url) for k, v in discovery.items()}

@@ -43,14 +43,15 @@ class ScriptedLLM:
             yield ChatResponse(message=ChatMessage(role="assistant", content=word), delta=word + " ")
 
 
-def engine(hits: list[tuple[str, float]], llm: ScriptedLLM, budget: int | None = None, top_k: int = 4) -> Any:
+def engine(hits: list[tuple[str, float]], llm: ScriptedLLM, budget: int | None = None, top_k: int = 4,
+           labels: str = "full") -> Any:
     retriever = ScriptedRetriever(hits)
     return RagEngine(
         retriever_factory=lambda groups, limit: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
         llm=lambda: llm,  # type: ignore[arg-type, return-value]
         count_tokens=lambda: (lambda text: len(text.split())),
         settings=RetrievalSettings(top_k=top_k, min_similarity=0.3),
-        llm_settings=EmbeddedLLMSettings(context_budget_tokens=budget),
+        llm_settings=EmbeddedLLMSettings(context_budget_tokens=budget, passage_labels=labels),
     ), retriever
 
 
@@ -75,6 +76,15 @@ def test_packing_keeps_the_best_first_within_the_budget() -> None:
     prompt = llm.prompts[0][-1].content or ""
     assert "[1] 0.txt — page 0\nw0" in prompt
     assert "w3" not in prompt
+
+
+def test_bare_number_labels_for_a_small_model() -> None:
+    llm = ScriptedLLM("fine [1]")
+    rag, _ = engine([(" ".join(["w0"] * 30), 0.9)], llm, labels="number")
+    rag.ask("question here")
+    prompt = llm.prompts[0][-1].content or ""
+    assert "[1] w0 w0" in prompt
+    assert "page" not in prompt
 
 
 def test_a_passage_longer_than_the_budget_is_cut_not_dropped() -> None:
