@@ -1,0 +1,37 @@
+"""Page images of PDFs with absurd proportions stay small and quick (found by an external attack run:
+a 0.01 x 10^7 pt page rendered as a 1 x 10,954,452 px PNG in 3.2 s, 60 of them at once took 2 GB)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from appliance.api.page_images import MAX_PIXELS, MAX_SIDE, render_page
+
+
+def _pdf(path: Path, width: float, height: float) -> Path:
+    """A one-page PDF with this MediaBox, written by hand as an uploader would."""
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] >>".encode()]
+    out, offsets = bytearray(b"%PDF-1.4\n"), []
+    for n, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
+    xref = len(out)
+    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
+    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
+    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
+    path.write_bytes(bytes(out))
+    return path
+
+
+@pytest.mark.parametrize(("width", "height"), [(0.01, 10_000_000), (1, 14_400), (14_400, 1), (612, 792)])
+def test_a_page_of_any_proportions_renders_within_the_bounds(tmp_path: Path, width: float, height: float) -> None:
+    from PIL import Image
+
+    png = render_page(_pdf(tmp_path / "page.pdf", width, height), 1, width=2000)
+    w, h = Image.open(io.BytesIO(png)).size
+    assert max(w, h) <= MAX_SIDE  # the strip was 1 x 10,954,452 px
+    assert w * h <= MAX_PIXELS
