@@ -6,8 +6,9 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from appliance.answer_check import unsupported_claims
 from appliance.backends.common import BackendUnavailable
 from ingest.metadata import DocumentMeta
 
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     from llama_index.core.llms import LLM
 
     from appliance.backends.rerank import Reranker
+    from appliance.backends.scope import Scope
     from appliance.settings import ChatModelSettings, RetrievalSettings
 
 log = logging.getLogger(__name__)
@@ -23,7 +25,10 @@ log = logging.getLogger(__name__)
 NOT_FOUND = "The documents don't contain an answer to this question."
 TOO_LONG = "The question is too long for the model's context window; please shorten it."
 NO_DOCUMENTS = "There are no documents to search yet. Ingest some with `appliance ingest PATH`."
-UNGROUNDED_REPLIES = frozenset({NOT_FOUND, TOO_LONG, NO_DOCUMENTS})  # the only answers given from no passage
+NOTHING_IN_SCOPE = ("Nothing was found in the chosen scope (its folders, documents, file types and dates, among "
+                    "the documents you may read); widen it, or ask without one.")
+# The only answers given from no passage.
+UNGROUNDED_REPLIES = frozenset({NOT_FOUND, TOO_LONG, NO_DOCUMENTS, NOTHING_IN_SCOPE})
 PROMPT_OVERHEAD_TOKENS = 48  # chat template tokens around the system and user messages
 _CITATION = re.compile(r"\[(\d{1,3})\]")
 CONDENSE_PROMPT = ("Rewrite the last question so that it can be understood without the conversation. "
@@ -130,11 +135,20 @@ class Answer:
     cited: list[int] = field(default_factory=list)
     query: str = ""  # what was searched: the question, or its standalone rewrite in a conversation
     whole_document: str | None = None  # a document that fits the context whole: ask again with it
+    weak: bool = False  # answered, but no passage reaches retrieval.strong_similarity
+    unsupported: list[str] = field(default_factory=list)  # figures its passages don't state (answer_check.py)
+
+    @property
+    def match(self) -> Literal["strong", "weak", "none"]:
+        """How well the best passage matched: `none` when nothing relevant was found (not grounded)."""
+        return "none" if not self.grounded else "weak" if self.weak else "strong"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "answer": self.text,
             "grounded": self.grounded,
+            "match": self.match,
+            "unsupported": self.unsupported,
             "cited": self.cited,
             "query": self.query,
             "whole_document": self.whole_document,
@@ -143,7 +157,7 @@ class Answer:
 
 
 class RagEngine:
-    def __init__(self, retriever_factory: Callable[[list[str] | None, int | None], BaseRetriever],
+    def __init__(self, retriever_factory: Callable[[list[str] | None, int | None, Scope | None], BaseRetriever],
                  llm: Callable[[], LLM], count_tokens: Callable[[], Callable[[str], int]],
                  settings: RetrievalSettings, llm_settings: ChatModelSettings,
                  reranker: Reranker | None = None, rerank_top_n: int = 30,
@@ -160,19 +174,21 @@ class RagEngine:
         self._rerank_top_n = rerank_top_n
         self._document_chunks = document_chunks
 
-    def retrieve(self, question: str, groups: list[str] | None = None, limit: int | None = None) -> list[Source]:
-        """Candidates from the store, best first (`limit` of them; default retrieval.candidates)."""
-        nodes = self._retriever_factory(groups, limit).retrieve(question)
+    def retrieve(self, question: str, groups: list[str] | None = None, limit: int | None = None,
+                 scope: Scope | None = None) -> list[Source]:
+        """Candidates from the store, best first (`limit` of them; default retrieval.candidates), within the
+        scope: it is part of the store query, so `limit` fills from inside it."""
+        nodes = self._retriever_factory(groups, limit, scope).retrieve(question)
         return [_source(i, nws.node.metadata, nws.node.get_content(), float(nws.score or 0.0))
                 for i, nws in enumerate(nodes, start=1)]
 
     def search(self, query: str, groups: list[str] | None = None, limit: int | None = None,
-               strict: bool = False) -> list[Source]:
+               strict: bool = False, scope: Scope | None = None) -> list[Source]:
         """The ranked candidates `ask` answers from; `eval` measures exactly this.
 
         With a reranker, its scores reorder the best `top_n`; if it fails, the fused order is kept
         and a warning logged (strict: the error is raised, as `eval` wants)."""
-        sources = self.retrieve(query, groups, limit)
+        sources = self.retrieve(query, groups, limit, scope)
         if self._reranker is None or not sources:
             return sources
         head, tail = sources[: self._rerank_top_n], sources[self._rerank_top_n :]
@@ -224,21 +240,24 @@ class RagEngine:
 
     def stream(self, question: str, history: Sequence[tuple[str, str]] = (),
                groups: list[str] | None = None, whole_document: bool = False,
-               max_tokens: int | None = None) -> Iterator[str | Answer]:
+               max_tokens: int | None = None, scope: Scope | None = None) -> Iterator[str | Answer]:
         """Yield the answer's text as it is generated, then the final Answer.
 
         whole_document: answer from the whole of the best-matching document, when it fits.
-        max_tokens: a shorter answer than the model's max_answer_tokens (never a longer one)."""
+        max_tokens: a shorter answer than the model's max_answer_tokens (never a longer one).
+        scope: search only there (appliance.backends.scope); when nothing is there, NOTHING_IN_SCOPE is the
+        answer: the search is never widened."""
         question = checked_question(question, self._settings.max_question_chars)
         history = [(clean_text(q)[: self._settings.max_question_chars], clean_text(a)) for q, a in history]
         if not question:
             yield Answer(question, "Please ask a question.", [], grounded=False)
             return
         query = self.condense(question, history)
-        retrieved = self.search(query, groups)
+        retrieved = self.search(query, groups, scope=scope)
         if not retrieved:
-            yield NO_DOCUMENTS
-            yield Answer(question, NO_DOCUMENTS, [], grounded=False, query=query)
+            empty = NOTHING_IN_SCOPE if scope else NO_DOCUMENTS
+            yield empty
+            yield Answer(question, empty, [], grounded=False, query=query)
             return
         relevant = self.relevant(retrieved, query)
         if not relevant:
@@ -271,13 +290,16 @@ class RagEngine:
             if delta:
                 yield delta
         text, cited = check_citations(text, len(packed))
+        text = text.strip()
         offered = None if whole_document or offer is None else relevant[0].path
-        yield Answer(question, text.strip(), packed, grounded=True, cited=cited, query=query,
-                     whole_document=offered)
+        yield Answer(question, text, packed, grounded=True, cited=cited, query=query, whole_document=offered,
+                     weak=weak_match(relevant, self._settings.strong_similarity),
+                     unsupported=unsupported_claims(text, packed))
 
-    def ask(self, question: str, groups: list[str] | None = None, whole_document: bool = False) -> Answer:
+    def ask(self, question: str, groups: list[str] | None = None, whole_document: bool = False,
+            scope: Scope | None = None) -> Answer:
         final: Answer | None = None
-        for event in self.stream(question, groups=groups, whole_document=whole_document):
+        for event in self.stream(question, groups=groups, whole_document=whole_document, scope=scope):
             if isinstance(event, Answer):
                 final = event
         assert final is not None
@@ -355,6 +377,12 @@ def relevant_sources(sources: Sequence[Source], floor: float, question: str = ""
     return [s for s in sources
             if s.keyword_score is not None and (s.dense_score is None or s.dense_score >= floor / 2)
             and wanted & _words(s.text)]
+
+
+def weak_match(relevant: Sequence[Source], strong: float) -> bool:
+    """No relevant passage reaches `strong` (retrieval.strong_similarity): the answer is given, marked
+    weak. A passage let in by an identifier of the question (below min_similarity) is weak too."""
+    return not any(s.dense_score is not None and s.dense_score >= strong for s in relevant)
 
 
 def _source(number: int, meta: dict[str, Any], text: str, score: float) -> Source:

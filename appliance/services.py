@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from appliance.backends.embeddings import Embedding
     from appliance.backends.llm import StreamingChatLLM
     from appliance.backends.rerank import Reranker
+    from appliance.backends.scope import Scope
     from appliance.backends.store import ChunkStore
     from appliance.backends.vector_index import ApplianceVectorStore
     from appliance.health import Health
@@ -115,7 +116,8 @@ class Services:
 
         return Manifest(self.settings.database_for(self.settings.manifest_path))
 
-    def retriever(self, groups: list[str] | None = None, top_k: int | None = None) -> BaseRetriever:
+    def retriever(self, groups: list[str] | None = None, top_k: int | None = None,
+                  scope: Scope | None = None) -> BaseRetriever:
         from llama_index.core import VectorStoreIndex
         from llama_index.core.vector_stores.types import (
             FilterOperator,
@@ -135,6 +137,7 @@ class Services:
             similarity_top_k=top_k or self.settings.retrieval.candidates,
             vector_store_query_mode=VectorStoreQueryMode.HYBRID,
             filters=filters,
+            vector_store_kwargs={"scope": scope} if scope else {},
         )
 
     @cached_property

@@ -409,6 +409,14 @@ class RetrievalSettings(Section):
         "Cranfield: docs/benchmarks.md); when none does, passages holding an identifier of the question that "
         "BM25 found and reaching half of it are; with none relevant, the answer says the documents don't contain it.",
     )
+    strong_similarity: float = Field(
+        0.45,
+        ge=-1.0,
+        le=1.0,
+        description="An answer whose best passage reaches min_similarity but not this is given with `match: weak` "
+        "(the API's and `ask --json`'s field; `ask` says the match is weak). At or below min_similarity: no weak "
+        "band (calibrated on SciFact and Cranfield: docs/benchmarks.md).",
+    )
 
 
 class NoRerankSettings(Section):

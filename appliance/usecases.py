@@ -3,7 +3,7 @@ adapters over these functions, so an act gets the same lock, job line, audit lin
 whatever channel it came through.
 
 - `answer`: one question answered (the question checked, a slot of the shared answer gate, the
-  answer metrics, the `question` audit line with the sources shown).
+  answer metrics, the `question` audit line with its scope and the sources shown).
 - `run_ingest`: one ingestion job (the write lock, a line on the Status tab's job board, the
   pipeline, the `ingest` audit line, the ingest metrics).
 - `apply_acl`: the `acl:` rules applied to stored chunks (the lock, the pipeline, the `permissions`
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from appliance.access.auth import Principal
+    from appliance.backends.scope import Scope
     from appliance.backends.store import Hit
     from appliance.rag import Answer
     from appliance.services import Services
@@ -35,8 +36,10 @@ log = logging.getLogger("appliance")
 
 def answer(services: Services, principal: Principal, question: str, history: Sequence[tuple[str, str]],
            channel: str, *, whole_document: bool = False, max_tokens: int | None = None,
-           cancelled: Callable[[], bool] | None = None, patience: float | None = None) -> Iterator[str | Answer]:
-    """The answer's text as it is generated, then the final Answer, for `principal` (their groups only).
+           cancelled: Callable[[], bool] | None = None, patience: float | None = None,
+           scope: Scope | None = None) -> Iterator[str | Answer]:
+    """The answer's text as it is generated, then the final Answer, for `principal` (their groups only),
+    from within `scope` (Scope.checked; inside the store query with the groups, so it only narrows).
 
     Raises QuestionTooLong before anything else, Busy when the shared gate is full (answer_gate.py),
     Cancelled when `cancelled()` turns true while waiting for a slot, StillWaiting after `patience`
@@ -53,10 +56,10 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
     try:
         with services.answer_gate.slot(cancelled, principal.fair_share_key, patience):
             for event in services.rag.stream(question, history, groups=principal.reads,
-                                             whole_document=whole_document, max_tokens=max_tokens):
+                                             whole_document=whole_document, max_tokens=max_tokens, scope=scope):
                 if isinstance(event, Answer):
                     outcome = "answered" if event.grounded else "not_found"
-                    record_question(services, principal, channel, event)
+                    record_question(services, principal, channel, event, scope)
                 else:
                     if first:
                         m.first_token.observe(time.perf_counter() - started)
@@ -80,10 +83,12 @@ def answer(services: Services, principal: Principal, question: str, history: Seq
             m.answers.labels(outcome).inc()
 
 
-def record_question(services: Services, principal: Principal, channel: str, answer: Answer) -> None:
-    """The audit line of a question: who, through what, which sources they were shown."""
+def record_question(services: Services, principal: Principal, channel: str, answer: Answer,
+                    scope: Scope | None = None) -> None:
+    """The audit line of a question: who, through what, within which scope, which sources they were shown."""
     services.audit.record(
         "question", principal.name, channel=channel, question=answer.question, grounded=answer.grounded,
+        scope=scope.to_dict() if scope else None,
         sources=[{"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in answer.sources],
         answer=answer.text)
 

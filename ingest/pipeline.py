@@ -36,7 +36,7 @@ from ingest.discover import Discovery, discover
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.metadata import renamed
 from ingest.parse import SUPPORTED_SUFFIXES, OcrOptions
-from ingest.points import _point, chunk_payload, doc_id_of, embed_input, point_id, processing_config
+from ingest.points import _point, chunk_payload, doc_id_of, embed_input, placed, point_id, processing_config
 from ingest.report import AccessChange, FileBusy, FileResult, IngestReport
 from ingest.runs import RunLease
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
@@ -496,8 +496,8 @@ class IngestPipeline:
         meta = renamed(donor.meta, Path(donor.path), task.path)
         for i, old_id in enumerate(donor.chunk_ids):
             p = found[old_id]
-            payload = {**p.payload, **meta, "doc_id": doc_id, "path": task.key, "file_name": task.path.name,
-                       "file_type": task.path.suffix.lower().lstrip("."), "acl_groups": acl, "ingested_at": now}
+            payload = {**p.payload, **meta, "doc_id": doc_id, **placed(task.path, meta), "acl_groups": acl,
+                       "ingested_at": now}
             points.append(_point(point_id(task.key, task.sha, self.config + task.salt, i), p.vector, p.text, payload))
         try:
             with self._timed("write"):

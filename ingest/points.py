@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from ingest.chunk import Chunk
+from ingest.metadata import DocumentMeta
 
 if TYPE_CHECKING:
     from appliance.backends.store import StorePoint
@@ -61,6 +62,15 @@ def doc_id_of(path: str) -> str:
     return hashlib.sha1(path.encode()).hexdigest()[:16]
 
 
+def placed(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """The payload fields a question's scope filters on (appliance.backends.scope): the file's path, type,
+    every folder above it (a keyword list, as Qdrant has no prefix match: /a/b/c.pdf → /a/b, /a, /) and
+    the document's date, YYYY-MM-DD, when it has one (a datetime-indexed field, for ranges)."""
+    date = DocumentMeta.from_payload(meta).date
+    return {"path": str(path), "file_name": path.name, "file_type": path.suffix.lower().lstrip("."),
+            "folders": [str(p) for p in PurePosixPath(path).parents], **({"date": date} if date else {})}
+
+
 def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
                   now: float, meta: dict[str, Any] | None = None, pages: int | None = None) -> dict[str, Any]:
     """The payload schema, identical on every store backend. `meta`: the document's own metadata
@@ -71,9 +81,7 @@ def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str
         "heading": heading(str(meta.get("title", "")), chunk.section),
         "page_count": pages,
         "doc_id": doc_id,
-        "path": str(path),
-        "file_name": path.name,
-        "file_type": path.suffix.lower().lstrip("."),
+        **placed(path, meta),
         "sha256": sha,
         "chunk_index": chunk.index,
         "page": chunk.page,

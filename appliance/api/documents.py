@@ -34,7 +34,7 @@ from appliance.api.schemas import (
 )
 from appliance.api.security import require_principal
 from appliance.api.state import AppState, state_of
-from appliance.rag import checked_question
+from appliance.rag import NOTHING_IN_SCOPE, checked_question
 from appliance.uploads import (
     UploadRefused,
     check_content,
@@ -212,7 +212,8 @@ def page_image(doc_id: str, page: int, state: State, principal: Who,
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS, tags=["Search"])
 def search(body: SearchRequest, state: State, principal: Who) -> SearchResponse:
     """Retrieval only, ranked as `ask` ranks (hybrid search, fusion, reranker); no answer is generated.
-    Only passages the caller may read are searched (the filter is part of the store query)."""
+    Only passages the caller may read, within the scope if one is given, are searched (both are part of
+    the store query, so `top_k` fills from inside them)."""
     from appliance.api.openai_compat import source_out
 
     query = checked_question(body.query, state.services.settings.retrieval.max_question_chars)
@@ -220,10 +221,13 @@ def search(body: SearchRequest, state: State, principal: Who) -> SearchResponse:
         raise ApiError(422, "invalid request: query: is blank")
     state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
     rag = state.services.rag
-    found = rag.search(query, principal.reads, limit=body.top_k)
-    state.services.audit.record("search", principal.name, query=query, sources=[
-        {"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in found[: body.top_k]])
+    scope = body.scope.to_scope() if body.scope else None
+    found = rag.search(query, principal.reads, limit=body.top_k, scope=scope)
+    shown = [{"path": s.path, "page": s.page, "doc_id": s.doc_id, "text": s.text} for s in found[: body.top_k]]
+    state.services.audit.record("search", principal.name, query=query, scope=scope.to_dict() if scope else None,
+                                sources=shown)
     relevant = {id(s) for s in rag.relevant(found, query)}
     state.metrics.searches.inc()
     return SearchResponse(query=query, results=[
-        SearchHit(**source_out(s).model_dump(), relevant=id(s) in relevant) for s in found[: body.top_k]])
+        SearchHit(**source_out(s).model_dump(), relevant=id(s) in relevant) for s in found[: body.top_k]],
+        note=NOTHING_IN_SCOPE if scope and not found else None)

@@ -1,9 +1,12 @@
 """OpenAI-compatible chat: the appliance is a model that answers from the documents.
 
 Clients (the `openai` package, Open WebUI, Continue, LibreChat) send the conversation; the last
-user message is the question, earlier turns make a follow-up standalone. Sources come back in a
-`sources` field (non-streamed: on the completion; streamed: on the last chunk before [DONE]) and,
-unless `sources_in_text` is false, as a numbered list after the answer text.
+user message is the question, earlier turns make a follow-up standalone. An extra body field
+`scope` (`extra_body` in the `openai` package) narrows the search to folders, documents, file types
+and dates. Sources come back in a `sources` field (non-streamed: on the completion; streamed: on the
+last chunk before [DONE]) and, unless `sources_in_text` is false, as a numbered list after the answer text.
+Next to them, `grounded` stays a bool for the clients that read it; `match` (strong, weak, none) says how
+well the best passage matched, and `unsupported` lists the answer's figures the passages don't state.
 """
 
 from __future__ import annotations
@@ -49,10 +52,15 @@ def source_out(s: RagSource) -> Source:
 
 
 def sources_footer(answer: Answer) -> str:
+    """The sources as text, and what a client that shows only text should know: a weak match, and the
+    figures the sources don't state."""
     if not answer.sources:
         return ""
     title = "Sources:" if answer.grounded else "Closest passages (not relevant enough to answer from):"
-    return "\n\n" + title + "\n" + "\n".join(f"[{s.number}] {s.location}" for s in answer.sources)
+    weak = "\n\nWeak match: the passages are only loosely related to the question; check them." if answer.weak else ""
+    unsupported = ("\nNot found in the sources: " + ", ".join(answer.unsupported)) if answer.unsupported else ""
+    return (weak + "\n\n" + title + "\n" + "\n".join(f"[{s.number}] {s.location}" for s in answer.sources)
+            + unsupported)
 
 
 def conversation(body: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
@@ -79,7 +87,8 @@ def list_models(request: Request) -> ModelList:
 
 @router.post("/v1/chat/completions", response_model=ChatCompletion, responses={
     **ERRORS, 200: {"description": "A chat.completion, or with stream=true an SSE stream of chat.completion.chunk "
-                                   "objects; the last chunk before [DONE] carries `sources` and `grounded`.",
+                                   "objects; the last chunk before [DONE] carries `sources`, `grounded`, `match` "
+                                   "and `unsupported`.",
                     "content": {"text/event-stream": {}}}})
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            principal: Annotated[Principal, Depends(require_principal)]) -> Any:
@@ -103,12 +112,13 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                        headers={"Retry-After": "5"})
 
     limit = body.max_completion_tokens or body.max_tokens
+    scope = body.scope.to_scope() if body.scope else None  # checked when the body was read: a 422 before any 200
 
     stop = threading.Event()  # set when the client goes away
 
     def make() -> Iterator[str | Answer]:
         return answer_question(state.services, principal, question, history, "api", whole_document=body.whole_document,
-                      max_tokens=limit, cancelled=stop.is_set)
+                      max_tokens=limit, cancelled=stop.is_set, scope=scope)
 
     if not body.stream:
         answer = None
@@ -119,7 +129,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
         text = answer.text + (sources_footer(answer) if body.sources_in_text else "")
         return ChatCompletion(id=ident, created=created, model=state.model_id,
                               choices=[Choice(message=AssistantMessage(content=text))],
-                              sources=[source_out(s) for s in answer.sources], grounded=answer.grounded)
+                              sources=[source_out(s) for s in answer.sources], grounded=answer.grounded,
+                              match=answer.match, unsupported=answer.unsupported)
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         data = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": state.model_id,
@@ -136,7 +147,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
                 if body.sources_in_text and event.sources:
                     yield chunk({"content": sources_footer(event)})
                 yield chunk({}, "stop", sources=[source_out(s).model_dump() for s in event.sources],
-                            grounded=event.grounded)
+                            grounded=event.grounded, match=event.match, unsupported=event.unsupported)
         except ApiError as exc:  # after the 200 went out, an error can only be an event of the stream
             yield f"data: {json.dumps(exc.body())}\n\n"
         except Exception:

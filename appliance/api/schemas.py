@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from appliance.backends.scope import MAX_ITEMS, MAX_PATH_CHARS, Scope
 
 
 class ErrorDetail(BaseModel):
@@ -46,6 +48,31 @@ class Source(BaseModel):
     text: str = Field(description="The passage the model read.")
 
 
+class ScopeIn(BaseModel):
+    """Where to search, within what the caller may read: (any folder OR any document) AND any file type AND
+    the dates. A kind left empty does not narrow; a scope with nothing in it answers so, never widening."""
+
+    model_config = ConfigDict(extra="forbid")
+    folders: list[Annotated[str, Field(max_length=MAX_PATH_CHARS)]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Absolute paths as GET /v1/documents shows them: a "
+        "folder with everything below it, or one file.")
+    documents: list[Annotated[str, Field(max_length=64)]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Document ids (GET /v1/documents).")
+    file_types: list[Annotated[str, Field(max_length=16)]] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="File extensions: pdf, docx, eml...")
+    date_from: str | None = Field(None, max_length=64, description="YYYY-MM-DD, inclusive. The document's date "
+                                  "(sent, else modified, else created); one without a date is outside any range.")
+    date_to: str | None = Field(None, max_length=64, description="YYYY-MM-DD, inclusive.")
+
+    @model_validator(mode="after")
+    def _checked(self) -> ScopeIn:
+        self.to_scope()  # InvalidScope is a ValueError: a 422 naming the problem
+        return self
+
+    def to_scope(self) -> Scope:
+        return Scope.checked(self.folders, self.documents, self.file_types, self.date_from, self.date_to)
+
+
 # --- OpenAI-compatible chat ---------------------------------------------------------------------------------
 
 
@@ -77,6 +104,7 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=1, description="One answer per request.")
     sources_in_text: bool = Field(True, description="Append a numbered 'Sources:' list to the answer text.")
     whole_document: bool = Field(False, description="Answer from the whole best-matching document when it fits.")
+    scope: ScopeIn | None = Field(None, description="Search only these folders, documents, file types and dates.")
 
 
 class AssistantMessage(BaseModel):
@@ -99,6 +127,13 @@ class ChatCompletion(BaseModel):
     sources: list[Source] = Field(description="The passages the answer was given from, numbered as cited.")
     grounded: bool = Field(description="False when no passage was relevant: the answer says the documents "
                                        "don't contain it, and sources are the closest passages.")
+    # Added next to `grounded`, which stays a bool: a client that reads it keeps working.
+    match: Literal["strong", "weak", "none"] = Field(
+        "strong", description="How well the best passage matched the question: `weak` when it is below "
+        "retrieval.strong_similarity (answered, but check the sources), `none` when not grounded.")
+    unsupported: list[str] = Field(
+        default_factory=list, description="Numbers, dates, identifiers and quoted phrases of the answer that the "
+        "passages it cites (an uncited sentence: any passage given) do not state, as written in the answer.")
 
 
 class ModelCard(BaseModel):
@@ -121,6 +156,7 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=100_000, description="At most retrieval.max_question_chars (4,000) "
                        "characters once whitespace is collapsed.")
     top_k: int = Field(10, ge=1, le=100, description="Most results.")
+    scope: ScopeIn | None = Field(None, description="Search only these folders, documents, file types and dates.")
 
 
 class SearchHit(Source):
@@ -130,6 +166,8 @@ class SearchHit(Source):
 class SearchResponse(BaseModel):
     query: str
     results: list[SearchHit]
+    note: str | None = Field(None, description="Why there are no results, when a scope was given and nothing in "
+                             "it matched (the search is never widened beyond the scope).")
 
 
 class Document(BaseModel):

@@ -2,7 +2,9 @@
 
 llama-index has no integration for Qdrant Edge, and its Qdrant integration builds its own
 hybrid pipeline on qdrant-client; this adapter lets llama-index retrievers run on our stores
-with hybrid search (dense + BM25 fused in the engine) and the ACL filter inside the query.
+with hybrid search (dense + BM25 fused in the engine) and the ACL filter inside the query. A question's
+scope (appliance.backends.scope) comes as the retriever's `vector_store_kwargs={"scope": ...}`, the
+hook llama-index gives store-specific options: it is no metadata filter that a retriever could drop.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from llama_index.core.vector_stores.types import (
 )
 from pydantic import PrivateAttr
 
+from appliance.backends.scope import Scope
 from appliance.backends.store import ChunkStore, SearchSpec, StorePoint
 
 ACL_FIELD = "acl_groups"
@@ -70,6 +73,9 @@ class ApplianceVectorStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         if query.query_embedding is None:
             raise ValueError("ApplianceVectorStore needs a query embedding")
+        scope = kwargs.get("scope")
+        if scope is not None and not isinstance(scope, Scope):
+            raise TypeError(f"scope must be a Scope, not {type(scope).__name__}")
         hits = self._store.search(
             dense=list(query.query_embedding),
             text=query.query_str or "",
@@ -78,6 +84,7 @@ class ApplianceVectorStore(BasePydanticVectorStore):
             groups=acl_groups(query.filters),
             spec=self._spec,
             exclude=self._hidden(),
+            scope=scope,
         )
         nodes: list[TextNode] = []
         for hit in hits:

@@ -182,19 +182,37 @@ def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | Non
 @main.command("ask")
 @click.argument("question", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True,
-              help='Print {"answer", "grounded", "cited", "sources": [{"path", "page", "score", "text", ...}]}.')
+              help='Print {"answer", "grounded", "match", "unsupported", "cited", "sources": [{"path", "page", '
+                   '"score", "text", ...}]}.')
 @click.option("--whole-document", is_flag=True,
               help="Answer from the whole of the best-matching document when it fits the model's context.")
 @click.option("--as-user", "as_user", default=None,
               help="Answer from what this user may read (check the acl rules); default: every document.")
+@click.option("--in", "within", multiple=True, type=click.Path(path_type=Path),
+              help="Search only this folder (with its subfolders) or file, as ingested; repeatable.")
+@click.option("--type", "file_types", multiple=True, help="Search only files of this type (pdf, docx, eml...); "
+              "repeatable.")
+@click.option("--since", default=None, help="Only documents dated on or after YYYY-MM-DD (sent, else modified, "
+              "else created; undated documents are left out).")
+@click.option("--until", default=None, help="Only documents dated on or before YYYY-MM-DD.")
 @settings_options
 def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, as_user: str | None,
+                within: tuple[Path, ...], file_types: tuple[str, ...], since: str | None, until: str | None,
                 config_file: Path | None, data_dir: Path | None) -> None:
     """Answer a question from the ingested documents, with numbered sources.
 
-    Run on the appliance's own machine by its administrator, it reads every document unless --as-user."""
+    Run on the appliance's own machine by its administrator, it reads every document unless --as-user.
+    --in, --type, --since and --until narrow the search inside the store query; nothing found there
+    is said so, never searched for elsewhere."""
+    import os
+
+    from appliance.backends.scope import InvalidScope, Scope
     from appliance.rag import Answer
 
+    try:  # paths as ingest stored them: absolute, symbolic links kept (os.path.abspath, as discover does)
+        scope = Scope.checked([os.path.abspath(p) for p in within], (), file_types, since, until) or None
+    except InvalidScope as exc:
+        raise click.BadParameter(str(exc)) from None
     services = _services(config_file, data_dir)
     text = " ".join(question)
     groups: list[str] | None = None
@@ -206,13 +224,14 @@ def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, 
         groups = user.principal().reads
     try:
         if as_json:
-            answer = _fail_cleanly(lambda: services.rag.ask(text, groups=groups, whole_document=whole_document))
+            answer = _fail_cleanly(lambda: services.rag.ask(text, groups=groups, whole_document=whole_document,
+                                                            scope=scope))
             click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
             return
 
         def stream() -> Answer | None:
             final: Answer | None = None
-            for event in services.rag.stream(text, groups=groups, whole_document=whole_document):
+            for event in services.rag.stream(text, groups=groups, whole_document=whole_document, scope=scope):
                 if isinstance(event, Answer):
                     final = event
                 else:
@@ -222,6 +241,10 @@ def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, 
 
         final = _fail_cleanly(stream)
         click.echo()
+        if final and final.weak:
+            click.echo("\nWeak match: no passage reaches retrieval.strong_similarity; check the sources.")
+        if final and final.unsupported:
+            click.echo(("" if final.weak else "\n") + "Not found in the sources: " + ", ".join(final.unsupported))
         if final and final.sources:
             click.echo("\nSources:" if final.grounded else "\nClosest passages (below the relevance threshold):")
             for s in final.sources:

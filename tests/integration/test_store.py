@@ -268,7 +268,7 @@ def test_a_server_behind_a_private_ca_is_reached_with_ca_cert(
     assert (created["shard_number"], created["replication_factor"], created["write_consistency_factor"],
             created["on_disk_payload"]) == (2, 2, 2, True)
     indexed = {body["field_name"] for method, path, body in seen if path == "/collections/docs/index"}
-    assert indexed == {"acl_groups", "doc_id", "path"}
+    assert indexed == {"acl_groups", "doc_id", "path", "folders", "file_type", "date"}
 
 
 @pytest.mark.filterwarnings("ignore:Failed to obtain server version")  # it cannot verify the server either

@@ -47,7 +47,7 @@ def engine(hits: list[tuple[str, float]], llm: ScriptedLLM, budget: int | None =
            labels: str = "full") -> Any:
     retriever = ScriptedRetriever(hits)
     return RagEngine(
-        retriever_factory=lambda groups, limit: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
+        retriever_factory=lambda groups, limit, scope: retriever.groups_seen.append(groups) or retriever,  # type: ignore[func-returns-value]
         llm=lambda: llm,  # type: ignore[arg-type, return-value]
         count_tokens=lambda: (lambda text: len(text.split())),
         settings=RetrievalSettings(top_k=top_k, min_similarity=0.3),
@@ -121,7 +121,7 @@ def test_short_follow_up_carries_the_previous_question() -> None:
     retriever = ScriptedRetriever([("passage", 0.9)])
     original = retriever.retrieve
     retriever.retrieve = lambda q: seen.append(q) or original(q)  # type: ignore[method-assign, func-returns-value]
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(), EmbeddedLLMSettings())
     list(rag.stream("and in 2024?", history=[("What was the revenue in 2023?", "...")]))
     assert seen == ["What was the revenue in 2023? and in 2024?"]
@@ -137,7 +137,7 @@ def test_a_keyword_match_lowers_the_similarity_bar_by_half() -> None:
             "path": "/d/b.txt", "file_name": "b.txt", "dense_score": 0.2, "keyword_score": None}), score=0.4),
     ]
     retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings())
     answer = rag.ask("ZX-4471")
     assert answer.grounded
@@ -178,7 +178,7 @@ def test_weak_keyword_matches_do_not_join_strong_passages() -> None:
             "file_name": "b.txt", "dense_score": 0.15, "keyword_score": 4.0}), score=0.4),
     ]
     retriever.retrieve = lambda q: nodes  # type: ignore[method-assign]
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.25), EmbeddedLLMSettings())
     assert [s.file_name for s in rag.ask("what happens on family day?").sources] == ["a.eml"]
 
@@ -202,7 +202,7 @@ class ScriptedReranker:
 
 def _reranked(scores: list[float] | None, top_n: int = 2) -> Any:
     retriever = ScriptedRetriever([("first", 0.9), ("second", 0.8), ("third", 0.7)])
-    return RagEngine(lambda g, n: retriever, lambda: ScriptedLLM("x"), lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    return RagEngine(lambda g, n, s: retriever, lambda: ScriptedLLM("x"), lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                      RetrievalSettings(), EmbeddedLLMSettings(), reranker=ScriptedReranker(scores), rerank_top_n=top_n)
 
 
@@ -256,7 +256,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     whole = [_chunk("0", i, f"part {i} of the manual") for i in range(3)]
     llm = ScriptedLLM("answer [1]", context_window=400)
     retriever = ScriptedRetriever([("part 1 of the manual", 0.9)])
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=None),
                     document_chunks=lambda doc_id, limit, groups: whole[:limit] if doc_id == "0" else [])
     first = rag.ask("what is in the manual?")
@@ -265,7 +265,7 @@ def test_a_document_that_fits_is_offered_whole_and_used_when_asked() -> None:
     full = rag.ask("what is in the manual?", whole_document=True)
     assert full.whole_document is None
     assert [s.text for s in full.sources] == ["part 0 of the manual\npart 1 of the manual\npart 2 of the manual"]
-    small = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    small = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                       RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64),
                       document_chunks=lambda doc_id, limit, groups: (whole * 10)[:limit])
     assert small.ask("what is in the manual?").whole_document is None  # too long for the budget
@@ -283,7 +283,7 @@ def test_llm_condensing_rewrites_a_follow_up_and_falls_back_when_the_reply_is_us
 
     def rag(reply: str) -> Any:
         llm = CondensingLLM(reply)
-        return RagEngine(lambda g, n: None, lambda: llm, lambda: len, settings, EmbeddedLLMSettings()), llm  # type: ignore[arg-type, return-value]
+        return RagEngine(lambda g, n, s: None, lambda: llm, lambda: len, settings, EmbeddedLLMSettings()), llm  # type: ignore[arg-type, return-value]
 
     good, llm = rag('Standalone question: "What was the revenue of ACME in 2022?"')
     assert good.condense("and the year before?", history) == "What was the revenue of ACME in 2022?"
@@ -306,7 +306,7 @@ def test_a_merged_passage_too_long_for_the_budget_falls_back_to_its_best_chunk()
         NodeWithScore(node=TextNode(text=h.text, metadata={"path": h.path, "file_name": h.file_name, "page": 1,
                                                            "doc_id": "a", "chunk_index": h.chunk_index,
                                                            "dense_score": 0.9}), score=0.5) for h in hits]
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3), EmbeddedLLMSettings(context_budget_tokens=64))
     answer = rag.ask("q")
     assert answer.sources[0].text.startswith("best")
@@ -323,7 +323,7 @@ def test_a_question_longer_than_the_context_never_asks_the_store_for_a_negative_
 
     retriever = ScriptedRetriever([("part of the manual", 0.9)])
     llm = ScriptedLLM("answer [1]", context_window=400)
-    rag = RagEngine(lambda g, n: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
+    rag = RagEngine(lambda g, n, s: retriever, lambda: llm, lambda: (lambda t: len(t.split())),  # type: ignore[arg-type, return-value]
                     RetrievalSettings(min_similarity=0.3, max_question_chars=100_000), EmbeddedLLMSettings(),
                     document_chunks=chunks)
     answer = rag.ask("manual " * 2000)
