@@ -1,7 +1,7 @@
 """Benchmarks of the embedded default, printed as one table.
 
     .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database,
-                                              ocr,tables]
+                                              ocr,tables,band,claims]
                                        [--points 100000] [--share-files 10000]
                                        [--ocr-engines tesseract,...] [--ocr-dpi 150,300] [--plumber-pages N]
 
@@ -9,9 +9,9 @@ Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the re
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
 so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
-scale, database, ocr and tables run only when named. ocr skips the engines that are not installed
-(Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where it does not import (put the
-side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
+scale, database, ocr, tables, band and claims (benchmarks/answers.py) run only when named. ocr skips the
+engines that are not installed (Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where
+it does not import (put the side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
 """
 
 from __future__ import annotations
@@ -349,7 +349,7 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database",
-                      "ocr", "tables"}
+                      "ocr", "tables", "band", "claims"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     engines = args.ocr_engines.split(",")
@@ -392,6 +392,14 @@ def main() -> None:
         from benchmarks.pdf_tables import bench_tables
 
         rows += bench_tables(args.repeats, args.plumber_pages)
+    if "band" in only:
+        from benchmarks.answers import bench_band
+
+        rows += bench_band(args.data_dir)
+    if "claims" in only:
+        from benchmarks.answers import bench_claims
+
+        rows += bench_claims()
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")
