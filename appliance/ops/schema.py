@@ -37,27 +37,21 @@ def databases(settings: Settings) -> dict[str, Where]:
 
 
 def status(settings: Settings) -> list[StoreSchema]:
-    out = []
-    for store, where in databases(settings).items():
-        if isinstance(where, Path) and not where.exists():
-            out.append(StoreSchema(store, str(where), None, head(store)))
-            continue
-        db = connect(where)
-        try:
-            with db.begin() as tx:
-                out.append(StoreSchema(store, db.name, revision(tx, store), head(store)))
-        finally:
-            db.close()
-    return out
+    return [_state(store, where, upgrade=False) for store, where in databases(settings).items()]
 
 
 def upgrade_all(settings: Settings) -> list[StoreSchema]:
-    out = []
-    for store, where in databases(settings).items():
-        db = open_database(where, store)
-        try:
-            with db.begin() as tx:
-                out.append(StoreSchema(store, db.name, revision(tx, store), head(store)))
-        finally:
-            db.close()
-    return out
+    return [_state(store, where, upgrade=True) for store, where in databases(settings).items()]
+
+
+def _state(store: str, where: Where, upgrade: bool) -> StoreSchema:
+    """Where the store's tables stand (after upgrading them, with `upgrade`); a SQLite file that does not
+    exist is only reported, not created."""
+    if not upgrade and isinstance(where, Path) and not where.exists():
+        return StoreSchema(store, str(where), None, head(store))
+    db = open_database(where, store) if upgrade else connect(where)
+    try:
+        with db.begin() as tx:
+            return StoreSchema(store, db.name, revision(tx, store), head(store))
+    finally:
+        db.close()

@@ -9,22 +9,13 @@ from pathlib import Path
 import pytest
 
 from appliance.api.page_images import MAX_PIXELS, MAX_SIDE, render_page
+from tests.support.nasty_files import write_pdf
 
 
 def _pdf(path: Path, width: float, height: float) -> Path:
     """A one-page PDF with this MediaBox, written by hand as an uploader would."""
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] >>".encode()]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for n, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{n} 0 obj\n".encode() + body + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    out += b"".join(f"{o:010d} 00000 n \n".encode() for o in offsets)
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path.write_bytes(bytes(out))
-    return path
+    return write_pdf(path, [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {width} {height}] >>".encode()])
 
 
 @pytest.mark.parametrize(("width", "height"), [(0.01, 10_000_000), (1, 14_400), (14_400, 1), (612, 792)])
