@@ -189,16 +189,17 @@ def read(path: Path, file_type: str) -> DocumentMeta:
 def with_title(meta: DocumentMeta, first_heading: str | None, path: Path) -> DocumentMeta:
     """The title: the properties', else the first heading, else the file name without its extension."""
     if not meta.title:
-        meta.title = _title(first_heading) or _name_title(path)
+        meta.title = _title(first_heading) or name_title(path)
     return meta
 
 
-def _name_title(path: Path) -> str:
+def name_title(path: Path) -> str:
+    """The title a file gets from its name alone (the last fallback of `with_title`)."""
     return _clean(path.stem.replace("_", " "))
 
 
 def renamed(meta: dict[str, Any], donor: Path, path: Path) -> dict[str, Any]:
     """The metadata of a copy of a file under another name: a title that was the donor's name is the copy's."""
-    if meta.get("title") == _name_title(donor):
-        return {**meta, "title": _name_title(path)}
+    if meta.get("title") == name_title(donor):
+        return {**meta, "title": name_title(path)}
     return dict(meta)

@@ -356,11 +356,13 @@ def docs_list(as_json: bool, config_file: Path | None, data_dir: Path | None) ->
         return
     import time
 
+    from ingest.metadata import name_title
+
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(r.ingested_at))
         error = f"  ({r.error})" if r.error else ""
         title = r.meta.get("title", "")
-        about = f"  \"{title[:60]}\"" if title and title != Path(r.path).stem.replace("_", " ") else ""
+        about = f"  \"{title[:60]}\"" if title and title != name_title(Path(r.path)) else ""
         dated = r.meta.get("email_date") or r.meta.get("modified") or r.meta.get("created") or ""
         dated = f"  dated {dated[:10]}" if dated else ""
         click.echo(f"{r.status:7} {len(r.chunk_ids):5} chunks  {when}  {r.path}{about}{dated}{error}")
