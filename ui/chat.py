@@ -29,7 +29,21 @@ if TYPE_CHECKING:
 __all__ = ["build_chat_ui", "theme"]
 log = logging.getLogger("appliance.ui")
 NO_SOURCE = "<em>Click a citation such as [1] in an answer to see the passage, its page and the file.</em>"
-UNGROUNDED = "**ⓘ No document answers this.**"
+# An inline SVG, not "ⓘ": Debian's fonts (DejaVu) have no such glyph, and the reader saw an empty box.
+# Sized in percentages: the chat's sanitizer drops viewBox (and role, aria-label).
+INFO_ICON = ("<svg class='info-icon' width='1em' height='1em'>"
+             "<circle cx='50%' cy='50%' r='43%' fill='none' stroke='currentColor' stroke-width='10%'/>"
+             "<rect x='44%' y='42%' width='12%' height='34%' fill='currentColor'/>"
+             "<circle cx='50%' cy='27%' r='7%' fill='currentColor'/></svg>")
+UNGROUNDED = f"**{INFO_ICON} No document answers this.**"
+SEND, STOP = "Send", "Stop"  # the question box's button, by turns
+# Run in the browser as a question is sent: the box is emptied at once (a server's reply would come
+# after the first words of the next question), and the question goes on to take_question.
+EMPTY_THE_BOX = """(message) => {
+  const box = document.querySelector('#question textarea');
+  if (box && (message || '').trim()) { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }
+  return [message];
+}"""
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 
 
@@ -125,7 +139,9 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             yield chat, message, qa, conv, turns, keep, keep, keep
             return
         chat[-1] = {"role": "assistant", "content": "_Searching the documents…_"}
-        yield chat, "", qa, conv, turns, keep, keep, keep
+        # From here the box is left alone (`keep`): it was emptied when the question was sent, and
+        # what the reader types while the answer is written is theirs.
+        yield chat, keep, qa, conv, turns, keep, keep, keep
         text = ""
 
         def gated() -> Iterator[str | Answer | None]:
@@ -144,7 +160,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                 if event is None:
                     chat[-1] = {"role": "assistant", "content": "_Waiting for the model: other answers are being "
                                                                 "written…_"}
-                    yield chat, "", qa, conv, turns, keep, keep, keep
+                    yield chat, keep, qa, conv, turns, keep, keep, keep
                 elif isinstance(event, Answer):
                     chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
@@ -155,13 +171,13 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                                                    "grounded": event.grounded, "sources": sources}}
                     first = str(event.cited[0]) if event.cited else (str(sources[0]["n"]) if sources else None)
                     view = panel_html(services, principal, _by_number(sources, first)) if first else NO_SOURCE
-                    yield (chat, "", qa, conv, turns,
+                    yield (chat, keep, qa, conv, turns,
                            gr.update(choices=choices(sources), value=first, label=f"Sources of answer {n + 1}"),
                            view, gr.update(choices=conversation_choices(services, principal.name), value=conv))
                 else:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
-                    yield chat, "", qa, conv, turns, keep, keep, keep
+                    yield chat, keep, qa, conv, turns, keep, keep, keep
         except Busy as exc:  # every place of the shared queue is taken: say so, keep the question
             chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}. Your question is kept in the box."}
             yield chat, message, qa, conv, turns, keep, keep, keep
@@ -172,6 +188,12 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                                                         "finds the details in the server log). Your question is kept "
                                                         "in the box: try again."}
             yield chat, message, qa, conv, turns, keep, keep, keep
+
+    def take_question(message: str) -> tuple[Any, str]:
+        """Enter or Send: the question leaves the box (to `sent_state`) and Send becomes Stop."""
+        if not (message or "").strip():
+            return gr.update(), ""
+        return answering(), message
 
     def save_turn(owner: str, conv: str, answer: Answer) -> tuple[str, int]:
         store = services.conversations
@@ -336,10 +358,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                                          placeholder="Ask a question about the ingested documents.")
                     box = gr.Textbox(placeholder="Ask a question… (Enter sends, Shift+Enter: new line, Esc stops)",
                                      show_label=False, autofocus=True, elem_id="question", lines=1, max_lines=6,
-                                     submit_btn=True)
-                    with gr.Row():
-                        stop_btn = gr.Button("Stop (Esc)", size="sm", variant="stop", elem_id="stop-answer")
-                        regen_btn = gr.Button("Regenerate", size="sm", elem_id="regenerate")
+                                     submit_btn=SEND, stop_btn=False)
                     feedback_note = gr.Markdown("", elem_id="feedback-note")
                     with gr.Row(visible=False, elem_id="comment-row") as comment_row:
                         comment_box = gr.Textbox(show_label=False, placeholder="What was wrong, or right?",
@@ -349,21 +368,35 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                     source_pick = gr.Radio([], label="Sources", elem_id="source-pick")
                     source_view = gr.HTML(NO_SOURCE, elem_id="source-view")
                     cite_target = gr.Textbox(visible="hidden", elem_id="cite-target")
+                    # The question just sent (the box is emptied as it is sent). A hidden box, not a
+                    # State: the `respond` API takes the question as its first input, as before.
+                    sent_state = gr.Textbox(visible="hidden", elem_id="sent-question")
             library_tab = build_library_tab(services, caller)
             admin_tabs = build_admin_tabs(services, caller)
 
         outputs = [chatbot, box, qa_state, conv_state, turns_state, source_pick, source_view, conv_list]
+        # The box is emptied when a question is sent, never while its answer streams, and its Send
+        # button becomes Stop until the answer ends (Esc clicks it too: page.JS). These steps only
+        # change the box: no limit on how many run at once. (queue=False, as Gradio's ChatInterface
+        # has it, sends nothing from a page mounted as ours is.)
+        # No progress overlays: the chat shows its own ("Searching the documents…"), and Gradio's would
+        # dim the sources panel and the conversation list for the whole answer.
+        sent = box.submit(take_question, box, [box, sent_state], concurrency_limit=None, js=EMPTY_THE_BOX,
+                          show_progress="hidden")
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
-        asked = box.submit(answer, [box, chatbot, qa_state, conv_state, turns_state], outputs, api_name="respond",
-                           concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")
-        # Regenerate during an answer stops that answer first: one question never gets two saved answers.
-        again = [regen_btn.click(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs, cancels=[asked],
-                                 concurrency_limit=settings.llm.max_parallel, concurrency_id="answers"),
-                 chatbot.retry(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs, cancels=[asked],
-                               concurrency_limit=settings.llm.max_parallel, concurrency_id="answers")]
-        for event in (asked, *again):
+        asked = sent.then(answer, [sent_state, chatbot, qa_state, conv_state, turns_state], outputs,
+                          api_name="respond", concurrency_limit=settings.llm.max_parallel, concurrency_id="answers",
+                          show_progress="hidden")
+        # Regenerate (the answer's own Retry button) during an answer stops that answer first: one
+        # question never gets two saved answers.
+        again = chatbot.retry(answering, None, box, cancels=[asked], concurrency_limit=None, show_progress="hidden") \
+            .then(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+                  concurrency_limit=settings.llm.max_parallel, concurrency_id="answers", show_progress="hidden")
+        for event in (asked, again):
+            # After the answer, or its cancellation: Send again, and the panel follows the last answer.
+            event.then(ready, None, box, concurrency_limit=None, show_progress="hidden")
             event.then(lambda turns: str(max(map(int, turns))) if turns else "", turns_state, shown_state)
-        stop_btn.click(None, None, None, cancels=[asked, *again])
+        box.stop(None, None, None, cancels=[asked, again])
         cite_target.change(open_source, [cite_target, turns_state], [source_pick, source_view, shown_state])
         source_pick.select(pick_source, [source_pick, shown_state, turns_state], source_view)
         chatbot.like(rate, [turns_state, conv_state], [comment_row, feedback_note, pending_state])
@@ -384,6 +417,19 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     # api_open=False: Gradio's /run and /api routes would run an answer beside the queue, past its limits.
     blocks.queue(max_size=max(1, settings.server.max_queued), api_open=False)
     return cast("gr.Blocks", blocks)
+
+
+def answering() -> Any:
+    """The question box while an answer is written: Stop in place of Send, the text left as it is."""
+    import gradio as gr
+
+    return gr.update(submit_btn=False, stop_btn=STOP)
+
+
+def ready() -> Any:
+    import gradio as gr
+
+    return gr.update(submit_btn=SEND, stop_btn=False)
 
 
 def message_text(content: Any) -> str:

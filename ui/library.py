@@ -24,6 +24,12 @@ if TYPE_CHECKING:
 
 STATUSES = ["all", "ok", "failed", "skipped", "pending"]
 HEADERS = ["name", "type", "pages", "chunks", "ingested at", "status", "error or notes", "folder"]
+# Fixed widths: left to itself the table sizes columns by their content, so a long name takes half
+# the width, an empty "error or notes" column shrinks until its header wraps letter by letter and
+# "folder" falls off the right edge. These fit 1360 px; a narrower screen scrolls the table sideways.
+WIDTHS: list[str | int] = ["250px", "64px", "72px", "80px", "150px", "80px", "280px", "220px"]
+RESULT_HEADERS = ["file", "status", "chunks", "error or notes"]
+RESULT_WIDTHS: list[str | int] = ["250px", "90px", "80px", "500px"]
 
 
 @dataclass
@@ -188,7 +194,8 @@ def build_library_tab(services: Services, caller: Callable[[Any], Principal]) ->
                                 elem_id="library-all")
             refresh_btn = gr.Button("Refresh", size="sm", scale=1, elem_id="library-refresh")
         summary = gr.Markdown("", elem_id="library-summary")
-        table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, elem_id="library-table")
+        table = gr.Dataframe(headers=HEADERS, interactive=False, wrap=True, column_widths=WIDTHS,
+                             elem_id="library-table")
         paths_state = gr.State([])
         chosen = gr.State("")
         with gr.Row():
@@ -204,8 +211,8 @@ def build_library_tab(services: Services, caller: Callable[[Any], Principal]) ->
             folder = gr.File(label="A folder", file_count="directory", elem_id="upload-folder")
         upload_btn = gr.Button("Upload and ingest", variant="primary", elem_id="upload-go")
         upload_note = gr.Markdown("", elem_id="upload-note")
-        results = gr.Dataframe(headers=["file", "status", "chunks", "error or notes"], interactive=False,
-                               wrap=True, elem_id="upload-results")
+        results = gr.Dataframe(headers=RESULT_HEADERS, interactive=False, wrap=True, column_widths=RESULT_WIDTHS,
+                               elem_id="upload-results")
 
     inputs = [search, status, every]
     outputs = [table, paths_state, summary]

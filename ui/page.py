@@ -1,5 +1,6 @@
 """What the chat page carries besides its components: the theme, the CSS and the few lines of
-JavaScript (keyboard shortcuts, citation links). All inline: the page fetches nothing from elsewhere."""
+JavaScript (keyboard shortcuts, citation links, plain-text copies, the opened passage scrolled into
+view). All inline: the page fetches nothing from elsewhere."""
 
 from __future__ import annotations
 
@@ -14,19 +15,43 @@ def theme() -> gr.themes.Base:
 
     # System fonts only: the default theme fetches fonts from the internet, which an
     # air-gapped page must never do.
+    # Colours darkened to WCAG AA (4.5:1 for text) where Gradio's defaults fall short, measured by
+    # the page's contrast test in both themes: white on orange-500 buttons is 2.8:1 (orange-700:
+    # 5.2), white on red-500 3.8:1 (red-700: 6.5), grey-400 placeholders and "- or -" 1.9:1 on white.
     return gr.themes.Default(
         font=["system-ui", "-apple-system", "Segoe UI", "Roboto", "sans-serif"],
         font_mono=["ui-monospace", "SFMono-Regular", "Menlo", "monospace"],
+    ).set(
+        button_primary_background_fill="*primary_700",
+        button_primary_background_fill_dark="*primary_700",
+        button_primary_background_fill_hover="*primary_800",
+        button_primary_background_fill_hover_dark="*primary_800",
+        button_cancel_background_fill="#b91c1c",
+        button_cancel_background_fill_dark="#b91c1c",
+        button_cancel_background_fill_hover="#991b1b",
+        button_cancel_background_fill_hover_dark="#991b1b",
+        input_placeholder_color="*neutral_500",
+        input_placeholder_color_dark="*neutral_400",
+        body_text_color_subdued="*neutral_600",
+        body_text_color_subdued_dark="*neutral_400",
     )
 
 
 CSS = """
+/* The selected tab's label is in the accent colour, orange-500: 2.8:1 on white. */
+:root { --appliance-accent-text: #c2410c; }
+.dark { --appliance-accent-text: #fb923c; }
+button[role="tab"][aria-selected="true"] { color: var(--appliance-accent-text) !important; }
 #source-view .passage { max-height: 22rem; overflow-y: auto; line-height: 1.5; }
+/* A long file name without spaces (report_2024_Q2_final.pdf) breaks anywhere rather than being cut off. */
+#source-view, #source-pick label, #conversations label, #chat .message-content { overflow-wrap: anywhere; }
 #source-view mark { background: #fde68a; color: #111827; padding: 0 .1em; }
 #source-view img { width: 100%; border: 1px solid var(--border-color-primary); margin-top: .5rem; }
 #source-view a, .cite { color: var(--link-text-color); text-decoration: underline; }
 #no-documents { border-left: 4px solid #b45309; padding-left: .6rem; }
+#chat svg.info-icon { display: inline-block; width: 1em; height: 1em; margin: 0 .15em 0 0; vertical-align: -0.15em; }
 #cite-target { display: none !important; }
+#chat button[data-copied] { outline: 2px solid var(--color-accent); }  /* copied: the page's own copy */
 @media (max-width: 700px) {
   #chat { height: 60vh !important; }
   #conversations-column { order: 3; }  /* on a phone: the chat first, then its sources, then the list */
@@ -34,15 +59,107 @@ CSS = """
 }
 """
 
-# Esc stops the answer being written; a click on a citation [n] in an answer opens that source in
-# the panel (the hidden #cite-target box carries "turn:n" to the server). Enter sends and
-# Shift+Enter starts a new line: the question box does that itself.
+# Esc stops the answer being written (the question box's Stop button, shown in place of Send while
+# an answer streams); Enter then does nothing, so a question typed meanwhile waits in the box for
+# the answer to end. A click on a citation [n] in an answer opens that source in the panel (the
+# hidden #cite-target box carries "turn:n" to the server). Enter sends and Shift+Enter starts a new
+# line: the question box does that itself.
+# The chat's copy buttons copy plain text: Gradio's own copy the messages' Markdown (citation links,
+# <small>, HTML entities); these read what the page shows, the sources as a list.
 JS = """
 <script>
 (() => {
+  const stopButton = () => document.querySelector('#question .stop-button');
   document.addEventListener('keydown', (e) => {
-    if (e.key === 'Escape') { document.querySelector('#stop-answer')?.click(); }
+    if (e.key === 'Escape') { stopButton()?.click(); }
   });
+  const holdEnter = (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#question') && stopButton()) {
+      e.preventDefault();
+      e.stopImmediatePropagation();
+    }
+  };
+  document.addEventListener('keydown', holdEnter, true);
+  document.addEventListener('keypress', holdEnter, true);
+  // The answer stops at its next token, or when the search under way ends (seconds on a busy
+  // server): until Send is back, the button says so.
+  document.addEventListener('click', (e) => {
+    const stop = e.target.closest && e.target.closest('#question .stop-button');
+    if (stop) { stop.textContent = 'Stopping…'; }
+  });
+
+  const plainMessage = (row) => {
+    const content = row.querySelector('.message-content') || row;
+    let text = content.innerText.trim();
+    const small = [...content.querySelectorAll('small')].find((s) => s.innerText.trim().startsWith('Sources:'));
+    if (small) {
+      const line = small.innerText.trim();
+      const at = text.lastIndexOf(line);
+      if (at >= 0) { text = text.slice(0, at).trim(); }
+      const items = line.slice('Sources:'.length).split(' · ').map((s) => s.trim()).filter(Boolean);
+      text += '\\n\\nSources:\\n' + items.join('\\n');
+    }
+    return text;
+  };
+  const plainConversation = () => [...document.querySelectorAll('#chat .message-row')].map((row) =>
+    (row.classList.contains('user-row') ? 'Question: ' : 'Answer: ') + plainMessage(row)).join('\\n\\n');
+  const copy = async (text) => {
+    try { await navigator.clipboard.writeText(text); return; } catch (err) { /* plain HTTP: below */ }
+    const area = document.createElement('textarea');
+    area.value = text;
+    area.style.position = 'fixed';
+    area.style.left = '-9999px';
+    document.body.append(area);
+    area.select();
+    document.execCommand('copy');
+    area.remove();
+  };
+  document.addEventListener('click', (e) => {
+    const button = e.target.closest && e.target.closest('#chat button[aria-label^="Cop"]');
+    if (!button) return;
+    const all = button.getAttribute('aria-label').includes('conversation');
+    const row = all ? null : button.closest('.message-buttons')?.previousElementSibling;
+    e.preventDefault();
+    e.stopImmediatePropagation();
+    copy(all ? plainConversation() : plainMessage(row || button)).then(() => {
+      button.setAttribute('data-copied', 'true');
+      setTimeout(() => button.removeAttribute('data-copied'), 1500);
+    });
+  }, true);
+
+  // The opened source shows its cited passage: the passage box (it scrolls on its own) is scrolled
+  // to the highlight, which otherwise often sits below its fold; and after a click on a citation or
+  // a source, a panel off the screen (on a phone it is under the chat) is scrolled into view.
+  let asked = 0, shown = null;
+  const bringPanel = () => {
+    if (Date.now() - asked > 15000) return;
+    asked = 0;
+    const panel = document.querySelector('#source-view');
+    const r = panel ? panel.getBoundingClientRect() : null;
+    if (r && (r.top < 0 || r.top > window.innerHeight * 0.6)) {
+      (document.querySelector('#source-pick') || panel).scrollIntoView({ block: 'start', behavior: 'instant' });
+    }
+  };
+  const reveal = () => {
+    const mark = document.querySelector('#source-view mark#cited-passage');
+    if (!mark || mark === shown) return;  // only a newly opened passage: the reader may scroll it
+    shown = mark;
+    const box = mark.closest('.passage');
+    if (box) {
+      const above = parseFloat(getComputedStyle(box).lineHeight) * 2 || 48;  // two lines of context
+      box.scrollTop += mark.getBoundingClientRect().top - box.getBoundingClientRect().top - above;
+    }
+    bringPanel();
+  };
+  new MutationObserver(() => requestAnimationFrame(reveal)).observe(document.documentElement,
+    { childList: true, subtree: true });
+  document.addEventListener('click', (e) => {
+    if (e.target.closest && e.target.closest('a[href^="#cite-"], #source-pick label')) {
+      asked = Date.now();
+      setTimeout(bringPanel, 3000);  // the source already open: its passage is not drawn again
+    }
+  }, true);
+
   document.addEventListener('click', (e) => {
     const link = e.target.closest && e.target.closest('a[href^="#cite-"]');
     if (!link) return;

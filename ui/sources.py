@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from appliance.usecases import readable_chunks
+from ingest.metadata import name_title
 
 if TYPE_CHECKING:
     from appliance.access.auth import Principal
@@ -50,14 +51,16 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     texts = [(h.payload.get("page"), _squash(str(h.payload.get("text", "")))) for h in chunks]
     index = src.get("chunk_index")
     # The cited chunk, and its neighbours merged into the passage; a short chunk (a heading, "Page 1")
-    # found inside the passage elsewhere in the document is not one of them.
+    # found inside the passage elsewhere in the document is not one of them. The model may have been
+    # given the chunk cut short (its context budget): the cited text then begins the chunk's.
     cited_at = {i for i, h in enumerate(chunks)
-                if index is not None and h.payload.get("chunk_index") == index and texts[i][1] in cited}
+                if index is not None and h.payload.get("chunk_index") == index
+                and (texts[i][1] in cited or (cited and texts[i][1].startswith(cited[:200])))}
     inside = [i for i, (_, t) in enumerate(texts) if len(t) >= 40 and t in cited]
     anchor = min(cited_at) if cited_at else (inside[0] if inside else None)
     marked = sorted(cited_at | {i for i in inside if anchor is not None and abs(i - anchor) <= 10})
     if not marked:  # re-ingested since, or no longer readable: the passage as it was shown
-        return f"<div class='passage'><mark>{html.escape(cited)}</mark></div>"
+        return f"<div class='passage'><mark id=cited-passage>{html.escape(cited)}</mark></div>"
     lo, hi = max(0, marked[0] - CONTEXT_CHUNKS), min(len(texts), marked[-1] + CONTEXT_CHUNKS + 1)
     page = src.get("page")
     parts = []
@@ -85,8 +88,8 @@ def panel_html(services: Services, principal: Principal, src: dict[str, Any] | N
     if src.get("similarity") is not None:
         meta.append(f"similarity {float(src['similarity']):.2f}")
     title = str(src.get("title") or "")
-    titled = f"<br><i class='source-title'>{html.escape(title)}</i>" if title and title != Path(
-        str(src.get("file_name", ""))).stem.replace("_", " ") else ""
+    titled = f"<br><i class='source-title'>{html.escape(title)}</i>" if title and title != name_title(
+        Path(str(src.get("file_name", "")))) else ""
     head = (f"<div class='source-head'><b>[{int(src['n'])}] {name}</b>{titled}<br><small>"
             f"{' · '.join(m for m in meta if m)}</small><br>"
             f"<a href='/v1/documents/{doc_id}/file' download id='source-download'>Download the original</a></div>")

@@ -21,16 +21,19 @@ import httpx
 import pytest
 
 from tests.conftest import ROOT
-from tests.support.browser import chromium, launch
+from tests.support.browser import chromium, contrast_report, launch, missing_glyphs
 from tests.support.servers import appliance_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 CLI = [sys.executable, "-m", "appliance.cli"]
-PASSWORDS = {"alice": "Tulip-Harbor-9921", "bob": "Granite-Falcon-4410", "carol": "Copper-Meadow-5583"}
+PASSWORDS = {"alice": "Tulip-Harbor-9921", "bob": "Granite-Falcon-4410", "carol": "Copper-Meadow-5583",
+             "dave": "Walnut-Lantern-3307", "erin": "Cobalt-Orchard-6618"}
+ADMINS = {"carol", "dave"}
 ARTIFACTS = ROOT / "test-artifacts"
 FRAMEWORKS = "Which frameworks are existing deep learning models developed with?"
 WATER = "How many bottles of water were delivered?"
 RUST = "Which command line tool manages Rust versions?"
+NO_DOCUMENT = "No document answers this"
 
 
 @dataclass
@@ -56,7 +59,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     r = s.cli("ingest", str(docs))
     assert r.returncode == 0, r.stderr
     for name in PASSWORDS:
-        flags = ["--admin"] if name == "carol" else []
+        flags = ["--admin"] if name in ADMINS else []
         r = s.cli("users", "add", name, *flags, "--password-stdin", stdin=PASSWORDS[name] + "\n")
         assert r.returncode == 0, r.stderr
     with appliance_server(data, s.log, {"APPLIANCE_LLM__MAX_ANSWER_TOKENS": "64"}) as (url, _pid):
@@ -78,8 +81,9 @@ def browser(site: Site) -> Iterator[Any]:
 
 
 def _page(site: Site, browser: Any, user: str, width: int = 1360, height: int = 900, theme: str = "") -> Any:
-    """A new browser context signed in as `user`; requests beyond the server are blocked and recorded."""
-    context = browser.new_context(viewport={"width": width, "height": height})
+    """A new browser context signed in as `user`; requests beyond the server are blocked and recorded.
+    The theme is the browser's colour scheme, which the page follows (a ?__theme= is lost in sign-in)."""
+    context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=theme or "light")
 
     def guard(route: Any) -> None:
         url = route.request.url
@@ -97,19 +101,22 @@ def _page(site: Site, browser: Any, user: str, width: int = 1360, height: int = 
     page.click("button[type=submit]")
     page.wait_for_selector("#question textarea", timeout=120_000)
     page.wait_for_function("document.querySelector('#who-bar').innerText.includes('Signed in as')", timeout=60_000)
+    assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
     return page
 
 
 def _ask(page: Any, question: str) -> str:
-    """Type the question, press Enter, and wait for the finished answer (its sources listed)."""
+    """Type the question, press Enter, and wait for the finished answer (its sources listed, Send back)."""
     before = page.locator("#chat a[href^='#cite-']").count()
-    answered = page.locator("#chat").inner_text().count("ⓘ No document answers this")
+    answered = page.locator("#chat").inner_text().count(NO_DOCUMENT)
+    page.wait_for_selector("#question .submit-button", timeout=60_000)  # a stopped answer has ended
     page.fill("#question textarea", question)
     page.keyboard.press("Enter")
     page.wait_for_function(
-        "([before, answered]) => document.querySelectorAll(\"#chat a[href^='#cite-']\").length > before || "
-        "document.querySelector('#chat').innerText.split('ⓘ No document answers this').length - 1 > answered",
-        arg=[before, answered], timeout=180_000)
+        "([before, answered, none]) => document.querySelectorAll(\"#chat a[href^='#cite-']\").length > before || "
+        "document.querySelector('#chat').innerText.split(none).length - 1 > answered",
+        arg=[before, answered, NO_DOCUMENT], timeout=180_000)
+    page.wait_for_selector("#question .submit-button", timeout=60_000)
     return str(page.locator("#chat").inner_text())
 
 
@@ -206,7 +213,9 @@ def test_regenerate_then_reload_finds_the_conversation_again(site: Site, browser
     page = _page(site, browser, "carol")
     first = _ask(page, WATER)
     assert "fake-memo.pdf" in first
-    page.click("#regenerate")
+    page.locator("#chat button[aria-label='Retry']").last.click()  # in the answer's own row of actions
+    page.wait_for_selector("#question .stop-button", timeout=30_000)
+    page.wait_for_selector("#question .submit-button", timeout=180_000)
     # The old answer's citations are on the page until regenerate replaces them: wait for the new answer
     # to be saved (the old turn is dropped when it starts, the new one saved when it ends).
     deadline, turns = time.monotonic() + 180, {"turns": []}
@@ -261,6 +270,7 @@ def test_escape_stops_the_answer_and_shift_enter_starts_a_new_line(site: Site, b
     page.keyboard.press("Enter")
     page.wait_for_function("document.querySelector('#chat').innerText.includes('Describe in detail')",
                            timeout=30_000)
+    page.wait_for_selector("#question .stop-button", timeout=30_000)  # Send has become Stop
     page.keyboard.press("Escape")
     time.sleep(8)  # longer than the whole answer takes: a stopped one never finishes
     text = page.inner_text("#chat")
@@ -344,7 +354,7 @@ def test_an_administrator_sees_status_and_re_ingests_a_document(site: Site, brow
     page.click("#settings-apply")
     page.wait_for_function("document.body.innerText.includes('min_similarity 0.9')", timeout=30_000)
     page.click("button[role=tab]:has-text('Chat')")
-    assert "ⓘ No document answers this" in _ask(page, WATER)
+    assert NO_DOCUMENT in _ask(page, WATER)
     page.click("button[role=tab]:has-text('Status')")
     page.fill("#setting-min-similarity input[type=number]", "0.35")
     page.keyboard.press("Enter")
@@ -385,44 +395,236 @@ def test_two_browsers_never_see_each_others_conversation_or_selection(site: Site
     assert site.outside == []
 
 
-def _contrast(page: Any, selector: str) -> float:
-    """WCAG contrast ratio of the element's text against the first opaque background behind it."""
-    return float(page.evaluate("""(selector) => {
-        const el = document.querySelector(selector);
-        const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
-        const lum = ([r, g, b]) => { const f = (v) => { v /= 255;
-            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
-            return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
-        let bg = null;
-        for (let node = el; node; node = node.parentElement) {
-            const c = rgb(getComputedStyle(node).backgroundColor);
-            if (c.length < 4 || c[3] > 0.9) { bg = c; break; }
-        }
-        bg = bg || [255, 255, 255];
-        const [a, b] = [lum(rgb(getComputedStyle(el).color)), lum(bg)].sort((x, y) => y - x);
-        return (a + 0.05) / (b + 0.05);
-    }""", selector))
+def _controls_below_aa(page: Any, view: str, bad: dict[tuple[str, str, str], float]) -> int:
+    """Adds each visible control whose text (or icon) is below WCAG AA to `bad`; the number checked.
+    Gradio's progress overlays (a faded block while its event runs) are waited out first."""
+    page.wait_for_function("![...document.querySelectorAll('[data-testid=status-tracker]')]"
+                           ".some((e) => !e.classList.contains('hide') && e.checkVisibility())", timeout=60_000)
+    report = contrast_report(page)
+    for r in report:
+        if r["ratio"] < r["need"]:
+            bad[(view, r["where"], f"{r['what']} {r['text']!r}")] = r["ratio"]
+    return len(report)
 
 
+def _open_tab(page: Any, name: str) -> None:
+    """A tab by its label; at phone width the last ones are behind the tab bar's "More tabs" menu."""
+    tab = page.locator(f"button[role=tab]:has-text('{name}')")
+    if not tab.is_visible():
+        page.click("button[aria-label='More tabs']")
+        tab = page.locator(f".overflow-dropdown button:has-text('{name}')")
+    tab.click()
+    page.wait_for_function(f"document.querySelector('button[role=tab][aria-selected=true]')?.innerText === '{name}'",
+                           timeout=30_000)
+
+
+@pytest.mark.parametrize("width", [390, 1440])
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_text_is_readable_in_both_themes_and_at_phone_width(site: Site, browser: Any, theme: str) -> None:
-    page = _page(site, browser, "alice", width=390, height=844, theme=theme)
-    _ask(page, WATER)
-    page.locator("#chat a[href^='#cite-']").first.click()
-    page.wait_for_selector("#source-view mark#cited-passage", timeout=60_000)
-    for selector in ("#chat .message-content, #chat .bot", "#source-view mark#cited-passage",
-                     "#source-view .source-head b", "#who-bar #who"):
-        ratio = _contrast(page, selector)
-        assert ratio >= 4.5, (theme, selector, ratio)  # WCAG AA for body text
-    width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
-    assert width[0] <= width[1] + 1, width  # no sideways scrolling on a phone
-    box = page.locator("#question").bounding_box()
-    assert box is not None
-    assert box["x"] >= 0
-    assert box["x"] + box["width"] <= 391
-    # On a phone the chat comes before the conversation list.
-    chat_y = page.locator("#chat").bounding_box()["y"]
-    assert chat_y < page.locator("#conversations").bounding_box()["y"]
-    _shot(page, f"phone-{theme}")
+def test_every_visible_control_meets_wcag_aa_contrast_in_both_themes(site: Site, browser: Any, theme: str,
+                                                                     width: int) -> None:
+    """Walks every tab an administrator sees, the chat while an answer streams (Stop in place of Send)
+    and after it (a source opened, the conversation menu open), and the tab bar's overflow menu."""
+    page = _page(site, browser, "dave", width=width, height=900 if width > 700 else 844, theme=theme)
+    bad: dict[tuple[str, str, str], float] = {}
+    checked = _controls_below_aa(page, "chat, empty", bad)
+    page.fill("#question textarea", FRAMEWORKS)
+    page.keyboard.press("Enter")
+    page.wait_for_function(f"document.querySelector('#chat').innerText.includes({FRAMEWORKS!r})", timeout=30_000)
+    checked += _controls_below_aa(page, "chat, answering", bad)  # Stop in place of Send
+    page.wait_for_selector("#source-view mark#cited-passage", timeout=180_000)
+    page.wait_for_selector("#question .submit-button", timeout=60_000)
+    page.click("text=Rename or delete this conversation")
+    page.locator("#conv-title input, #conv-title textarea").first.wait_for(state="visible", timeout=30_000)
+    checked += _controls_below_aa(page, "chat, answered", bad)
+    _shot(page, f"contrast-{theme}-{width}")
+    for tab in ("Library", "Status", "Users", "Audit"):
+        _open_tab(page, tab)
+        page.wait_for_timeout(1000)  # the tab's tables fill in
+        checked += _controls_below_aa(page, tab, bad)
+    if width < 700:
+        page.click("button[aria-label='More tabs']")
+        checked += _controls_below_aa(page, "More tabs menu", bad)
+    assert checked > 100, checked  # the walk found the page's controls
+    assert bad == {}, (theme, width, bad)
+    if width < 700:
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1] + 1, widths  # no sideways scrolling on a phone
+        _open_tab(page, "Chat")
+        box = page.locator("#question").bounding_box()
+        assert box is not None
+        assert box["x"] >= 0
+        assert box["x"] + box["width"] <= width + 1
+        # On a phone the chat comes before the conversation list.
+        assert page.locator("#chat").bounding_box()["y"] < page.locator("#conversations").bounding_box()["y"]
+        _shot(page, f"phone-{theme}")
     page.context.close()
+    assert site.outside == []
+
+
+def test_a_question_typed_while_an_answer_is_written_is_kept_and_sent_after(site: Site, browser: Any) -> None:
+    page = _page(site, browser, "alice")
+    assert page.locator("#stop-answer, #regenerate").count() == 0  # no permanent Stop and Regenerate row
+    box = page.locator("#question textarea")
+    box.fill(FRAMEWORKS)
+    page.keyboard.press("Enter")
+    page.keyboard.type("How many bottles")
+    assert box.input_value() == "How many bottles"  # emptied as the question was sent, nothing typed lost
+    stop = page.locator("#question .stop-button")
+    stop.wait_for(timeout=30_000)  # Send became Stop
+    assert stop.inner_text().strip() == "Stop"
+    assert page.locator("#question .submit-button").count() == 0
+    page.keyboard.type(" of water were delivered?")
+    page.keyboard.press("Enter")  # while the answer is written, Enter leaves the typed question alone
+    seen = set()
+    while stop.count() > 0:  # every token of the answer: the typed question stays
+        seen.add(box.input_value())
+        page.wait_for_timeout(100)
+    seen.add(box.input_value())
+    assert seen <= {"How many bottles", WATER}, seen
+    page.wait_for_selector("#question .submit-button", timeout=30_000)  # Send again
+    assert box.input_value() == WATER
+    assert "Sources:" in page.inner_text("#chat")
+    assert FRAMEWORKS in page.inner_text("#chat")
+    assert WATER not in page.inner_text("#chat")  # not sent while the first answer was written
+    # Regenerate is in the answer's own row of actions.
+    assert page.locator("#chat button[aria-label='Retry']").count() == 1
+    _shot(page, "typed-while-answering")
+    page.keyboard.press("Enter")  # the kept question is sent
+    page.wait_for_function(f"document.querySelector('#chat').innerText.includes({WATER!r})", timeout=30_000)
+    page.wait_for_function("document.querySelector('#question textarea').value === ''", timeout=5_000)
+    page.wait_for_function("document.querySelector('#chat').innerText.split('Sources:').length === 3",
+                           timeout=180_000)
+    page.context.close()
+    assert site.outside == []
+
+
+def test_copy_conversation_and_copy_message_copy_plain_text(site: Site, browser: Any) -> None:
+    page = _page(site, browser, "bob")
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    question = "What's the number of bottles of water delivered?"
+    _ask(page, question)
+    page.locator("#chat button[aria-label='Copy conversation']").click()
+    page.wait_for_timeout(500)
+    copied = str(page.evaluate("navigator.clipboard.readText()"))
+    answer = page.locator("#chat .message-row.bot-row .message-content").last.inner_text()
+    body = answer.split("Sources:")[0].strip()
+    assert copied.startswith(f"Question: {question}\n\nAnswer: {body}"), copied
+    for markup in ("<small", "</", "&#", "&amp;", "](#cite-", "[[", "**"):
+        assert markup not in copied, (markup, copied)
+    sources = copied.split("\n\nSources:\n", 1)[1].splitlines()
+    assert sources, copied
+    assert all(re.fullmatch(r"\[\d+\] .+", line) for line in sources), sources  # one source a line
+    assert any("fake-memo.pdf, page 1" in line for line in sources), sources
+    page.locator("#chat .message-buttons button[aria-label='Copy message']").last.click()
+    page.wait_for_timeout(500)
+    message = str(page.evaluate("navigator.clipboard.readText()"))
+    assert message == copied.split("Answer: ", 1)[1], message
+    page.context.close()
+    assert site.outside == []
+
+
+def test_long_names_and_notes_fit_and_every_glyph_is_drawn(site: Site, browser: Any, tmp_path: Path) -> None:
+    """The Library's columns fit 1360 px with headers on one line and notes in full; a name with no
+    space breaks in the source panel; no character of the page is an empty box (no "ⓘ")."""
+    page = _page(site, browser, "erin")
+    page.click("button[role=tab]:has-text('Library')")
+    page.wait_for_function("document.querySelector('#library-table').innerText.includes('fake-memo.pdf')",
+                           timeout=60_000)
+    long_name = "Cafeteria_menu_and_opening_hours_for_the_northern_campus_buildings_2024_final.md"
+    (tmp_path / long_name).write_text("# Cafeteria\n\nThe northern campus cafeteria serves lunch from 11:30 to "
+                                      "14:00; its soup of the day on Fridays is lentil soup with lemon.\n")
+    broken = tmp_path / "Scanned_contract_with_the_cleaning_company_signed_copy.pdf"
+    broken.write_bytes(b"%PDF-1.4\nthis file was cut short in transfer and is not a PDF\n")
+    page.set_input_files("#upload-files input[type=file]", [str(tmp_path / long_name), str(broken)])
+    page.wait_for_function("document.querySelector('#upload-files').innerText.includes('Cafeteria')", timeout=60_000)
+    page.click("#upload-go")
+    page.wait_for_function("document.querySelector('#upload-note').innerText.includes('files ingested')",
+                           timeout=180_000)
+    page.click("#library-refresh")
+    page.wait_for_function("document.querySelector('#library-table').innerText.includes('Scanned_contract')",
+                           timeout=60_000)
+    table = page.inner_text("#library-table")
+    assert "failed" in table
+    layout = page.evaluate("""() => {
+        const table = document.querySelector('#library-table .table-wrap, #library-table');
+        const edge = table.getBoundingClientRect().right;
+        const heads = [...document.querySelectorAll('#library-table th[role=columnheader]')].map((th) => {
+            const label = th.querySelector('.header') || th;
+            const line = parseFloat(getComputedStyle(label).lineHeight);
+            const lines = Math.round(label.getBoundingClientRect().height / line);
+            return { text: label.innerText.trim(), lines, right: Math.round(th.getBoundingClientRect().right) };
+        });
+        const cut = [...document.querySelectorAll('#library-table td')].filter((td) => td.innerText.trim()).flatMap(
+            (td) => [...td.querySelectorAll('*')].filter((e) => e.scrollWidth > e.clientWidth + 1 ||
+                e.scrollHeight > e.clientHeight + 1 && getComputedStyle(e).overflowY !== 'visible')
+              .map((e) => td.innerText.trim().slice(0, 40)));
+        return { edge: Math.round(edge), heads, cut };
+    }""")
+    assert [h["text"] for h in layout["heads"]] == ["name", "type", "pages", "chunks", "ingested at", "status",
+                                                    "error or notes", "folder"], layout
+    assert all(h["lines"] == 1 for h in layout["heads"]), layout  # no header wrapped letter by letter
+    assert all(h["right"] <= layout["edge"] + 1 for h in layout["heads"]), layout  # "folder" on screen
+    assert layout["cut"] == [], layout  # no truncated cell: the error in full
+    _shot(page, "library-long-names")
+    page.click("button[role=tab]:has-text('Chat')")
+    _ask(page, "When does the northern campus cafeteria serve lunch?")
+    page.locator("#source-pick label", has_text="Cafeteria_menu").first.click()
+    page.wait_for_function("document.querySelector('#source-view .source-head').innerText.includes('Cafeteria_menu')",
+                           timeout=60_000)
+    overflowing = page.evaluate("""() => [...document.querySelectorAll('#source-view, #source-view *, #source-pick, '
+        + '#source-pick *, #chat .message-content, #chat .message-content *')]
+        .filter((e) => e.scrollWidth > e.clientWidth + 1 && e.clientWidth > 0).map((e) => e.tagName + ' ' +
+          e.innerText.slice(0, 40))""")
+    assert overflowing == []
+    panel = page.locator("#source-view .source-head b").bounding_box()
+    view = page.locator("#source-view").bounding_box()
+    assert panel["x"] + panel["width"] <= view["x"] + view["width"] + 1  # the name wraps inside the panel
+    assert NO_DOCUMENT in _ask(page, "What is the capital city of Mongolia?")
+    assert missing_glyphs(page) == []
+    _shot(page, "long-names-and-glyphs")
+    page.context.close()
+    assert site.outside == []
+
+
+_MARK = """() => { const m = document.querySelector('#source-view mark#cited-passage'); if (!m) return null;
+    const box = m.closest('.passage').getBoundingClientRect(), r = m.getBoundingClientRect();
+    return { head: document.querySelector('#source-view .source-head').innerText.split('\\n')[0],
+             top: r.top - box.top, height: box.height, offset: r.top - box.top + m.closest('.passage').scrollTop,
+             screen: r.top, vh: window.innerHeight }; }"""
+
+
+def test_an_opened_source_shows_its_highlighted_passage(site: Site, browser: Any) -> None:
+    """The highlight is scrolled into the passage box (it often sat below the box's fold), and on a
+    phone a click on a citation brings the panel, below the chat, onto the screen."""
+    page = _page(site, browser, "alice")
+    _ask(page, RUST)
+    labels = page.locator("#source-pick label")
+    below_fold = 0
+    for i in range(labels.count()):
+        labels.nth(i).click()
+        page.wait_for_function(f"document.querySelector('#source-view .source-head')?.innerText.startsWith('[{i + 1}]')"
+                               " && document.querySelector('#source-view mark#cited-passage')", timeout=60_000)
+        page.wait_for_timeout(300)
+        mark = page.evaluate(_MARK)
+        below_fold += mark["offset"] > mark["height"]
+        assert 0 <= mark["top"] < mark["height"] - 20, mark  # the highlight's first lines are in the box
+    assert below_fold, "no source's passage started below the box's fold: the test proves nothing"
+    _shot(page, "passage-scrolled")
+    page.context.close()
+    phone = _page(site, browser, "alice", width=390, height=844)
+    _ask(phone, RUST)
+    phone.evaluate("window.scrollTo(0, 0)")
+    links = phone.locator("#chat a[href^='#cite-']")
+    last = max((links.nth(i).get_attribute("href") for i in range(links.count())),
+               key=lambda h: int(str(h).rsplit("-", 1)[1]))
+    phone.locator(f"#chat a[href='{last}']").last.click()
+    n = str(last).rsplit("-", 1)[1]
+    phone.wait_for_function(f"document.querySelector('#source-view .source-head')?.innerText.startsWith('[{n}]')",
+                            timeout=60_000)
+    phone.wait_for_timeout(3500)  # a source already open is not drawn again: the panel comes after 3 s
+    mark = phone.evaluate(_MARK)
+    assert 0 <= mark["screen"] < mark["vh"] - 40, mark  # on the screen
+    assert 0 <= mark["top"] < mark["height"] - 20, mark
+    _shot(phone, "phone-citation")
+    phone.context.close()
     assert site.outside == []
