@@ -13,10 +13,11 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ui.page import theme
+from ui.scope_picker import scope_choices, scope_of, values_of, welcome
 from ui.sources import answer_sources, choices, panel_html
 
 if TYPE_CHECKING:
@@ -36,7 +37,18 @@ INFO_ICON = ("<svg class='info-icon' width='1em' height='1em'>"
              "<rect x='44%' y='42%' width='12%' height='34%' fill='currentColor'/>"
              "<circle cx='50%' cy='27%' r='7%' fill='currentColor'/></svg>")
 UNGROUNDED = f"**{INFO_ICON} No document answers this.**"
+# How well an answer is supported, in words (Answer.match, Answer.unsupported). Said in the text, not
+# only in a tooltip: the chat's sanitizer may drop attributes, and a phone has no hover.
+WEAK_NOTE = ("<small class='match-weak'>Weak match: the documents only partly cover this question. "
+             "Check the sources before relying on the answer.</small>")
+UNSUPPORTED_TIP = "No passage given to the model states this figure"
+UNSUPPORTED_NOTE = ("<small class='unsupported-note'>Underlined figures are not stated in the passages "
+                    "the answer was given: check them in the sources.</small>")
 SEND, STOP = "Send", "Stop"  # the question box's button, by turns
+# Delete asks first, in the browser; its answer rides in a hidden box (a State's value never reaches
+# the page's scripts). Only a convenience: a client that skips it deletes only its own conversation.
+CONFIRM_DELETE = """(conv, ok) => [conv, (!document.querySelector('#conversations input:checked')
+  || window.confirm('Delete this conversation and its answers? This cannot be undone.')) ? 'yes' : 'no']"""
 # Run in the browser as a question is sent: the box is emptied at once (a server's reply would come
 # after the first words of the next question), and the question goes on to take_question.
 EMPTY_THE_BOX = """(message) => {
@@ -63,11 +75,28 @@ def link_citations(text: str, message: int, numbers: set[int]) -> str:
     return _MARKER.sub(link, text)
 
 
+def mark_unsupported(text: str, figures: Sequence[str]) -> str:
+    """The answer's figures that no passage it was given states (appliance/answer_check.py), underlined
+    in its (already inert) text. One pass over all of them: a figure inside a longer one is not
+    marked twice."""
+    wanted = sorted({html.escape(f) for f in figures if f.strip()}, key=len, reverse=True)
+    if not wanted:
+        return text
+    # Whole figures only: not the 12 of 2012, nor a citation marker's number.
+    pattern = re.compile(r"(?<![\w.,\[])(?:" + "|".join(re.escape(f) for f in wanted) + r")(?![\w\]]|[.,]\d)")
+    return pattern.sub(lambda m: f"<u class='unsupported' title='{UNSUPPORTED_TIP}'>{m.group(0)}</u>", text)
+
+
 def answer_markdown(answer: Answer, message: int) -> str:
     if not answer.grounded:
         closest = " The closest passages are listed under Sources." if answer.sources else ""
         return f"{UNGROUNDED} {inert(answer.text)}{closest}"
-    body = link_citations(inert(answer.text), message, {s.number for s in answer.sources})
+    body = link_citations(mark_unsupported(inert(answer.text), answer.unsupported), message,
+                          {s.number for s in answer.sources})
+    if answer.match == "weak":
+        body = f"{WEAK_NOTE}\n\n{body}"
+    if answer.unsupported:
+        body += f"\n\n{UNSUPPORTED_NOTE}"
     labels = " · ".join(f"[[{s.number}]](#cite-{message}-{s.number}) {inert(s.location)}" for s in answer.sources)
     return f"{body}\n\n<small>Sources: {labels}</small>" if labels else body
 
@@ -94,11 +123,23 @@ def signed_in_bar(principal: Principal, csrf: str | None) -> str:
     return f"<div id='who'>Signed in as <b>{html.escape(principal.name)}</b>{role} · {form}</div>"
 
 
-def conversation_choices(services: Services, owner: str) -> list[tuple[str, str]]:
-    def when(t: float) -> str:
-        return time.strftime("%d %b %H:%M", time.localtime(t))
+def conversation_choices(services: Services, owner: str, text: str = "", now: float | None = None,
+                         ) -> list[tuple[str, str]]:
+    """The owner's conversations, newest first, each labelled with its date group (Today, This week,
+    Older) and time; `text` keeps those whose name holds it (any case)."""
+    now = time.time() if now is None else now
+    today = time.mktime((*time.localtime(now)[:3], 0, 0, 0, 0, 0, -1))
 
-    return [(f"{c.title} · {when(c.updated_at)}", c.id) for c in services.conversations.list(owner)]
+    def when(t: float) -> str:
+        if t >= today:
+            return "Today " + time.strftime("%H:%M", time.localtime(t))
+        if t >= today - 6 * 86400:
+            return "This week " + time.strftime("%a %H:%M", time.localtime(t))
+        return "Older " + time.strftime("%d %b %Y", time.localtime(t))
+
+    wanted = " ".join(text.split()).lower()
+    return [(f"{when(c.updated_at)} · {c.title}", c.id) for c in services.conversations.list(owner)
+            if wanted in c.title.lower()]
 
 
 def build_chat_ui(services: Services) -> gr.Blocks:
@@ -107,6 +148,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     from appliance.access.auth import SESSION_COOKIE as COOKIE
     from appliance.access.limits import RateLimited
     from appliance.answer_gate import Busy, StillWaiting
+    from appliance.backends.scope import InvalidScope
     from appliance.rag import UNGROUNDED_REPLIES, Answer, QuestionTooLong, Source, checked_question
     from appliance.stores.conversations import Turn
     from appliance.usecases import answer as answer_question
@@ -116,7 +158,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     settings = services.settings
 
     def answer(message: str, chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
-               request: gr.Request) -> Iterator[tuple[Any, ...]]:
+               picked: list[str] | None, request: gr.Request) -> Iterator[tuple[Any, ...]]:
         """Outputs: chatbot, box, qa, conv, turns, source_pick, source_view, conv_list."""
         keep = gr.update()
         message = (message or "").strip()
@@ -133,8 +175,9 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         index = len(chat) - 1
         try:
             principal = caller(request)
+            scope = scope_of(picked)
             services.limits.question(principal)
-        except (PermissionError, RateLimited) as exc:
+        except (PermissionError, RateLimited, InvalidScope) as exc:
             chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}"}
             yield chat, message, qa, conv, turns, keep, keep, keep
             return
@@ -150,7 +193,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             while True:
                 try:
                     yield from answer_question(services, principal, message, [(q, a) for q, a in qa], "ui",
-                                               patience=0.5)
+                                               patience=0.5, scope=scope)
                     return
                 except StillWaiting:
                     yield None
@@ -165,7 +208,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                     chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
                     qa = [*qa, [event.query or message, event.text]][-10:]
-                    conv, n = save_turn(principal.name, conv, event)
+                    conv, n = save_turn(principal.name, conv, event, scope.to_dict() if scope else {})
                     sources = answer_sources(event)
                     turns = {**turns, str(index): {"question": event.question, "answer": event.text, "turn": n,
                                                    "grounded": event.grounded, "sources": sources}}
@@ -195,16 +238,19 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             return gr.update(), ""
         return answering(), message
 
-    def save_turn(owner: str, conv: str, answer: Answer) -> tuple[str, int]:
+    def save_turn(owner: str, conv: str, answer: Answer, scope: dict[str, Any]) -> tuple[str, int]:
+        """The turn saved, and the scope it was asked in kept with the conversation (a reopened one asks there)."""
         store = services.conversations
         if not conv or store.get(owner, conv) is None:
-            conv = store.create(owner, answer.question)
+            conv = store.create(owner, answer.question, scope)
+        else:
+            store.set_scope(owner, conv, scope)
         store.add_turn(owner, conv, Turn(answer.question, answer.text, answer_sources(answer)))
         got = store.get(owner, conv)
         return conv, (len(got.turns) - 1 if got else 0)
 
     def regenerate(chat: list[dict[str, Any]], qa: list[Any], conv: str, turns: dict[str, Any],
-                   request: gr.Request) -> Iterator[tuple[Any, ...]]:
+                   picked: list[str] | None, request: gr.Request) -> Iterator[tuple[Any, ...]]:
         """The last question answered again: its answer is replaced, in the page and in the saved conversation."""
         users = [i for i, m in enumerate(chat) if m.get("role") == "user"]
         if not users:
@@ -218,7 +264,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             turns = {k: v for k, v in turns.items() if k != str(last + 1)}
             if conv:
                 services.conversations.drop_turn(caller(request).name, conv, int(old["turn"]))
-        yield from answer(message, chat[:last], qa, conv, turns, request)
+        yield from answer(message, chat[:last], qa, conv, turns, picked, request)
 
     def open_source(target: str, turns: dict[str, Any], request: gr.Request) -> tuple[Any, ...]:
         """A citation link was clicked: target is "message-n:clicktime"."""
@@ -270,10 +316,10 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                               turn=turn["turn"], comment=bool(comment))
 
     def load_conversation(cid: str | None, request: gr.Request) -> tuple[Any, ...]:
-        """Outputs: chatbot, qa, conv, turns, source_pick, source_view, title_box."""
+        """Outputs: chatbot, qa, conv, turns, source_pick, source_view, title_box, scope_pick."""
         conv = services.conversations.get(caller(request).name, cid) if cid else None
         if conv is None:
-            return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, ""
+            return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, "", []
         chat: list[dict[str, Any]] = []
         turns: dict[str, Any] = {}
         for n, t in enumerate(conv.turns):
@@ -287,10 +333,12 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             turns[str(index)] = {"question": t.question, "answer": t.answer, "turn": n, "grounded": grounded,
                                  "sources": t.sources}
         qa = [[t.question, t.answer] for t in conv.turns][-10:]
-        return chat, qa, conv.id, turns, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, conv.title
+        return (chat, qa, conv.id, turns, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, conv.title,
+                values_of(conv.scope))
 
     def new_conversation() -> tuple[Any, ...]:
-        return [], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, "", gr.update(value=None)
+        return ([], [], "", {}, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, "", [],
+                gr.update(value=None))
 
     def rename(title: str, conv: str, request: gr.Request) -> tuple[Any, ...]:
         owner = caller(request).name
@@ -301,61 +349,81 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         services.conversations.rename(owner, conv, title)
         return gr.update(choices=conversation_choices(services, owner), value=conv), "Renamed."
 
-    def delete(conv: str, request: gr.Request) -> tuple[Any, ...]:
+    def search_conversations(text: str, conv: str, request: gr.Request) -> Any:
+        found = conversation_choices(services, caller(request).name, text or "")
+        return gr.update(choices=found, value=conv if any(c == conv for _, c in found) else None)
+
+    def delete(conv: str, confirmed: str, request: gr.Request) -> tuple[Any, ...]:
+        """After the page's confirmation (CONFIRM_DELETE); a cancelled one, or no conversation yet, changes nothing."""
         owner = caller(request).name
-        if conv:
-            services.conversations.delete(owner, conv)
+        if not conv or confirmed != "yes":
+            return (*(gr.update(),) * (len(new_conversation()) - 1), gr.update(),
+                    "Kept." if conv else "Nothing to delete yet.")
+        services.conversations.delete(owner, conv)
         return (*new_conversation()[:-1], gr.update(choices=conversation_choices(services, owner), value=None),
-                "Deleted." if conv else "")
+                "Deleted.")
 
     def on_load(request: gr.Request) -> tuple[Any, ...]:
-        """Outputs: who bar, what only administrators see, conversation list."""
+        """Outputs: who bar, what only administrators see, conversation list, scope picker, chat (its welcome)."""
         try:
             principal = caller(request)
         except PermissionError:
             return (gr.update(value=""), *(gr.update(visible=False),) * len(admin_only), gr.update(active=False),
-                    gr.update(choices=[]))
+                    gr.update(choices=[]), gr.update(choices=[]), gr.update())
         session = services.users.session(_cookie(request, COOKIE)) if principal.kind == "user" else None
         admin = gr.update(visible=principal.admin)
         return (gr.update(value=signed_in_bar(principal, session.csrf if session else None)),
                 *(admin,) * len(admin_only), gr.update(active=principal.admin),
-                gr.update(choices=conversation_choices(services, principal.name), value=None))
+                gr.update(choices=conversation_choices(services, principal.name), value=None),
+                gr.update(choices=scope_choices(services, principal), value=[]),
+                gr.update(placeholder=welcome(services, principal)))
 
     # Gradio passes gr.Request (and gr.LikeData) to parameters annotated with them, found with
     # typing.get_type_hints; this module's annotations are strings (gradio is imported lazily), so
     # give the handlers the real types.
     for handler in (answer, regenerate, open_source, pick_source, load_conversation, rename, delete, on_load,
-                    comment_on):
+                    comment_on, search_conversations):
         handler.__annotations__ = {"request": gr.Request}
     rate.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
 
     # Uploads wait in Gradio's cache (in the data directory, owner-only), shared by content between
     # sessions: Gradio deletes them an hour after they came, checking every 10 minutes.
     with gr.Blocks(title=settings.ui.title, analytics_enabled=False, delete_cache=(600, 3600)) as blocks:
-        with gr.Row():
+        with gr.Row(elem_id="header-row"):
             gr.Markdown(f"## {html.escape(settings.ui.title)}\nAnswers come only from your organisation's "
                         "documents, with numbered sources. Nothing leaves this server.")
             who_bar = gr.HTML("", elem_id="who-bar")
         qa_state = gr.State([])  # (searched query, answer) pairs: the follow-up context
         conv_state = gr.State("")  # this browser tab's conversation id (stored per user)
         turns_state = gr.State({})  # chat message index -> question, answer, sources, turn number
+        scope_state = gr.State([])  # the picker's values (ui/scope_picker.py)
         shown_state = gr.State("")  # the message whose sources the panel lists
         pending_state = gr.State(None)  # the rating a comment would complete
         with gr.Tabs():
             with gr.Tab("Chat", id="chat-tab"), gr.Row(equal_height=False):
                 with gr.Column(scale=1, min_width=220, elem_id="conversations-column"):
                     new_btn = gr.Button("New conversation", variant="secondary", size="sm", elem_id="new-conv")
-                    conv_list = gr.Radio([], label="Your conversations", elem_id="conversations")
+                    # Above the list, which scrolls on its own: never below the fold of a long history.
                     with gr.Accordion("Rename or delete this conversation", open=False):
                         title_box = gr.Textbox(label="Name", elem_id="conv-title", max_length=120)
                         with gr.Row():
                             rename_btn = gr.Button("Rename", size="sm", elem_id="conv-rename")
                             delete_btn = gr.Button("Delete", size="sm", variant="stop", elem_id="conv-delete")
                         conv_status = gr.Markdown("")
+                        confirm_box = gr.Textbox(visible="hidden", elem_id="confirm-delete")
+                    conv_search = gr.Textbox(placeholder="Search conversations", show_label=False, max_length=120,
+                                             elem_id="conv-search")
+                    conv_list = gr.Radio([], label="Your conversations", elem_id="conversations")
                 with gr.Column(scale=4, min_width=320):
+                    # On a phone the conversations are a drawer this button opens (ui/page.py CSS and JS).
+                    gr.Button("Conversations", size="sm", elem_id="drawer-toggle")
                     chatbot = gr.Chatbot(label="Chat", height=520, elem_id="chat", buttons=["copy", "copy_all"],
                                          feedback_options=("Like", "Dislike"),
                                          placeholder="Ask a question about the ingested documents.")
+                    # What to ask about: folders, documents, types; chips once chosen; `#` in the box opens it.
+                    scope_pick = gr.Dropdown([], value=[], multiselect=True, filterable=True, label="Ask about",
+                                             info="Everything you may read, unless you choose folders, documents "
+                                                  "or types (type # in the question box)", elem_id="scope-pick")
                     box = gr.Textbox(placeholder="Ask a question… (Enter sends, Shift+Enter: new line, Esc stops)",
                                      show_label=False, autofocus=True, elem_id="question", lines=1, max_lines=6,
                                      submit_btn=SEND, stop_btn=False)
@@ -384,13 +452,15 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         sent = box.submit(take_question, box, [box, sent_state], concurrency_limit=None, js=EMPTY_THE_BOX,
                           show_progress="hidden")
         # As many answers at once as the model serves (Gradio's default is one); the rest wait in a bounded queue.
-        asked = sent.then(answer, [sent_state, chatbot, qa_state, conv_state, turns_state], outputs,
+        # The picker's value rides in a State: the `respond` API keeps its inputs (a question, the chat).
+        scope_pick.change(lambda picked: list(picked or []), scope_pick, scope_state, show_progress="hidden")
+        asked = sent.then(answer, [sent_state, chatbot, qa_state, conv_state, turns_state, scope_state], outputs,
                           api_name="respond", concurrency_limit=settings.llm.max_parallel, concurrency_id="answers",
                           show_progress="hidden")
         # Regenerate (the answer's own Retry button) during an answer stops that answer first: one
         # question never gets two saved answers.
         again = chatbot.retry(answering, None, box, cancels=[asked], concurrency_limit=None, show_progress="hidden") \
-            .then(regenerate, [chatbot, qa_state, conv_state, turns_state], outputs,
+            .then(regenerate, [chatbot, qa_state, conv_state, turns_state, scope_state], outputs,
                   concurrency_limit=settings.llm.max_parallel, concurrency_id="answers", show_progress="hidden")
         for event in (asked, again):
             # After the answer, or its cancellation: Send again, and the panel follows the last answer.
@@ -404,14 +474,17 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         comment_outputs = [comment_row, feedback_note, pending_state, comment_box]
         comment_btn.click(comment_on, comment_inputs, comment_outputs)
         comment_box.submit(comment_on, comment_inputs, comment_outputs)
-        conv_outputs = [chatbot, qa_state, conv_state, turns_state, source_pick, source_view, title_box]
+        conv_outputs = [chatbot, qa_state, conv_state, turns_state, source_pick, source_view, title_box, scope_pick]
         conv_list.select(load_conversation, conv_list, conv_outputs)
+        conv_search.change(search_conversations, [conv_search, conv_state], conv_list, show_progress="hidden")
         new_btn.click(new_conversation, None, [*conv_outputs, conv_list])
         chatbot.clear(new_conversation, None, [*conv_outputs, conv_list])  # its bin icon: a new conversation
         rename_btn.click(rename, [title_box, conv_state], [conv_list, conv_status])
-        delete_btn.click(delete, conv_state, [*conv_outputs, conv_list, conv_status])
+        delete_btn.click(delete, [conv_state, confirm_box], [*conv_outputs, conv_list, conv_status], js=CONFIRM_DELETE)
         admin_only = [*library_tab.admin_controls, *admin_tabs.tabs]
-        blocks.load(on_load, None, [who_bar, *admin_only, admin_tabs.timer, conv_list]) \
+        # No progress overlay: it would dim the header and the chat until the page's data is in.
+        blocks.load(on_load, None, [who_bar, *admin_only, admin_tabs.timer, conv_list, scope_pick, chatbot],
+                    show_progress="hidden") \
             .then(admin_tabs.refresh, None, admin_tabs.refreshed).then(library_tab.refresh, library_tab.inputs,
                                                                        library_tab.outputs)
     # api_open=False: Gradio's /run and /api routes would run an answer beside the queue, past its limits.

@@ -42,20 +42,33 @@ CSS = """
 :root { --appliance-accent-text: #c2410c; }
 .dark { --appliance-accent-text: #fb923c; }
 button[role="tab"][aria-selected="true"] { color: var(--appliance-accent-text) !important; }
-#source-view .passage { max-height: 22rem; overflow-y: auto; line-height: 1.5; }
+#source-view .passage { max-height: 14rem; overflow-y: auto; line-height: 1.5; }
 /* A long file name without spaces (report_2024_Q2_final.pdf) breaks anywhere rather than being cut off. */
 #source-view, #source-pick label, #conversations label, #chat .message-content { overflow-wrap: anywhere; }
 #source-view mark { background: #fde68a; color: #111827; padding: 0 .1em; }
-#source-view img { width: 100%; border: 1px solid var(--border-color-primary); margin-top: .5rem; }
+#source-view img { width: 100%; border: 1px solid var(--border-color-primary); }
+#source-view figure.source-page { margin: .5rem 0 0; }
+#source-view figcaption { font-size: .85em; }
 #source-view a, .cite { color: var(--link-text-color); text-decoration: underline; }
 #no-documents { border-left: 4px solid #b45309; padding-left: .6rem; }
 #chat svg.info-icon { display: inline-block; width: 1em; height: 1em; margin: 0 .15em 0 0; vertical-align: -0.15em; }
 #cite-target { display: none !important; }
 #chat button[data-copied] { outline: 2px solid var(--color-accent); }  /* copied: the page's own copy */
+#drawer-toggle { display: none; }
+#conversations { max-height: 55vh; overflow-y: auto; }
 @media (max-width: 700px) {
   #chat { height: 60vh !important; }
-  #conversations-column { order: 3; }  /* on a phone: the chat first, then its sources, then the list */
   .gradio-container { padding: 4px !important; }
+  /* The header full width, the title above who is signed in (not half the width beside an empty column). */
+  #header-row { flex-direction: column; gap: 0; }
+  #header-row > * { min-width: 100% !important; }
+  /* The conversations are a drawer over the page, opened by the button above the chat. */
+  #drawer-toggle { display: inline-flex; align-self: flex-start; width: auto; }
+  #conversations-column { display: none; }
+  #conversations-column.drawer-open {
+    display: flex; position: fixed; inset: 0 15% 0 0; z-index: 1000; overflow-y: auto; padding: .75rem;
+    background: var(--background-fill-primary); box-shadow: 0 0 0 100vmax rgba(0, 0, 0, .45);
+  }
 }
 """
 
@@ -81,6 +94,47 @@ JS = """
   };
   document.addEventListener('keydown', holdEnter, true);
   document.addEventListener('keypress', holdEnter, true);
+  // On a phone: the conversations drawer opens with its button, and closes when a conversation is
+  // chosen, a new one started, or the dimmed page beside it is touched.
+  // (The class goes on the column: Gradio scopes the page's CSS to its container, so a body class
+  // cannot be matched.)
+  document.addEventListener('click', (e) => {
+    const t = e.target;
+    const drawer = document.querySelector('#conversations-column');
+    if (!t.closest || !drawer) return;
+    if (t.closest('#drawer-toggle')) { drawer.classList.toggle('drawer-open'); return; }
+    if (!drawer.classList.contains('drawer-open')) return;
+    if (t.closest('#conversations label') || t.closest('#new-conv') || !t.closest('#conversations-column')) {
+      drawer.classList.remove('drawer-open');
+    }
+  });
+  // A phone opens the page at its top (the title and the tabs), not scrolled to the focused box.
+  if (window.matchMedia('(max-width: 700px)').matches) {
+    const top = () => { document.activeElement?.blur?.(); window.scrollTo(0, 0); };
+    const seen = new MutationObserver(() => {
+      if (document.querySelector('#question textarea')) { seen.disconnect(); setTimeout(top, 50); }
+    });
+    seen.observe(document.documentElement, {childList: true, subtree: true});
+  }
+  // The chat's bin icon starts a new conversation (the one shown stays saved): its label says so.
+  new MutationObserver(() => {
+    for (const b of document.querySelectorAll('#chat button[aria-label="Clear"]')) {
+      b.setAttribute('aria-label', 'New conversation (this one stays saved)');
+      b.setAttribute('title', 'New conversation (this one stays saved)');
+    }
+  }).observe(document.documentElement, {childList: true, subtree: true});
+  // "#" typed in the question box (at its start or after a space) opens the scope picker to search
+  // folders, documents and types, as Open WebUI does; the "#" itself is not kept in the question.
+  document.addEventListener('input', (e) => {
+    const box = e.target;
+    if (!(box.closest && box.closest('#question')) || e.data !== '#') return;
+    const at = box.selectionStart - 1;
+    if (at < 0 || box.value[at] !== '#' || (at > 0 && !/\\s/.test(box.value[at - 1]))) return;
+    box.value = box.value.slice(0, at) + box.value.slice(at + 1);
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+    const picker = document.querySelector('#scope-pick input');
+    if (picker) { picker.focus(); picker.click(); }
+  });
   // The answer stops at its next token, or when the search under way ends (seconds on a busy
   // server): until Send is back, the button says so.
   document.addEventListener('click', (e) => {

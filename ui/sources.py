@@ -75,6 +75,17 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     return "<div class='passage'>" + "".join(parts) + "</div>"
 
 
+def match_words(services: Services, principal: Principal, similarity: float) -> str:
+    """How well a passage matched the question, in words a reader understands; administrators, who
+    set the thresholds, see the number on hover."""
+    retrieval = services.settings.retrieval
+    word = ("strong match" if similarity >= retrieval.strong_similarity
+            else "partial match" if similarity >= retrieval.min_similarity else "weak match")
+    if principal.admin:
+        return f"<span class='match' title='similarity {similarity:.2f}'>{word}</span>"
+    return f"<span class='match'>{word}</span>"
+
+
 def panel_html(services: Services, principal: Principal, src: dict[str, Any] | None) -> str:
     if not src:
         return ""
@@ -86,16 +97,27 @@ def panel_html(services: Services, principal: Principal, src: dict[str, Any] | N
     if src.get("date"):
         meta.append(html.escape(str(src["date"])))
     if src.get("similarity") is not None:
-        meta.append(f"similarity {float(src['similarity']):.2f}")
+        meta.append(match_words(services, principal, float(src["similarity"])))
     title = str(src.get("title") or "")
     titled = f"<br><i class='source-title'>{html.escape(title)}</i>" if title and title != name_title(
         Path(str(src.get("file_name", "")))) else ""
     head = (f"<div class='source-head'><b>[{int(src['n'])}] {name}</b>{titled}<br><small>"
             f"{' · '.join(m for m in meta if m)}</small><br>"
             f"<a href='/v1/documents/{doc_id}/file' download id='source-download'>Download the original</a></div>")
-    image = ""
-    page = src.get("page")
-    if str(src.get("path", "")).lower().endswith(".pdf") and isinstance(page, int):
-        image = (f"<img id='source-page' alt='page {page} of {name}' loading='lazy' "
-                 f"src='/v1/documents/{doc_id}/pages/{page}.png?width=900'>")
-    return head + context_html(services, principal, src) + image
+    # The page right under the passage (whose box is kept short for it), not below a long context.
+    return head + context_html(services, principal, src) + page_html(src, doc_id, name)
+
+
+def page_html(src: dict[str, Any], doc_id: str, name: str) -> str:
+    """A PDF source's page, rendered on the server with the passage's lines marked, and a link that
+    opens it full size (readable on a phone, zoomable)."""
+    page, chunk = src.get("page"), src.get("chunk_index")
+    if not (str(src.get("path", "")).lower().endswith(".pdf") and isinstance(page, int)):
+        return ""
+    mark = f"&passage={chunk}" if isinstance(chunk, int) else ""
+    url = f"/v1/documents/{doc_id}/pages/{page}.png?"
+    return (f"<figure class='source-page'><a href='{url}width=2000{mark}' target='_blank' rel='noopener' "
+            f"id='source-page-full' title='Open the page full size'>"
+            f"<img id='source-page' alt='page {page} of {name}, the passage marked' src='{url}width=900{mark}'>"
+            f"</a><figcaption>Page {page}, the passage marked · "
+            f"<a href='{url}width=2000{mark}' target='_blank' rel='noopener'>open full size</a></figcaption></figure>")

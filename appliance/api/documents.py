@@ -195,6 +195,9 @@ def document_file(doc_id: str, state: State, principal: Who) -> FileResponse:
 @router.get("/v1/documents/{doc_id}/pages/{page}.png", responses={**ERRORS, 200: {"content": {"image/png": {}}}})
 def page_image(doc_id: str, page: int, state: State, principal: Who,
                width: Annotated[int, Query(ge=100, le=2000, description="Width of the image in pixels.")] = 900,
+               passage: Annotated[int | None, Query(ge=0, le=10_000_000, description=(
+                   "A chunk of this document on this page (its chunk_index, as sources give it): its lines "
+                   "are marked on the page."))] = None,
                ) -> Response:
     """A PDF page rendered as PNG on the server (pypdfium2), for a reader of the document."""
     from appliance.api.page_images import render_page
@@ -202,11 +205,17 @@ def page_image(doc_id: str, page: int, state: State, principal: Who,
     rec = _readable(state, doc_id, principal)
     if Path(rec.path).suffix.lower() != ".pdf":
         raise ApiError(415, f"{Path(rec.path).name} is not a PDF: only PDF pages are rendered")
+    text = None
+    if passage is not None:  # read through the store's group filter, as every passage a reader sees
+        text = next((str(h.payload.get("text", "")) for h in readable_chunks(state.services, doc_id, principal.reads)
+                     if h.payload.get("chunk_index") == passage and h.payload.get("page") == page), None)
     try:
-        png = render_page(Path(rec.path), page, width)
+        png = render_page(Path(rec.path), page, width, text)
     except IndexError as exc:
         raise ApiError(404, str(exc)) from None
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+    # A passage no longer there (re-ingested since) leaves the page unmarked, not a broken image.
+    marked = {"X-Passage-Marked": "1" if text else "0"} if passage is not None else {}
+    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300", **marked})
 
 
 @router.post("/v1/search", response_model=SearchResponse, responses=ERRORS, tags=["Search"])

@@ -41,6 +41,8 @@ class Source(BaseModel):
     page: int | None = Field(None, description="Page, slide or sheet number, when the format has them.")
     page_name: str | None = Field(None, description="Sheet name of a spreadsheet.")
     section: list[str] = Field(default_factory=list, description="Heading path of the passage.")
+    chunk_index: int | None = Field(None, description=(
+        "The passage's place in its document (GET /v1/documents/{doc_id}/pages/{page}.png?passage= marks it)."))
     title: str = Field("", description="The document's title (its properties, else its first heading, else its name).")
     date: str = Field("", description="The document's date (sent, else modified, else created), YYYY-MM-DD.")
     score: float = Field(description="Fused rank score (higher is better).")

@@ -36,6 +36,7 @@ class Conversation:
     created_at: float
     updated_at: float
     turns: list[Turn] = field(default_factory=list)
+    scope: dict[str, Any] = field(default_factory=dict)  # Scope.to_dict(): what it asks about ({}: everything)
 
 
 class Conversations:
@@ -43,13 +44,22 @@ class Conversations:
         self._db = open_database(path, "conversations")
         self._lock = threading.Lock()
 
-    def create(self, owner: str, title: str) -> str:
+    def create(self, owner: str, title: str, scope: dict[str, Any] | None = None) -> str:
         cid = secrets.token_hex(16)
         now = time.time()
         with self._lock, self._db.begin() as tx:
-            tx.execute(text("INSERT INTO conversations VALUES (:id, :owner, :title, :now, :now)"),
-                       {"id": cid, "owner": owner, "title": _title(title), "now": now})
+            tx.execute(text("INSERT INTO conversations (id, owner, title, created_at, updated_at, scope) "
+                            "VALUES (:id, :owner, :title, :now, :now, :scope)"),
+                       {"id": cid, "owner": owner, "title": _title(title), "now": now,
+                        "scope": json.dumps(scope or {})})
         return cid
+
+    def set_scope(self, owner: str, cid: str, scope: dict[str, Any]) -> bool:
+        """What the conversation asks about from now on (the page's picker; Scope.to_dict)."""
+        with self._lock, self._db.begin() as tx:
+            cur = tx.execute(text("UPDATE conversations SET scope = :scope WHERE id = :cid AND owner = :owner"),
+                             {"scope": json.dumps(scope), "cid": cid, "owner": owner})
+        return cur.rowcount > 0
 
     def add_turn(self, owner: str, cid: str, turn: Turn) -> bool:
         """False when the conversation is not the owner's (or is gone)."""
@@ -94,14 +104,15 @@ class Conversations:
 
     def get(self, owner: str, cid: str) -> Conversation | None:
         with self._lock, self._db.begin() as tx:
-            row = tx.execute(text("SELECT id, title, created_at, updated_at FROM conversations "
+            row = tx.execute(text("SELECT id, title, created_at, updated_at, scope FROM conversations "
                                   "WHERE id = :cid AND owner = :owner"), {"cid": cid, "owner": owner}).first()
             if row is None:
                 return None
             turns = tx.execute(text("SELECT question, answer, sources, at FROM turns WHERE conversation = :cid "
                                     "ORDER BY n"), {"cid": cid}).all()
         return Conversation(str(row[0]), str(row[1]), float(row[2]), float(row[3]),
-                            [Turn(str(q), str(a), json.loads(str(s)), float(at)) for q, a, s, at in turns])
+                            [Turn(str(q), str(a), json.loads(str(s)), float(at)) for q, a, s, at in turns],
+                            json.loads(str(row[4] or "{}")))
 
     def rename(self, owner: str, cid: str, title: str) -> bool:
         with self._lock, self._db.begin() as tx:

@@ -4,6 +4,7 @@ beyond loopback), the queue is small, and answers are short, so the concurrency 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -189,6 +190,33 @@ def test_a_document_downloads_and_its_pdf_pages_render(api: Api) -> None:
     assert "has 1 pages" in r.json()["error"]["message"]
     assert api.http.get(f"/v1/documents/{notes}/pages/1.png").status_code == 415  # not a PDF
     assert api.http.get("/v1/documents/nope/file").status_code == 404
+
+
+def test_a_cited_passage_is_marked_on_its_pdf_page(api: Api) -> None:
+    from PIL import Image
+
+    hit = next(h for h in api.http.post("/v1/search", json={"query": "LayoutParser deep learning toolkit",
+                                                             "top_k": 10}).json()["results"]
+               if h["path"].endswith(".pdf") and h.get("page"))
+    url = f"/v1/documents/{hit['doc_id']}/pages/{hit['page']}.png"
+    chunk = hit["chunk_index"]
+
+    def yellow(png: bytes) -> int:  # pixels of the marker's colour (the pages themselves are black on white)
+        import numpy as np
+
+        rgb = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+        return int(((rgb[..., 0] > 200) & (rgb[..., 1] > 180) & (rgb[..., 2] < 150)).sum())
+
+    plain = api.http.get(url)
+    marked = api.http.get(url, params={"passage": chunk})
+    assert marked.status_code == 200
+    assert marked.headers["x-passage-marked"] == "1"
+    assert yellow(marked.content) > 20 * yellow(plain.content) + 1000
+    # A passage that is not on this page leaves it unmarked (re-ingested since), not a broken image.
+    gone = api.http.get(url, params={"passage": 9_999_999})
+    assert gone.status_code == 200
+    assert gone.headers["x-passage-marked"] == "0"
+    assert api.http.get(url, params={"passage": -1}).status_code == 422
 
 
 def test_uploads_of_one_name_at_once_keep_one_whole_version(api: Api) -> None:

@@ -146,6 +146,7 @@ def test_an_answer_streams_and_its_citation_opens_the_passage_and_page(site: Sit
     assert "layout-parser-paper-fast.pdf, page" in text
     snapshots: list[str] = page.evaluate("window.__snapshots")
     answer = text.split(FRAMEWORKS, 1)[1].split("Sources:", 1)[0].strip()
+    answer = re.sub(r"^Weak match:.*?relying on the answer\.\s*", "", answer)  # said once the answer is checked
     partial = {s.split(FRAMEWORKS, 1)[1].strip() for s in snapshots
                if FRAMEWORKS in s and "Sources:" not in s and "Searching" not in s}
     partial.discard("")
@@ -174,6 +175,14 @@ def test_an_answer_streams_and_its_citation_opens_the_passage_and_page(site: Sit
     page.wait_for_function("document.querySelector('#source-page').complete && "
                            "document.querySelector('#source-page').naturalWidth > 0", timeout=60_000)
     assert abs(page.evaluate("document.querySelector('#source-page').naturalWidth") - 900) <= 2
+    # The page comes with the passage marked on it, and opens full size.
+    src = str(page.get_attribute("#source-page", "src"))
+    assert "passage=" in src
+    assert httpx.get(site.url + src, cookies=_cookies(page)).headers["x-passage-marked"] == "1"
+    assert "width=2000" in str(page.get_attribute("#source-page-full", "href"))
+    # How well it matched, in words (the number is for administrators, on hover).
+    assert any(w in view for w in ("strong match", "partial match", "weak match")), view
+    assert "similarity" not in view
     assert page.locator("#source-pick input:checked").count() == 1
     # The original file downloads for its reader.
     href = page.get_attribute("#source-download", "href")
@@ -248,6 +257,13 @@ def test_regenerate_then_reload_finds_the_conversation_again(site: Site, browser
                            timeout=60_000)
     listed = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
     assert [c["title"] for c in listed] == ["Water delivery"]
+    # Delete asks first: "no" keeps the conversation, "yes" deletes it.
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click("#conv-delete")
+    page.wait_for_function("document.body.innerText.includes('Kept.')", timeout=30_000)
+    assert [c["title"] for c in httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()[
+        "conversations"]] == ["Water delivery"]
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click("#conv-delete")
     page.wait_for_function("!document.querySelector('#conversations').innerText.includes('Water delivery')",
                            timeout=60_000)
@@ -433,9 +449,13 @@ def test_every_visible_control_meets_wcag_aa_contrast_in_both_themes(site: Site,
     checked += _controls_below_aa(page, "chat, answering", bad)  # Stop in place of Send
     page.wait_for_selector("#source-view mark#cited-passage", timeout=180_000)
     page.wait_for_selector("#question .submit-button", timeout=60_000)
+    if width < 700:  # on a phone the conversations are a drawer
+        page.click("#drawer-toggle")
     page.click("text=Rename or delete this conversation")
     page.locator("#conv-title input, #conv-title textarea").first.wait_for(state="visible", timeout=30_000)
     checked += _controls_below_aa(page, "chat, answered", bad)
+    if width < 700:
+        page.mouse.click(380, 400)  # beside the drawer: it closes
     _shot(page, f"contrast-{theme}-{width}")
     for tab in ("Library", "Status", "Users", "Audit"):
         _open_tab(page, tab)
@@ -454,8 +474,8 @@ def test_every_visible_control_meets_wcag_aa_contrast_in_both_themes(site: Site,
         assert box is not None
         assert box["x"] >= 0
         assert box["x"] + box["width"] <= width + 1
-        # On a phone the chat comes before the conversation list.
-        assert page.locator("#chat").bounding_box()["y"] < page.locator("#conversations").bounding_box()["y"]
+        # On a phone the conversation list is a drawer, closed: the chat has the screen.
+        assert not page.locator("#conversations").is_visible()
         _shot(page, f"phone-{theme}")
     page.context.close()
     assert site.outside == []
@@ -626,5 +646,70 @@ def test_an_opened_source_shows_its_highlighted_passage(site: Site, browser: Any
     assert 0 <= mark["screen"] < mark["vh"] - 40, mark  # on the screen
     assert 0 <= mark["top"] < mark["height"] - 20, mark
     _shot(phone, "phone-citation")
+    phone.context.close()
+    assert site.outside == []
+
+
+def test_the_empty_page_helps_and_a_chosen_scope_narrows_the_question(site: Site, browser: Any) -> None:
+    page = _page(site, browser, "erin")
+    # The empty chat says what the reader may search, with questions drawn from their documents.
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('You can ask about 3 documents')",
+                           timeout=60_000)
+    welcome = page.inner_text("#chat")
+    assert "Try:" in welcome
+    assert "Nothing you ask" in welcome
+    _shot(page, "welcome")
+    # "#" in the question box opens the picker, and is not kept in the question.
+    box = page.locator("#question textarea")
+    box.click()
+    page.keyboard.type("#")
+    page.wait_for_function("document.activeElement && document.activeElement.closest('#scope-pick') !== null",
+                           timeout=10_000)
+    assert "#" not in box.input_value()
+    page.keyboard.type("rust-book")
+    option = page.locator("#scope-pick [role=option]", has_text="rust-book-installation.md").first
+    option.wait_for(state="visible", timeout=10_000)
+    option.click()
+    page.wait_for_function("document.querySelector('#scope-pick').innerText.includes('rust-book-installation')",
+                           timeout=10_000)  # a chip
+    page.keyboard.press("Escape")
+    _shot(page, "scope-chosen")
+    # The water question's answer is in the memo, outside the chosen scope: never cited.
+    _ask(page, WATER)
+    answer = page.inner_text("#chat")
+    assert "fake-memo.pdf" not in answer
+    assert "fake-memo.pdf" not in page.inner_text("#source-view")
+    # The chat's bin icon says what it does.
+    assert page.locator("#chat button[aria-label='New conversation (this one stays saved)']").count() == 1
+    # The scope is kept with the conversation: a new one starts without it, the saved one has it again.
+    page.click("#new-conv")
+    page.wait_for_function("!document.querySelector('#scope-pick').innerText.includes('rust-book-installation')",
+                           timeout=30_000)
+    page.locator("#conversations label").first.click()
+    page.wait_for_function("document.querySelector('#scope-pick').innerText.includes('rust-book-installation')",
+                           timeout=30_000)
+    page.context.close()
+    assert site.outside == []
+
+
+def test_on_a_phone_the_page_opens_at_its_top_with_the_conversations_in_a_drawer(site: Site, browser: Any) -> None:
+    phone = _page(site, browser, "bob", width=390, height=844)
+    phone.wait_for_timeout(500)
+    assert phone.evaluate("window.scrollY") == 0  # not scrolled past the title and tabs to the focused box
+    header = phone.evaluate("(() => { const r = document.querySelector('#header-row h2').getBoundingClientRect();"
+                            " return {width: r.width, top: r.top}; })()")
+    assert header["width"] >= 0.75 * 390, header  # the title across the width (less the margins), not half of it
+    assert 0 <= header["top"] < 120, header
+    assert not phone.locator("#new-conv").is_visible()  # the list is in the drawer, not at the page's bottom
+    _shot(phone, "phone-top")
+    phone.click("#drawer-toggle")
+    phone.locator("#new-conv").wait_for(state="visible", timeout=10_000)
+    box = phone.locator("#new-conv").bounding_box()
+    assert box is not None
+    assert 0 <= box["y"] < 844 - box["height"]  # on the screen at once
+    _shot(phone, "phone-drawer")
+    phone.click("#new-conv")
+    phone.locator("#conversations-column").wait_for(state="hidden", timeout=10_000)  # chosen: the drawer closes
+    assert "Sources:" in _ask(phone, WATER)
     phone.context.close()
     assert site.outside == []

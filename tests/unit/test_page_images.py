@@ -26,3 +26,23 @@ def test_a_page_of_any_proportions_renders_within_the_bounds(tmp_path: Path, wid
     w, h = Image.open(io.BytesIO(png)).size
     assert max(w, h) <= MAX_SIDE  # the strip was 1 x 10,954,452 px
     assert w * h <= MAX_PIXELS
+
+
+def test_a_passage_is_found_on_its_page_despite_other_spacing_and_case() -> None:
+    import pypdfium2 as pdfium
+
+    from appliance.api.page_images import passage_rects
+
+    pdf = pdfium.PdfDocument(str(Path(__file__).parents[2] / "samples" / "layout-parser-paper-fast.pdf"))
+    page = pdf[0]
+    words = page.get_textpage().get_text_range().split()
+    abstract = words.index("Abstract.")
+    passage = "  ".join(words[abstract:abstract + 60]).upper()  # the parser's text differs in spacing and case
+    rects = passage_rects(page, passage)
+    height = page.get_height()
+    assert 5 <= len(rects) <= 20  # a line a rectangle, about one paragraph's worth
+    assert all(0 <= top < bottom <= height for _, top, _, bottom in rects)
+    tops = sorted(top for _, top, _, _ in rects)
+    assert tops[-1] - tops[0] < height / 3  # one stretch of the page, not words scattered over it
+    assert passage_rects(page, "nothing like this is written anywhere on the page") == []
+    pdf.close()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from appliance.rag import NOT_FOUND, Answer, Source
 from ingest.manifest import FileRecord
-from ui.chat import UNGROUNDED, answer_markdown, inert, link_citations, message_text
+from ui.chat import UNGROUNDED, UNSUPPORTED_NOTE, WEAK_NOTE, answer_markdown, inert, link_citations, message_text
 from ui.library import document_rows
 from ui.sources import choices, location
 
@@ -41,6 +43,24 @@ def test_answer_from_no_document_says_so() -> None:
     assert "#cite-" not in out
 
 
+def test_a_weak_match_and_unsupported_figures_are_said_on_the_answer() -> None:
+    text = "In 2012 sales were $12 million [1] and <b>12</b> stores opened [2]."
+    answer = Answer("q", text, [_source("t"), _source("u", "hr.docx", 2)], grounded=True, cited=[1, 2],
+                    weak=True, unsupported=["$12 million", "12"])
+    out = answer_markdown(answer, 3)
+    assert out.startswith(WEAK_NOTE)
+    assert UNSUPPORTED_NOTE in out
+    assert "2012" in out
+    assert "<u class='unsupported'" not in out.split("2012")[0]
+    assert out.count("<u class='unsupported'") == 2  # $12 million, and the stores' 12
+    assert "&lt;b&gt;<u class='unsupported'" in out  # the model's markup stays inert
+    assert "[[1]](#cite-3-1)" in out
+    assert "[[2]](#cite-3-2)" in out
+    strong = answer_markdown(Answer("q", "25 days [1].", [_source("t")], grounded=True, cited=[1]), 3)
+    assert WEAK_NOTE not in strong
+    assert UNSUPPORTED_NOTE not in strong
+
+
 def test_source_names_are_escaped_in_the_panel_choices() -> None:
     record = _source("passage", name="<b>x</b>.pdf").to_dict()
     assert (record["text"], record["doc_id"], record["chunk_index"]) == ("passage", "d1", 3)
@@ -65,3 +85,35 @@ def test_message_text_reads_both_shapes_gradio_hands_back() -> None:
     assert message_text("How many?") == "How many?"
     parts = [{"type": "text", "text": "How "}, {"type": "file", "file": {}}, {"type": "text", "text": "many?"}]
     assert message_text(parts) == "How many?"
+
+
+def test_a_forged_scope_is_refused_and_narrows_only() -> None:
+    from appliance.backends.scope import InvalidScope
+    from ui.scope_picker import scope_of, values_of
+
+    assert scope_of([]) is None
+    scope = scope_of(["folder:/srv/share/hr", "doc:0123456789abcdef", "type:PDF"])
+    assert scope is not None
+    assert values_of(scope.to_dict()) == ["folder:/srv/share/hr", "doc:0123456789abcdef", "type:pdf"]
+    for forged in (["path:/etc/passwd"], ["doc:../../etc"], ["folder:relative/dir"], ["type:"]):
+        with pytest.raises(InvalidScope):
+            scope_of(forged)
+
+
+def test_conversations_are_grouped_by_date_and_searched_by_name() -> None:
+    import time
+    from types import SimpleNamespace
+
+    from appliance.stores.conversations import Conversation
+    from ui.chat import conversation_choices
+
+    now = time.mktime((2026, 12, 9, 15, 0, 0, 0, 0, -1))  # a Wednesday afternoon
+    kept = [Conversation("c1", "Water delivery", now - 3600, now - 3600),
+            Conversation("c2", "Leave policy", now - 3 * 86400, now - 3 * 86400),
+            Conversation("c3", "Old water bill", now - 40 * 86400, now - 40 * 86400)]
+    services = SimpleNamespace(conversations=SimpleNamespace(list=lambda owner: kept))
+    labels = [label for label, _ in conversation_choices(services, "alice", now=now)]  # type: ignore[arg-type]
+    assert labels[0].startswith("Today 14:00 · Water delivery")
+    assert labels[1].startswith("This week ")
+    assert labels[2] == "Older 30 Oct 2026 · Old water bill"
+    assert [cid for _, cid in conversation_choices(services, "alice", "WATER", now=now)] == ["c1", "c3"]  # type: ignore[arg-type]
