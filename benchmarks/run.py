@@ -1,7 +1,7 @@
 """Benchmarks of the embedded default, printed as one table.
 
     .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database,
-                                              ocr,tables,band,claims]
+                                              ocr,tables,band,claims,embed_service]
                                        [--points 100000] [--share-files 10000]
                                        [--ocr-engines tesseract,...] [--ocr-dpi 150,300] [--plumber-pages N]
 
@@ -9,7 +9,7 @@ Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the re
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
 so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
-scale, database, ocr, tables, band and claims (benchmarks/answers.py) run only when named. ocr skips the
+scale, database, ocr, tables, band, claims (benchmarks/answers.py) and embed_service run only when named. ocr skips the
 engines that are not installed (Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where
 it does not import (put the side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
 """
@@ -349,7 +349,7 @@ def main() -> None:
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database",
-                      "ocr", "tables", "band", "claims"}
+                      "ocr", "tables", "band", "claims", "embed_service"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     engines = args.ocr_engines.split(",")
@@ -374,6 +374,10 @@ def main() -> None:
         from benchmarks.api import bench_api
 
         rows += bench_api()
+    if "embed_service" in only:
+        from benchmarks.embed_service import bench_embed_service
+
+        rows += bench_embed_service(max(1, args.repeats - 1))
     if "scale" in only:
         from benchmarks.scale import bench_corpus_vs_baseline, bench_share
 

@@ -1,5 +1,6 @@
-"""Administration: ingest jobs handed over by `appliance ingest` while this server holds the embedded
-store (authorised by the token in <data_dir>/server.json only), permission rules, the audit trail, users."""
+"""Administration: the work `appliance ingest` and `appliance ask` hand over while this server holds the
+embedded store (authorised by the token in <data_dir>/server.json only, from this machine only),
+permission rules, the audit trail, users."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import asyncio
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -21,6 +23,9 @@ from appliance.api.errors import ApiError
 from appliance.api.schemas import ERRORS
 from appliance.api.security import cli_actor, require_admin
 from appliance.api.state import AppState, local_request
+
+if TYPE_CHECKING:
+    from appliance.rag import Answer
 
 log = logging.getLogger("appliance.api")
 router = APIRouter(tags=["Admin"])
@@ -39,10 +44,11 @@ def _authorise(request: Request) -> AppState:
     state: AppState = request.app.state.appliance
     if not local_request(request):
         # The token never leaves the machine; refusing other hosts keeps it that way even if it did.
-        raise ApiError(403, "ingest jobs are handed over from this machine only")
+        raise ApiError(403, "work is handed over from this machine only")
     header = request.headers.get("authorization", "").encode()
     if state.admin_token is None or not secrets.compare_digest(header, f"Bearer {state.admin_token}".encode()):
-        raise ApiError(401, "this endpoint takes the token of <data_dir>/server.json (used by `appliance ingest`)")
+        raise ApiError(401, "this endpoint takes the token of <data_dir>/server.json (used by the `appliance` "
+                            "command on this machine)")
     return state
 
 
@@ -123,6 +129,67 @@ async def ingest(job: IngestJob, request: Request,
     return StreamingResponse(events(), media_type="application/x-ndjson")
 
 
+class AskJob(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    question: str = Field(min_length=1, description="The question, as `appliance ask` was given it.")
+    whole_document: bool = Field(False, description="`ask --whole-document`.")
+    as_user: str | None = Field(None, description="Answer from what this user may read (`ask --as-user`); "
+                                                  "None: from every document, as the machine's operator.")
+    within: list[str] = Field(default_factory=list, description="`ask --in`: absolute paths, as ingested.")
+    file_types: list[str] = Field(default_factory=list, description="`ask --type`.")
+    since: str | None = Field(None, description="`ask --since`: YYYY-MM-DD.")
+    until: str | None = Field(None, description="`ask --until`: YYYY-MM-DD.")
+
+
+@router.post("/v1/admin/ask", responses={**ERRORS, 200: {
+    "description": "NDJSON events: token {text} as the answer is written, then answer {answer: the record "
+                   "`appliance ask --json` prints} or error {message}."}})
+async def ask(job: AskJob, request: Request, state: Annotated[AppState, Depends(_authorise)]) -> StreamingResponse:
+    """`appliance ask` while this server holds the store: the same use case as in the command's own
+    process, through channel `cli`, for the OS user who ran it (X-Appliance-Actor)."""
+    from appliance.backends.scope import InvalidScope, Scope
+    from appliance.rag import QuestionTooLong, checked_question
+    from appliance.usecases import answer
+
+    services = state.services
+    try:  # refused before a 200 goes out, with the message `ask` prints in its own process
+        checked_question(job.question, services.settings.retrieval.max_question_chars)
+        scope = Scope.checked(job.within, (), job.file_types, job.since, job.until) or None
+    except (QuestionTooLong, InvalidScope) as exc:
+        raise ApiError(400, str(exc)) from None
+    groups = None
+    if job.as_user is not None:
+        user = await anyio.to_thread.run_sync(services.users.get, job.as_user.strip().lower())
+        if user is None:
+            raise ApiError(404, f"no user named {job.as_user!r} (`appliance users list`)")
+        groups = user.principal().groups
+    principal = Principal(cli_actor(request), "server", groups, True)
+    if services.answer_gate.full():
+        state.metrics.answers.labels("busy").inc()
+        raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
+                       headers={"Retry-After": "5"})
+    stop = threading.Event()  # set when the command goes away (Ctrl-C): the model stops at the next token
+
+    def make() -> Iterator[str | Answer]:
+        return answer(services, principal, job.question, [], "cli", whole_document=job.whole_document,
+                      cancelled=stop.is_set, scope=scope)
+
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for event in state.answer_events(make, stop):
+                if isinstance(event, str):
+                    yield json.dumps({"event": "token", "text": event}, ensure_ascii=False) + "\n"
+                else:
+                    yield json.dumps({"event": "answer", "answer": event.to_dict()}, ensure_ascii=False) + "\n"
+        except ApiError as exc:  # after the 200 went out, an error can only be an event of the stream
+            yield json.dumps({"event": "error", "message": exc.message}) + "\n"
+        except Exception as exc:  # the local administrator's own command: it says what failed, as in-process
+            log.exception("handed-over question failed")
+            yield json.dumps({"event": "error", "message": f"{type(exc).__name__}: {exc}"}) + "\n"
+
+    return StreamingResponse(events(), media_type="application/x-ndjson")
+
+
 class AccessChangeOut(BaseModel):
     path: str
     before: list[str]
@@ -146,7 +213,9 @@ async def apply_acl(request: Request, principal: Admin, dry_run: bool = False) -
         from appliance.usecases import apply_acl as apply
 
         fresh = state.services.reload_acl()
-        changes = apply(state.services, principal.name, "api", fresh, dry_run=dry_run)
+        # The local CLI's job (the server.json token) is the `cli` channel, as `acl apply` in its own process.
+        via = "cli" if principal.kind == "server" else "api"
+        changes = apply(state.services, principal.name, via, fresh, dry_run=dry_run)
         return AclApplied(rules=len(fresh.acl), changed=[AccessChangeOut(**c.__dict__) for c in changes],
                           dry_run=dry_run)
 

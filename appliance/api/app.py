@@ -20,7 +20,17 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import JSONResponse, Response
 
-    from appliance.api import admin, conversations, documents, oidc, openai_compat, signin, unmatched
+    from appliance.api import (
+        admin,
+        anthropic_compat,
+        conversations,
+        documents,
+        mcp_server,
+        oidc,
+        openai_compat,
+        signin,
+        unmatched,
+    )
     from appliance.api.errors import install_error_handlers
     from appliance.api.limits import BodyLimitMiddleware
     from appliance.api.metrics import MetricsMiddleware
@@ -37,11 +47,17 @@ def create_app(services: Services, ui: bool = True) -> FastAPI:
     install_error_handlers(app)
     keyed = [Depends(require_principal)]
     app.include_router(openai_compat.router, dependencies=keyed)
+    app.include_router(anthropic_compat.router, dependencies=keyed)  # /v1/messages: Anthropic's clients
     app.include_router(documents.router, dependencies=keyed)
     app.include_router(conversations.router, dependencies=keyed)
+    if services.settings.embeddings.serve:  # POST /v1/embeddings: the embedding model, lent to other machines
+        from appliance.api import embeddings
+
+        app.include_router(embeddings.make_router(services.settings.embeddings), dependencies=keyed)
     app.include_router(admin.router)
     app.include_router(signin.router)
     app.include_router(oidc.router)
+    mcp_server.mount(app, state)  # /mcp: the same keys, limits and audit as /v1 (appliance/api/mcp_server.py)
     app.include_router(unmatched.router)  # last: only what no /v1 route took
 
     @app.get("/healthz", tags=["Health"])

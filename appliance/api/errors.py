@@ -1,4 +1,5 @@
-"""Every error of the API is JSON with a message, in OpenAI's shape; never a stack trace."""
+"""Every error of the API is JSON with a message, in OpenAI's shape (Anthropic's on /v1/messages); never a
+stack trace."""
 
 from __future__ import annotations
 
@@ -15,6 +16,17 @@ log = logging.getLogger("appliance.api")
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
           404: "not_found_error", 405: "invalid_request_error", 413: "invalid_request_error",
           415: "invalid_request_error", 422: "invalid_request_error", 503: "busy"}
+# Anthropic's error types, which its clients (the `anthropic` package maps statuses to exception classes) expect.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 405: "invalid_request_error", 413: "request_too_large",
+                    415: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+                    503: "overloaded_error"}
+ANTHROPIC_PATH = "/v1/messages"
+
+
+def anthropic_path(path: str) -> bool:
+    """Whether errors on this path take Anthropic's shape (the Messages API, appliance/api/anthropic_compat.py)."""
+    return path == ANTHROPIC_PATH or path.startswith(ANTHROPIC_PATH + "/")
 
 
 class ApiError(Exception):
@@ -26,7 +38,11 @@ class ApiError(Exception):
         self.kind = kind or _TYPES.get(status, "server_error")
         self.headers = headers
 
-    def body(self) -> dict[str, Any]:
+    def body(self, path: str = "") -> dict[str, Any]:
+        """The JSON of the error, in the shape the clients of `path` read."""
+        if anthropic_path(path):
+            return {"type": "error", "error": {"type": _ANTHROPIC_TYPES.get(self.status, "api_error"),
+                                               "message": self.message}}
         return {"error": {"message": self.message, "type": self.kind, "code": self.status}}
 
 
@@ -58,10 +74,10 @@ def from_domain(exc: Exception) -> ApiError:
     return ApiError(400, str(exc))  # QuestionTooLong
 
 
-def _response(exc: ApiError) -> JSONResponse:
+def _response(exc: ApiError, request: Request) -> JSONResponse:
     from fastapi.responses import JSONResponse
 
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    return JSONResponse(exc.body(request.url.path), status_code=exc.status, headers=exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -70,10 +86,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return _response(exc)
+        return _response(exc, request)
 
     async def refused(request: Request, exc: Exception) -> JSONResponse:
-        return _response(from_domain(exc))
+        return _response(from_domain(exc), request)
 
     for domain_error in domain_errors():
         app.add_exception_handler(domain_error, refused)
@@ -84,7 +100,9 @@ def install_error_handlers(app: FastAPI) -> None:
         for e in exc.errors()[:5]:
             where = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
             problems.append(f"{where}: {e.get('msg', 'invalid')}" if where else str(e.get("msg", "invalid")))
-        return _response(ApiError(422, "invalid request: " + "; ".join(problems)))
+        # Anthropic's API answers a malformed body with 400 (its clients raise BadRequestError).
+        status = 400 if anthropic_path(request.url.path) else 422
+        return _response(ApiError(status, "invalid request: " + "; ".join(problems)), request)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -93,8 +111,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"no such endpoint: {request.method} {request.url.path}"
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}"
-        return _response(ApiError(exc.status_code, message, headers=getattr(exc, "headers", None)))
+        return _response(ApiError(exc.status_code, message, headers=getattr(exc, "headers", None)), request)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
-        return _response(internal_error(f"unhandled error on {request.method} {request.url.path}"))
+        return _response(internal_error(f"unhandled error on {request.method} {request.url.path}"), request)

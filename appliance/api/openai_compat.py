@@ -12,17 +12,18 @@ well the best passage matched, and `unsupported` lists the answer's figures the 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from appliance.access.auth import Principal
-from appliance.answer_gate import OverShare
+from appliance.api.answering import admit
+from appliance.api.answering import source_out as source_out  # re-exported: documents.py and mcp_server.py use
+from appliance.api.answering import sources_footer as sources_footer  # them from here
 from appliance.api.errors import ApiError, internal_error
 from appliance.api.schemas import (
     ERRORS,
@@ -32,51 +33,13 @@ from appliance.api.schemas import (
     Choice,
     ModelCard,
     ModelList,
-    Source,
 )
 from appliance.api.security import require_principal
-from appliance.rag import checked_question
-from appliance.usecases import answer as answer_question
 
 if TYPE_CHECKING:
     from appliance.api.state import AppState
-    from appliance.rag import Answer
-    from appliance.rag import Source as RagSource
 
 router = APIRouter(tags=["OpenAI-compatible"])
-
-
-def source_out(s: RagSource) -> Source:
-    record = s.to_dict()
-    return Source(**{name: record[name] for name in Source.model_fields})
-
-
-def sources_footer(answer: Answer) -> str:
-    """The sources as text, and what a client that shows only text should know: a weak match, and the
-    figures the sources don't state."""
-    if not answer.sources:
-        return ""
-    title = "Sources:" if answer.grounded else "Closest passages (not relevant enough to answer from):"
-    weak = "\n\nWeak match: the passages are only loosely related to the question; check them." if answer.weak else ""
-    unsupported = ("\nNot found in the sources: " + ", ".join(answer.unsupported)) if answer.unsupported else ""
-    return (weak + "\n\n" + title + "\n" + "\n".join(f"[{s.number}] {s.location}" for s in answer.sources)
-            + unsupported)
-
-
-def conversation(body: ChatCompletionRequest) -> tuple[str, list[tuple[str, str]]]:
-    """The question (last user message) and the earlier (question, answer) turns."""
-    turns = [m for m in body.messages if m.role in ("user", "assistant")]
-    if not turns or turns[-1].role != "user" or not turns[-1].text().strip():
-        raise ApiError(400, "the last message must be a user message with text: the question")
-    history: list[tuple[str, str]] = []
-    pending: str | None = None
-    for m in turns[:-1]:
-        if m.role == "user":
-            pending = m.text()
-        elif pending is not None:
-            history.append((pending, m.text()))
-            pending = None
-    return turns[-1].text(), history
 
 
 @router.get("/v1/models", response_model=ModelList, responses=ERRORS)
@@ -93,39 +56,15 @@ def list_models(request: Request) -> ModelList:
 async def chat_completions(body: ChatCompletionRequest, request: Request,
                            principal: Annotated[Principal, Depends(require_principal)]) -> Any:
     state: AppState = request.app.state.appliance
-    state.services.limits.question(principal)  # RateLimited: answered 429 by the error handlers
-    if body.model != state.model_id:
-        raise ApiError(404, f"model {body.model!r} does not exist: this server serves {state.model_id!r}")
-    question, history = conversation(body)
-    # Refused before a 200 goes out; rag.stream checks it again for every other caller.
-    checked_question(question, state.services.settings.retrieval.max_question_chars)
+    # The rate, the model, the question's length and the queue: checked before any 200 (answering.py).
+    asked = admit(state, principal, body.model, [(m.role, m.text()) for m in body.messages],
+                  whole_document=body.whole_document, max_tokens=body.max_completion_tokens or body.max_tokens,
+                  scope=body.scope.to_scope() if body.scope else None)  # checked as the body was read: 422
     ident = "chatcmpl-" + uuid.uuid4().hex
     created = int(time.time())
-    gate = state.services.answer_gate
-    try:  # checked before the 200 of a stream is sent, as is the queue below
-        gate.check_share(principal.fair_share_key)
-    except OverShare as exc:
-        raise ApiError(429, str(exc), headers={"Retry-After": "5"}) from None
-    if gate.full():
-        state.metrics.answers.labels("busy").inc()
-        raise ApiError(503, "the model is busy: every place in the queue is taken; try again shortly",
-                       headers={"Retry-After": "5"})
-
-    limit = body.max_completion_tokens or body.max_tokens
-    scope = body.scope.to_scope() if body.scope else None  # checked when the body was read: a 422 before any 200
-
-    stop = threading.Event()  # set when the client goes away
-
-    def make() -> Iterator[str | Answer]:
-        return answer_question(state.services, principal, question, history, "api", whole_document=body.whole_document,
-                      max_tokens=limit, cancelled=stop.is_set, scope=scope)
 
     if not body.stream:
-        answer = None
-        async for event in state.answer_events(make, stop):
-            if not isinstance(event, str):
-                answer = event
-        assert answer is not None
+        answer = await asked.answer()
         text = answer.text + (sources_footer(answer) if body.sources_in_text else "")
         return ChatCompletion(id=ident, created=created, model=state.model_id,
                               choices=[Choice(message=AssistantMessage(content=text))],
@@ -140,7 +79,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request,
     async def events() -> AsyncIterator[str]:
         yield chunk({"role": "assistant", "content": ""})
         try:
-            async for event in state.answer_events(make, stop):
+            async for event in asked.events():
                 if isinstance(event, str):
                     yield chunk({"content": event})
                     continue

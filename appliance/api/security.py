@@ -1,10 +1,11 @@
 """Who a request is, and the guards every request passes: sign-in, CSRF, rate limits, headers.
 
 A request is one of: the local administrator's CLI (the token of server.json, from this machine
-only), an API key (`Authorization: Bearer rag-...`), a signed-in browser (the session cookie), or
-anonymous, which is allowed only where sign-in is not required (loopback with no users: the
-machine's own operator). The UI guard answers 401 to anonymous requests for every path but the
-sign-in pages and the health probes, before Gradio sees them.
+only), an API key (`Authorization: Bearer rag-...`, or `x-api-key: rag-...` as Anthropic's clients
+send it), a signed-in browser (the session cookie), or anonymous, which is allowed only where
+sign-in is not required (loopback with no users: the machine's own operator). The UI guard answers
+401 to anonymous requests for every path but the sign-in pages and the health probes, before Gradio
+sees them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from appliance.api.errors import ApiError
 if TYPE_CHECKING:
     from appliance.api.state import AppState
 
-MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' (an administrator creates one with "
-           "`appliance keys create NAME`)")
+MISSING = ("sign in, or send an API key: 'Authorization: Bearer <key>' or 'x-api-key: <key>' (an administrator "
+           "creates one with `appliance keys create NAME`)")
 _CLI_ACTOR = re.compile(r"^cli:[A-Za-z0-9._-]{1,64}$")
 PUBLIC = frozenset({"/healthz", "/readyz", "/login", "/logout"})
 PUBLIC_PREFIX = "/auth/oidc/"
@@ -159,7 +160,7 @@ class GuardMiddleware:
                     # "https" only when a trusted proxy (server.trusted_proxies) said so: a backstop for proxies
                     # that do not add HSTS themselves.
                     headers.append((b"strict-transport-security", b"max-age=63072000"))
-                if path.startswith("/v1/") and b"cache-control" not in present:
+                if is_api_path(path) and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)
@@ -179,16 +180,18 @@ class GuardMiddleware:
         from starlette.requests import Request as StarletteRequest
 
         request: Any = StarletteRequest(scope) if scope["type"] == "http" else HTTPConnection(scope)
-        api = path.startswith("/v1/") or path == "/v1"
+        api = is_api_path(path)
         try:
             principal = await to_thread.run_sync(self._principal, request)
         except ApiError as exc:  # a wrong API key: say so
-            await JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)(scope, receive, with_headers)
+            refused = JSONResponse(exc.body(path), status_code=exc.status, headers=exc.headers)
+            await refused(scope, receive, with_headers)
             return
         if principal is None:
             if api:  # refused before the body is read: an anonymous upload is never spooled
                 error = ApiError(401, MISSING, headers={"WWW-Authenticate": "Bearer"})
-                await JSONResponse(error.body(), status_code=401, headers=error.headers)(scope, receive, with_headers)
+                refused = JSONResponse(error.body(path), status_code=401, headers=error.headers)
+                await refused(scope, receive, with_headers)
             else:
                 await self._refuse(scope, receive, with_headers, request)
             return
@@ -242,3 +245,8 @@ def gradio_user(state: AppState) -> Callable[[Any], str | None]:
         return None if principal is None else str(principal.name)
 
     return user
+
+
+def is_api_path(path: str) -> bool:
+    """The programs' doors (/v1 and the MCP endpoint): JSON errors, `WWW-Authenticate: Bearer`, no caching."""
+    return path in ("/v1", "/mcp") or path.startswith(("/v1/", "/mcp/"))

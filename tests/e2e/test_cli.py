@@ -72,11 +72,10 @@ def test_ingest_hands_its_job_to_the_server_that_holds_the_store(tmp_path: Path)
             {"query": "bottles of water"}).encode(), headers={"Content-Type": "application/json"})
         hits = json.load(urllib.request.urlopen(request, timeout=60))["results"]
         assert all(h["file_name"] != "fake-memo.pdf" for h in hits)
-        # `ask` is not handed over: it says why it cannot run.
+        # `ask` is handed over too, and answers from what the server now holds (the memo is gone).
         proc = _cli("ask", "How many bottles?", "--data-dir", str(data))
-        assert proc.returncode == 1, proc.stderr
-        assert "in use by another process" in proc.stderr
-        assert "appliance serve" in proc.stderr
+        assert proc.returncode == 0, proc.stderr
+        assert "fake-memo.pdf" not in proc.stdout
         assert "Traceback" not in proc.stderr
     finally:
         server.terminate()

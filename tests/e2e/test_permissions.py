@@ -100,7 +100,9 @@ def test_anonymous_requests_get_401_everywhere(site: Site) -> None:
            ("GET", "/v1/documents/x/chunks"), ("POST", "/v1/search"), ("GET", "/v1/conversations"),
            ("GET", "/v1/conversations/x"), ("PATCH", "/v1/conversations/x"), ("DELETE", "/v1/conversations/x"),
            ("GET", "/v1/admin/audit"), ("GET", "/v1/admin/audit/export"), ("GET", "/v1/admin/users"),
-           ("POST", "/v1/admin/acl/apply"), ("POST", "/v1/admin/ingest"), ("POST", "/v1/admin/ingest/cancel")]
+           ("POST", "/v1/admin/acl/apply"), ("POST", "/v1/admin/ingest"), ("POST", "/v1/admin/ingest/cancel"),
+           ("POST", "/v1/messages"), ("POST", "/v1/embeddings"), ("POST", "/v1/admin/ask"), ("POST", "/mcp"),
+           ("GET", "/mcp")]
     ui = [(m, path) for path in ("/", "/config", "/gradio_api/info", "/gradio_api/queue/join", "/gradio_api/upload",
                                  "/gradio_api/file=/etc/passwd", "/theme.css", "/metrics", "/openapi.json")
           for m in ("GET", "POST")]
