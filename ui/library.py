@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ingest.metadata import name_title
+
 if TYPE_CHECKING:
     import gradio as gr
 
@@ -41,19 +43,26 @@ class LibraryTab:
 
 
 def document_rows(records: list[FileRecord], text: str = "", status: str = "all") -> tuple[list[list[Any]], list[str]]:
-    """Table rows (newest first) and the matching paths, filtered by a name substring and a status."""
+    """Table rows (newest first) and the matching paths, filtered by a name or title substring and a
+    status. A document is named by its title when it has one of its own (`Title · file.pdf`), and its
+    folder is given relative to the folder all listed documents share (the share), not as a server path."""
+    from ui.scope_picker import relative, share_root
+
     needle = text.strip().lower()
+    root = share_root([r.path for r in records])
     rows, paths = [], []
     for rec in sorted(records, key=lambda r: -r.ingested_at):
         path = Path(rec.path)
-        if needle and needle not in path.name.lower():
+        title = str(rec.meta.get("title") or "")
+        name = f"{title} · {path.name}" if title and title != name_title(path) else path.name
+        if needle and needle not in name.lower():
             continue
         if status != "all" and rec.status != status:
             continue
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(rec.ingested_at)) if rec.ingested_at else ""
         detail = rec.error or "; ".join(rec.notes)
-        rows.append([path.name, path.suffix.lstrip(".").lower(), rec.pages if rec.pages is not None else "",
-                     len(rec.chunk_ids), when, rec.status, detail, str(path.parent)])
+        rows.append([name, path.suffix.lstrip(".").lower(), rec.pages if rec.pages is not None else "",
+                     len(rec.chunk_ids), when, rec.status, detail, relative(str(path.parent), root)])
         paths.append(rec.path)
     return rows, paths
 

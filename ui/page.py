@@ -49,6 +49,14 @@ button[role="tab"][aria-selected="true"] { color: var(--appliance-accent-text) !
 #source-view img { width: 100%; border: 1px solid var(--border-color-primary); }
 #source-view figure.source-page { margin: .5rem 0 0; }
 #source-view figcaption { font-size: .85em; }
+#source-view .chunk { margin: 0 0 .6em; }
+#source-view .chunk > mark { display: block; }  /* the whole cited chunk, a table too */
+#source-view table.passage-table {
+  border-collapse: collapse; font-size: .9em; margin: .2em 0; display: block; overflow-x: auto;
+}
+#source-view table.passage-table th, #source-view table.passage-table td {
+  border: 1px solid var(--border-color-primary); padding: .15em .4em; text-align: left;
+}
 #source-view a, .cite { color: var(--link-text-color); text-decoration: underline; }
 #no-documents { border-left: 4px solid #b45309; padding-left: .6rem; }
 #chat svg.info-icon { display: inline-block; width: 1em; height: 1em; margin: 0 .15em 0 0; vertical-align: -0.15em; }

@@ -35,7 +35,7 @@ def readable_records(services: Services, principal: Principal) -> list[FileRecor
     return [r for r in services.manifest.all() if r.status == "ok" and principal.can_read(r.acl)]
 
 
-def _root(paths: Sequence[str]) -> str:
+def share_root(paths: Sequence[str]) -> str:
     """The folder the documents share (the share's root), shown as nothing: names are relative to it."""
     if not paths:
         return "/"
@@ -43,15 +43,15 @@ def _root(paths: Sequence[str]) -> str:
     return common if len(paths) > 1 else posixpath.dirname(common)
 
 
-def _relative(path: str, root: str) -> str:
+def relative(path: str, root: str) -> str:
     rel = posixpath.relpath(path, root)
-    return "(all)" if rel == "." else rel
+    return "/" if rel == "." else rel  # the share's own top
 
 
 def folder_counts(records: Iterable[FileRecord]) -> tuple[Counter[str], str]:
     """Documents under each folder (every folder above each file, below the shared root), and that root."""
     paths = [r.path for r in records]
-    root = _root(paths)
+    root = share_root(paths)
     counts: Counter[str] = Counter()
     for path in paths:
         folder = posixpath.dirname(path)
@@ -71,10 +71,10 @@ def scope_choices(services: Services, principal: Principal) -> list[tuple[str, s
 
     records = readable_records(services, principal)
     counts, root = folder_counts(records)
-    folders = [(f"Folder: {_relative(f, root)} ({n})", f"folder:{f}") for f, n in counts.most_common(MAX_FOLDERS)]
+    folders = [(f"Folder: {relative(f, root)} ({n})", f"folder:{f}") for f, n in counts.most_common(MAX_FOLDERS)]
     types = Counter(Path(r.path).suffix.lower().lstrip(".") for r in records)
     kinds = [(f"Type: {t.upper()} ({n})", f"type:{t}") for t, n in sorted(types.items()) if t]
-    documents = [(f"Document: {title_of(r)} · {_relative(r.path, root)}", f"doc:{doc_id_of(r.path)}")
+    documents = [(f"Document: {title_of(r)} · {relative(r.path, root)}", f"doc:{doc_id_of(r.path)}")
                  for r in sorted(records, key=lambda r: r.path)[:MAX_DOCUMENTS]]
     return folders + kinds + documents
 
@@ -107,7 +107,7 @@ def welcome(services: Services, principal: Principal) -> str:
         return ("**No document is readable for you yet.** Ask an administrator to ingest your share, or "
                 f"upload files in the Library.\n\n<small>{PRIVACY}</small>")
     counts, root = folder_counts(records)
-    top = [f"{html.escape(_relative(f, root))} ({n})" for f, n in counts.most_common(3)]
+    top = [f"{html.escape(relative(f, root))} ({n})" for f, n in counts.most_common(3)]
     where = f" — largest folders: {', '.join(top)}" if top else ""
     # The newest documents' titles, those from the documents' own properties or headings first.
     newest = sorted(records, key=lambda r: (not r.meta.get("title"), -r.ingested_at))

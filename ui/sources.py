@@ -49,6 +49,7 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     doc_id = str(src.get("doc_id") or "")
     chunks = readable_chunks(services, doc_id, principal.reads) if doc_id else []
     texts = [(h.payload.get("page"), _squash(str(h.payload.get("text", "")))) for h in chunks]
+    raw = [str(h.payload.get("text", "")) for h in chunks]  # as written: a table's rows on their lines
     index = src.get("chunk_index")
     # The cited chunk, and its neighbours merged into the passage; a short chunk (a heading, "Page 1")
     # found inside the passage elsewhere in the document is not one of them. The model may have been
@@ -65,14 +66,47 @@ def context_html(services: Services, principal: Principal, src: dict[str, Any]) 
     page = src.get("page")
     parts = []
     for i in range(lo, hi):
-        chunk_page, text = texts[i]
+        chunk_page = texts[i][0]
         if page is not None and chunk_page != page and i not in marked:
             continue  # the context stays on the cited page
-        body = html.escape(text)
+        body = body_html(raw[i])
         first = i == marked[0]
-        parts.append(f"<p><mark{' id=cited-passage' if first else ''}>{body}</mark></p>" if i in marked
-                     else f"<p>{body}</p>")
+        parts.append(f"<div class='chunk'><mark{' id=cited-passage' if first else ''}>{body}</mark></div>"
+                     if i in marked else f"<div class='chunk'>{body}</div>")
     return "<div class='passage'>" + "".join(parts) + "</div>"
+
+
+def body_html(text: str) -> str:
+    """A chunk's text for the panel, escaped: runs of `| a | b |` lines (the chunker writes spreadsheet,
+    CSV, HTML and PDF tables so) as an HTML table, the first row its header; other lines as one
+    paragraph, as before."""
+    out: list[str] = []
+    prose: list[str] = []
+    rows: list[list[str]] = []
+
+    def flush() -> None:
+        if prose:
+            out.append(html.escape(_squash(" ".join(prose))))
+            prose.clear()
+        if rows:
+            head, *body = rows
+            cells = "".join(f"<th>{html.escape(c)}</th>" for c in head)
+            lines = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+            out.append(f"<table class='passage-table'><thead><tr>{cells}</tr></thead><tbody>{lines}</tbody></table>")
+            rows.clear()
+
+    for line in text.splitlines():
+        row = line.strip()
+        if len(row) > 1 and row.startswith("|") and row.endswith("|"):
+            if prose:
+                flush()
+            rows.append([c.strip() for c in row[1:-1].split(" | ")])
+        elif row:
+            if rows:
+                flush()
+            prose.append(row)
+    flush()
+    return "".join(out)
 
 
 def match_words(services: Services, principal: Principal, similarity: float) -> str:

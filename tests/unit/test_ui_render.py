@@ -76,7 +76,11 @@ def test_library_rows_filter_by_name_and_status() -> None:
     assert paths == ["/s/b/notes.md", "/s/a/Policy.pdf", "/s/b/broken.docx"]  # newest first
     assert rows[1][:6] == ["Policy.pdf", "pdf", 3, 2, rows[1][4], "ok"]
     assert rows[0][6] == "2 pages skipped"
+    assert [r[7] for r in rows] == ["b", "a", "b"]  # folders relative to the share, not server paths
     assert document_rows(records, "POLICY")[1] == ["/s/a/Policy.pdf"]
+    records[0].meta = {"title": "Travel and expenses policy"}
+    titled, _ = document_rows(records, "expenses")
+    assert titled[0][0] == "Travel and expenses policy · Policy.pdf"  # its own title, then the file
     failed, _ = document_rows(records, status="failed")
     assert [(r[0], r[6]) for r in failed] == [("broken.docx", "corrupt: not a zip file")]
 
@@ -117,3 +121,14 @@ def test_conversations_are_grouped_by_date_and_searched_by_name() -> None:
     assert labels[1].startswith("This week ")
     assert labels[2] == "Older 30 Oct 2026 · Old water bill"
     assert [cid for _, cid in conversation_choices(services, "alice", "WATER", now=now)] == ["c1", "c3"]  # type: ignore[arg-type]
+
+
+def test_table_passages_render_as_escaped_tables() -> None:
+    from ui.sources import body_html
+
+    out = body_html("Q3 sales by region\n| Region | Sales |\n| North <b> | 1,200 |\n| South | 900 |\nTotal follows.")
+    assert out.startswith("Q3 sales by region<table class='passage-table'><thead><tr><th>Region</th><th>Sales</th>")
+    assert "<td>North &lt;b&gt;</td><td>1,200</td>" in out  # cells escaped
+    assert out.endswith("</tbody></table>Total follows.")
+    assert body_html("plain  text\nover lines") == "plain text over lines"
+    assert body_html("|") == "|"  # not a table row
