@@ -45,6 +45,7 @@ UNSUPPORTED_TIP = "No passage given to the model states this figure"
 UNSUPPORTED_NOTE = ("<small class='unsupported-note'>Underlined figures are not stated in the passages "
                     "the answer was given: check them in the sources.</small>")
 SEND, STOP = "Send", "Stop"  # the question box's button, by turns
+STOPPED = "[stopped]"  # ends a saved answer that the reader stopped (what was written is kept)
 # Delete asks first, in the browser; its answer rides in a hidden box (a State's value never reaches
 # the page's scripts). Only a convenience: a client that skips it deletes only its own conversation.
 CONFIRM_DELETE = """(conv, ok) => [conv, (!document.querySelector('#conversations input:checked')
@@ -85,6 +86,13 @@ def mark_unsupported(text: str, figures: Sequence[str]) -> str:
     # Whole figures only: not the 12 of 2012, nor a citation marker's number.
     pattern = re.compile(r"(?<![\w.,\[])(?:" + "|".join(re.escape(f) for f in wanted) + r")(?![\w\]]|[.,]\d)")
     return pattern.sub(lambda m: f"<u class='unsupported' title='{UNSUPPORTED_TIP}'>{m.group(0)}</u>", text)
+
+
+def stopped_markdown(saved: str) -> str:
+    """A stopped answer as the chat shows it: the words written before Stop, then a quiet mark."""
+    words = saved.removesuffix(STOPPED).rstrip()
+    mark = "<small class='stopped'>Stopped before the answer was finished.</small>"
+    return f"{inert(words)}\n\n{mark}" if words else mark
 
 
 def answer_markdown(answer: Answer, message: int) -> str:
@@ -186,6 +194,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         # what the reader types while the answer is written is theirs.
         yield chat, keep, qa, conv, turns, keep, keep, keep
         text = ""
+        finished = False
 
         def gated() -> Iterator[str | Answer | None]:
             """The answer's events; None each half second it waits for the model, so that Stop (which
@@ -205,6 +214,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                                                                 "written…_"}
                     yield chat, keep, qa, conv, turns, keep, keep, keep
                 elif isinstance(event, Answer):
+                    finished = True
                     chat[-1] = {"role": "assistant", "content": answer_markdown(event, index)}
                     # The searched query (a follow-up with its subject), so the next follow-up keeps it.
                     qa = [*qa, [event.query or message, event.text]][-10:]
@@ -221,6 +231,10 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                     text += event
                     chat[-1] = {"role": "assistant", "content": inert(text)}
                     yield chat, keep, qa, conv, turns, keep, keep, keep
+        except GeneratorExit:  # Stop: the words written so far are kept in the conversation, marked stopped
+            if not finished:
+                save_stopped(principal.name, conv, message, text, scope.to_dict() if scope else {})
+            raise
         except Busy as exc:  # every place of the shared queue is taken: say so, keep the question
             chat[-1] = {"role": "assistant", "content": f"⚠ {inert(str(exc))}. Your question is kept in the box."}
             yield chat, message, qa, conv, turns, keep, keep, keep
@@ -231,6 +245,45 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                                                         "finds the details in the server log). Your question is kept "
                                                         "in the box: try again."}
             yield chat, message, qa, conv, turns, keep, keep, keep
+
+    def save_stopped(owner: str, conv: str, question: str, text: str, scope: dict[str, Any]) -> None:
+        store = services.conversations
+        if not conv or store.get(owner, conv) is None:
+            conv = store.create(owner, question, scope)
+        store.add_turn(owner, conv, Turn(question, f"{text.rstrip()}\n\n{STOPPED}".lstrip(), []))
+
+    def stopped_turn(owner: str, conv: str, question: str) -> tuple[str, int, Turn] | None:
+        """The stopped answer to `question` saved last in the conversation (the owner's latest when the
+        page has no id yet: a stopped first answer created it), waited for a moment: the stopped
+        answer's generator saves it as it is closed, which may come after the page's next step."""
+        store = services.conversations
+        for _ in range(30):
+            cid = conv or next((c.id for c in store.list(owner)), "")
+            got = store.get(owner, cid) if cid else None
+            if got and got.turns and got.turns[-1].question == question and got.turns[-1].answer.endswith(STOPPED):
+                return cid, len(got.turns) - 1, got.turns[-1]
+            time.sleep(0.1)
+        return None
+
+    def mark_stopped(chat: list[dict[str, Any]], turns: dict[str, Any], conv: str,
+                     request: gr.Request) -> tuple[Any, ...]:
+        """After an answer or its cancellation: a stopped answer is shown as stopped, and known to the
+        page as a saved turn (so Retry replaces it, as it replaces a finished one)."""
+        keep = gr.update()
+        last = len(chat) - 1
+        if last < 1 or chat[last].get("role") != "assistant" or str(last) in turns \
+                or message_text(chat[last].get("content", "")).startswith("⚠"):
+            return keep, keep, keep, keep
+        owner = caller(request).name
+        question = html.unescape(message_text(chat[last - 1].get("content", "")))
+        found = stopped_turn(owner, conv, question)
+        if found is None:
+            return keep, keep, keep, keep
+        cid, n, turn = found
+        chat = [*chat[:last], {"role": "assistant", "content": stopped_markdown(turn.answer)}]
+        turns = {**turns, str(last): {"question": question, "answer": turn.answer, "turn": n, "grounded": False,
+                                      "sources": []}}
+        return chat, turns, cid, gr.update(choices=conversation_choices(services, owner), value=cid)
 
     def take_question(message: str) -> tuple[Any, str]:
         """Enter or Send: the question leaves the box (to `sent_state`) and Send becomes Stop."""
@@ -259,6 +312,13 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         last = users[-1]
         message = html.unescape(message_text(chat[last].get("content", "")))
         old = turns.get(str(last + 1))
+        if old is None:  # stopped by this very Retry: its saved words may not be known to the page yet
+            found = stopped_turn(caller(request).name, conv, message)
+            if found is not None:
+                conv, n, turn = found
+                old = {"turn": n, "answer": turn.answer}
+                qa = [*qa, [message, turn.answer]]  # dropped with it below
+                turns = {**turns, str(last + 1): old}
         if old is not None:  # that answer was saved: forget it
             qa = qa[:-1]
             turns = {k: v for k, v in turns.items() if k != str(last + 1)}
@@ -329,7 +389,8 @@ def build_chat_ui(services: Services) -> gr.Blocks:
                 s.setdefault("n", i)  # saved before sources were numbered
             grounded = bool(t.sources) and t.answer not in UNGROUNDED_REPLIES
             shown = Answer(t.question, t.answer, [Source.from_dict(s) for s in t.sources], grounded=grounded)
-            chat.append({"role": "assistant", "content": answer_markdown(shown, index)})
+            chat.append({"role": "assistant", "content": stopped_markdown(t.answer) if t.answer.endswith(STOPPED)
+                         else answer_markdown(shown, index)})
             turns[str(index)] = {"question": t.question, "answer": t.answer, "turn": n, "grounded": grounded,
                                  "sources": t.sources}
         qa = [[t.question, t.answer] for t in conv.turns][-10:]
@@ -382,7 +443,7 @@ def build_chat_ui(services: Services) -> gr.Blocks:
     # typing.get_type_hints; this module's annotations are strings (gradio is imported lazily), so
     # give the handlers the real types.
     for handler in (answer, regenerate, open_source, pick_source, load_conversation, rename, delete, on_load,
-                    comment_on, search_conversations):
+                    comment_on, search_conversations, mark_stopped):
         handler.__annotations__ = {"request": gr.Request}
     rate.__annotations__ = {"data": gr.LikeData, "request": gr.Request}
 
@@ -465,6 +526,8 @@ def build_chat_ui(services: Services) -> gr.Blocks:
         for event in (asked, again):
             # After the answer, or its cancellation: Send again, and the panel follows the last answer.
             event.then(ready, None, box, concurrency_limit=None, show_progress="hidden")
+            event.then(mark_stopped, [chatbot, turns_state, conv_state], [chatbot, turns_state, conv_state, conv_list],
+                       concurrency_limit=None, show_progress="hidden")
             event.then(lambda turns: str(max(map(int, turns))) if turns else "", turns_state, shown_state)
         box.stop(None, None, None, cancels=[asked, again])
         cite_target.change(open_source, [cite_target, turns_state], [source_pick, source_view, shown_state])

@@ -289,12 +289,20 @@ def test_escape_stops_the_answer_and_shift_enter_starts_a_new_line(site: Site, b
     page.wait_for_selector("#question .stop-button", timeout=30_000)  # Send has become Stop
     page.keyboard.press("Escape")
     time.sleep(8)  # longer than the whole answer takes: a stopped one never finishes
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Stopped before the answer')",
+                           timeout=30_000)
     text = page.inner_text("#chat")
-    assert "Sources:" not in text
+    assert "Sources:" not in text  # it never finished
+    # What was written is kept in the conversation, marked stopped.
     conversations = httpx.get(site.url + "/v1/conversations", cookies=_cookies(page)).json()["conversations"]
-    assert all("Describe in detail" not in c["title"] for c in conversations)  # nothing saved
-    # The page goes on: the next question is answered.
+    stopped = next(c for c in conversations if "Describe in detail" in c["title"])
+    turns = httpx.get(f"{site.url}/v1/conversations/{stopped['id']}", cookies=_cookies(page)).json()["turns"]
+    assert len(turns) == 1
+    assert turns[0]["answer"].endswith("[stopped]")
+    # The page goes on: the next question is answered, in the same conversation.
     assert "Sources:" in _ask(page, WATER)
+    turns = httpx.get(f"{site.url}/v1/conversations/{stopped['id']}", cookies=_cookies(page)).json()["turns"]
+    assert len(turns) == 2
     page.context.close()
     assert site.outside == []
 
