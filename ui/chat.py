@@ -394,7 +394,12 @@ def build_chat_ui(services: Services) -> gr.Blocks:
             turns[str(index)] = {"question": t.question, "answer": t.answer, "turn": n, "grounded": grounded,
                                  "sources": t.sources}
         qa = [[t.question, t.answer] for t in conv.turns][-10:]
-        return (chat, qa, conv.id, turns, gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, conv.title,
+        # The reader's ratings of these answers, shown again (their latest, as the export counts them).
+        rated = {row.get("turn"): row["rating"] for row in services.feedback.entries()
+                 if row["user"] == caller(request).name and row.get("conversation") == conv.id}
+        ratings = [{"up": "Like", "down": "Dislike"}.get(rated.get(n, "")) for n in range(len(conv.turns))]
+        return (gr.update(value=chat, feedback_value=ratings), qa, conv.id, turns,
+                gr.update(choices=[], value=None, label="Sources"), NO_SOURCE, conv.title,
                 values_of(conv.scope))
 
     def new_conversation() -> tuple[Any, ...]:

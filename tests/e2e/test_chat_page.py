@@ -199,8 +199,11 @@ def test_an_answer_streams_and_its_citation_opens_the_passage_and_page(site: Sit
 def test_feedback_with_a_comment_is_stored_and_exported(site: Site, browser: Any) -> None:
     page = _page(site, browser, "bob")
     _ask(page, WATER)
-    page.locator("#chat button[aria-label='Dislike'], #chat button[title='Dislike']").last.click()
+    dislike = "#chat button[aria-label='Dislike'], #chat button[title='Dislike']"
+    page.locator(dislike).last.click()
     page.wait_for_function("document.querySelector('#feedback-note').innerText.includes('rated')", timeout=30_000)
+    disliked = "#chat button[aria-label='Disliked']"  # Gradio's label for the chosen rating
+    assert page.locator(disliked).count() == 1
     page.fill("#feedback-comment textarea, #feedback-comment input", "The memo gives the number, say it first")
     page.click("#feedback-send")
     page.wait_for_function("document.querySelector('#feedback-note').innerText.includes('comment is saved')",
@@ -214,6 +217,13 @@ def test_feedback_with_a_comment_is_stored_and_exported(site: Site, browser: Any
     assert mine[0]["comment"] == "The memo gives the number, say it first"
     assert mine[0]["question"] == WATER
     assert any(s["path"].endswith("fake-memo.pdf") and s["page"] == 1 for s in mine[0]["sources"])
+    # Reopened later, the answer shows its rating again.
+    page.click("#new-conv")
+    page.wait_for_function("!document.querySelector('#chat').innerText.includes('bottles of water')", timeout=30_000)
+    page.locator("#conversations label", has_text="bottles of water").click()
+    page.wait_for_function("document.querySelector('#chat').innerText.includes('Sources:')", timeout=30_000)
+    page.locator(disliked).wait_for(timeout=30_000)
+    assert page.locator(disliked).count() == 1
     page.context.close()
     assert site.outside == []
 
