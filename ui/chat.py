@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import gradio as gr
 
     from appliance.access.auth import Principal
-    from appliance.rag import Answer
+    from appliance.rag import Answer, Source
     from appliance.services import Services
 
 __all__ = ["build_chat_ui", "theme"]
@@ -44,6 +44,7 @@ WEAK_NOTE = ("<small class='match-weak'>Weak match: the documents only partly co
 UNSUPPORTED_TIP = "No passage given to the model states this figure"
 UNSUPPORTED_NOTE = ("<small class='unsupported-note'>Underlined figures are not stated in the passages "
                     "the answer was given: check them in the sources.</small>")
+PREVIEW_CHARS = 220  # of a cited passage, shown on hovering its citation
 SEND, STOP = "Send", "Stop"  # the question box's button, by turns
 STOPPED = "[stopped]"  # ends a saved answer that the reader stopped (what was written is kept)
 # Delete asks first, in the browser; its answer rides in a hidden box (a State's value never reaches
@@ -66,14 +67,31 @@ def inert(text: str) -> str:
     return html.escape(text).replace("![", "!&#91;")  # an entity is never Markdown syntax
 
 
-def link_citations(text: str, message: int, numbers: set[int]) -> str:
+def link_citations(text: str, message: int, numbers: set[int] | dict[int, str]) -> str:
     """[n] markers of the model's answer (already made inert) as links that open source n of this
-    message in the panel; a marker naming no source stays plain text."""
+    message in the panel; a marker naming no source stays plain text. With previews (number → the
+    source's place and first words), hovering a link shows them, as Copilot does."""
+    previews = numbers if isinstance(numbers, dict) else {}
+
     def link(m: re.Match[str]) -> str:
         n = int(m.group(1))
-        return f"[[{n}]](#cite-{message}-{n})" if n in numbers else m.group(0)
+        return f"[[{n}]]({cite_target(message, n, previews.get(n, ''))})" if n in numbers else m.group(0)
 
     return _MARKER.sub(link, text)
+
+
+def cite_target(message: int, n: int, preview: str) -> str:
+    """A citation link's Markdown target, with the preview as its title (escaped: document text)."""
+    if not preview:
+        return f"#cite-{message}-{n}"
+    title = html.escape(" ".join(preview.split()), quote=True).replace("\\", "&#92;").replace(")", "&#41;")
+    return f'#cite-{message}-{n} "{title}"'
+
+
+def source_preview(source: Source) -> str:
+    """What hovering a citation shows: where the passage is, and its first words."""
+    words = " ".join(source.text.split())
+    return f"{source.location}: {words[:PREVIEW_CHARS]}{'…' if len(words) > PREVIEW_CHARS else ''}"
 
 
 def mark_unsupported(text: str, figures: Sequence[str]) -> str:
@@ -99,13 +117,14 @@ def answer_markdown(answer: Answer, message: int) -> str:
     if not answer.grounded:
         closest = " The closest passages are listed under Sources." if answer.sources else ""
         return f"{UNGROUNDED} {inert(answer.text)}{closest}"
-    body = link_citations(mark_unsupported(inert(answer.text), answer.unsupported), message,
-                          {s.number for s in answer.sources})
+    previews = {s.number: source_preview(s) for s in answer.sources}
+    body = link_citations(mark_unsupported(inert(answer.text), answer.unsupported), message, previews)
     if answer.match == "weak":
         body = f"{WEAK_NOTE}\n\n{body}"
     if answer.unsupported:
         body += f"\n\n{UNSUPPORTED_NOTE}"
-    labels = " · ".join(f"[[{s.number}]](#cite-{message}-{s.number}) {inert(s.location)}" for s in answer.sources)
+    labels = " · ".join(f"[[{s.number}]]({cite_target(message, s.number, previews[s.number])}) {inert(s.location)}"
+                        for s in answer.sources)
     return f"{body}\n\n<small>Sources: {labels}</small>" if labels else body
 
 

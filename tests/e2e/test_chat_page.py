@@ -153,6 +153,10 @@ def test_an_answer_streams_and_its_citation_opens_the_passage_and_page(site: Sit
     assert len(partial) >= 2, partial  # several growing versions before the finished answer
     assert any(answer.startswith(p[: max(1, len(p) - 2)]) for p in partial)
 
+    # Hovering a citation previews its passage (the link's title: where it is, then its first words).
+    preview = page.locator("#chat a[href^='#cite-']").first.get_attribute("title")
+    assert preview
+    assert preview.startswith("layout-parser-paper-fast.pdf, page ")
     # The answer opens its first cited source; a click on another citation opens that one.
     page.wait_for_selector("#source-view mark#cited-passage", timeout=60_000)
     links = page.locator("#chat a[href^='#cite-']")

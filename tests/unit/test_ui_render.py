@@ -31,8 +31,8 @@ def test_citations_link_only_to_sources_the_answer_has() -> None:
 def test_grounded_answer_lists_its_sources_as_links() -> None:
     answer = Answer("q", "It is 25 days [2].", [_source("t"), _source("u", "hr.docx", 2)], grounded=True, cited=[2])
     out = answer_markdown(answer, 1)
-    assert "[[2]](#cite-1-2)" in out
-    assert "[[1]](#cite-1-1) memo.pdf, page 2" in out
+    assert '[[2]](#cite-1-2 "hr.docx, page 2: u")' in out
+    assert '[[1]](#cite-1-1 "memo.pdf, page 2: t") memo.pdf, page 2' in out
     assert UNGROUNDED not in out
 
 
@@ -54,8 +54,8 @@ def test_a_weak_match_and_unsupported_figures_are_said_on_the_answer() -> None:
     assert "<u class='unsupported'" not in out.split("2012")[0]
     assert out.count("<u class='unsupported'") == 2  # $12 million, and the stores' 12
     assert "&lt;b&gt;<u class='unsupported'" in out  # the model's markup stays inert
-    assert "[[1]](#cite-3-1)" in out
-    assert "[[2]](#cite-3-2)" in out
+    assert "[[1]](#cite-3-1 " in out
+    assert "[[2]](#cite-3-2 " in out
     strong = answer_markdown(Answer("q", "25 days [1].", [_source("t")], grounded=True, cited=[1]), 3)
     assert WEAK_NOTE not in strong
     assert UNSUPPORTED_NOTE not in strong
@@ -132,3 +132,13 @@ def test_table_passages_render_as_escaped_tables() -> None:
     assert out.endswith("</tbody></table>Total follows.")
     assert body_html("plain  text\nover lines") == "plain text over lines"
     assert body_html("|") == "|"  # not a table row
+
+
+def test_a_citation_previews_its_passage_on_hover_and_the_preview_stays_inert() -> None:
+    hostile = 'Leave is "25 days") <img src=x> \\ [2](http://evil.example) ' + "long " * 100
+    out = answer_markdown(Answer("q", "It is 25 days [1].", [_source(hostile)], grounded=True, cited=[1]), 2)
+    link = out.split("[[1]](", 1)[1].split(")", 1)[0]
+    assert link.startswith('#cite-2-1 "memo.pdf, page 2: Leave is &quot;25 days&quot;&#41; &lt;img src=x&gt;')
+    assert link.endswith('…"')  # cut short
+    assert "<img" not in out
+    assert "(http://evil.example)" not in out  # no second link can open inside the title
