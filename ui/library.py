@@ -230,8 +230,9 @@ def build_library_tab(services: Services, caller: Callable[[Any], Principal]) ->
     table.select(selected, paths_state, [chosen, chosen_note])
     delete_btn.click(remove, [chosen, *inputs], [*outputs, action_note, chosen])
     reingest_btn.click(reingest, [chosen, *inputs], [*outputs, action_note, chosen])
+    # One progress bar, on the results box (by default each of the six outputs draws its own).
     upload_btn.click(upload, [files, folder, *inputs], [*outputs, results, upload_note, files, folder],
-                     concurrency_limit=1, concurrency_id="library-writes")
+                     concurrency_limit=1, concurrency_id="library-writes", show_progress_on=results)
 
     return LibraryTab(admin_controls=[admin_row, every], refresh=listing, inputs=inputs, outputs=outputs)
 

@@ -336,6 +336,12 @@ def test_a_file_uploaded_in_the_library_is_listed_and_answered_from(site: Site, 
     page.wait_for_function("document.querySelector('#upload-files').innerText.includes('travel-policy.md')",
                            timeout=60_000)
     page.click("#upload-go")
+    # One progress display while it works, not one on each output of the upload.
+    shown = page.evaluate("""() => new Promise((done) => { let most = 0; const t0 = Date.now();
+        const tick = () => { most = Math.max(most, document.querySelectorAll(
+            "[data-testid='status-tracker']:not(.hide)").length);
+          if (Date.now() - t0 > 3000) { done(most); } else { setTimeout(tick, 50); } }; tick(); })""")
+    assert shown == 1, shown
     page.wait_for_function("document.querySelector('#upload-note').innerText.includes('files ingested')",
                            timeout=180_000)
     results = page.inner_text("#upload-results")
