@@ -8,6 +8,7 @@ import hashlib
 import re
 from collections import deque
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -64,3 +65,21 @@ class HashEmbedding(ArrayEmbedding):
             norm = float(np.linalg.norm(out[row]))
             out[row] = out[row] / norm if norm else out[row]
         return out
+
+
+def water_memo_services(tmp_path: Path) -> tuple[Any, ScriptedLLM]:
+    """Services over one ingested memo (the figure 20,000 and a date), on the scripted model and the hash
+    embedder, with thresholds that let its one passage answer: for tests of what a door does with an answer."""
+    from appliance.services import build_services
+    from appliance.settings import load_settings
+    from appliance.usecases import run_ingest
+
+    docs = tmp_path / "share"
+    docs.mkdir()
+    (docs / "memo.md").write_text("# Water\n\nThe memo says 20,000 bottles of water were delivered on 3 March 2024.\n")
+    llm = ScriptedLLM()
+    settings = load_settings(overrides={"data_dir": tmp_path / "data",
+                                        "retrieval": {"min_similarity": 0.2, "strong_similarity": 0.2}})
+    services = build_services(settings, embedding=HashEmbedding(), llm=llm)
+    run_ingest(services, [docs], "admin", "ingest", "cli")
+    return services, llm

@@ -10,23 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import HashEmbedding, ScriptedLLM
+from tests.fakes import ScriptedLLM, water_memo_services
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Any, ScriptedLLM]]:
-    from appliance.services import build_services
-    from appliance.settings import load_settings
-    from appliance.usecases import run_ingest
-
-    docs = tmp_path / "share"
-    docs.mkdir()
-    (docs / "memo.md").write_text("# Water\n\nThe memo says 20,000 bottles of water were delivered on 3 March 2024.\n")
-    llm = ScriptedLLM()
-    settings = load_settings(overrides={"data_dir": tmp_path / "data",
-                                        "retrieval": {"min_similarity": 0.2, "strong_similarity": 0.2}})
-    services = build_services(settings, embedding=HashEmbedding(), llm=llm)
-    run_ingest(services, [docs], "admin", "ingest", "cli")
+    services, llm = water_memo_services(tmp_path)
     yield services, llm
     services.close()
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.fakes import HashEmbedding, ScriptedLLM
+from tests.fakes import ScriptedLLM, water_memo_services
 
 TOKEN = "the-token-of-server-json"
 ACTOR = {"x-appliance-actor": "cli:operator"}
@@ -24,18 +24,7 @@ def site(tmp_path: Path) -> Iterator[tuple[Any, ScriptedLLM, Any]]:
     from fastapi.testclient import TestClient
 
     from appliance.api.app import create_app
-    from appliance.services import build_services
-    from appliance.settings import load_settings
-    from appliance.usecases import run_ingest
-
-    docs = tmp_path / "share"
-    docs.mkdir()
-    (docs / "memo.md").write_text("# Water\n\nThe memo says 20,000 bottles of water were delivered on 3 March 2024.\n")
-    llm = ScriptedLLM()
-    settings = load_settings(overrides={"data_dir": tmp_path / "data",
-                                        "retrieval": {"min_similarity": 0.2, "strong_similarity": 0.2}})
-    services = build_services(settings, embedding=HashEmbedding(), llm=llm)
-    run_ingest(services, [docs], "admin", "ingest", "cli")
+    services, llm = water_memo_services(tmp_path)
     app = create_app(services, ui=False)
     app.state.appliance.admin_token = TOKEN  # as serve sets it when it writes server.json
     with TestClient(app, base_url="http://127.0.0.1:7860") as client:
