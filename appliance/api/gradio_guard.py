@@ -34,7 +34,9 @@ STATIC = ("/assets/", "/static/", "/favicon.ico", "/theme.css", "/gradio_api/fil
 QUEUED = ("/gradio_api/queue/join", "/gradio_api/call/")
 # Gradio routes the page never uses: the v2 REST door and the direct /run and /api (closed with api_open=False,
 # but answering plain-text 500s and logging tracebacks).
-CLOSED = ("/gradio_api/call/v2/", "/gradio_api/run/", "/gradio_api/api/")
+# Nor its schema, run history and dev-mode routes, which also tell Gradio's version (an external attack run).
+CLOSED = ("/gradio_api/call/v2/", "/gradio_api/run/", "/gradio_api/api/", "/gradio_api/openapi.json/",
+          "/gradio_api/runs/", "/gradio_api/dev/")
 FREE_FLOOR = 1 << 30  # an upload into Gradio's cache never leaves less free space than this
 # Routes whose path names a page session or an event: /heartbeat/{session}, /stream/{session or event}/...,
 # /call/{api}/{event}.
@@ -172,7 +174,7 @@ class GradioGuard:
             _drop_forwarding(scope)
             if path == UPLOAD and scope.get("method") == "POST":
                 self._check_upload(principal, scope)
-            if path == "/config":
+            if path.rstrip("/") == "/config":
                 await self._app(scope, receive, _without_version(send))
                 return
             if not path.startswith(PREFIX):

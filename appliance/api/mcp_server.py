@@ -325,8 +325,14 @@ def mount(app: FastAPI, state: AppState) -> None:
         from fastapi.responses import JSONResponse
         from starlette.requests import Request
 
+        from appliance.api.errors import ApiError
         from appliance.api.security import require_principal
 
+        if scope.get("method") != "POST":  # stateless: no server-to-client stream to open (GET) or end (DELETE)
+            error = ApiError(405, "/mcp takes one POST per message (stateless, JSON answers)",
+                             headers={"Allow": "POST"})
+            await JSONResponse(error.body(), status_code=405, headers=error.headers)(scope, receive, send)
+            return
         try:
             principal = await to_thread.run_sync(require_principal, Request(scope, receive), None)
         except Exception as exc:

@@ -160,7 +160,7 @@ class GuardMiddleware:
                     # "https" only when a trusted proxy (server.trusted_proxies) said so: a backstop for proxies
                     # that do not add HSTS themselves.
                     headers.append((b"strict-transport-security", b"max-age=63072000"))
-                if is_api_path(path) and b"cache-control" not in present:
+                if (is_api_path(path) or path in ("/", "/config", "/config/")) and b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
                 message["headers"] = headers
             await send(message)

@@ -230,6 +230,13 @@ def test_over_http_a_missing_or_wrong_key_is_refused_with_401(site: Site) -> Non
     rebound = httpx.post(site.url + "/mcp", json=hello, headers={**accept, "host": "evil.example",
                                                                  "Authorization": f"Bearer {site.keys['bob']}"})
     assert rebound.status_code == 421
+    # Found by an external attack run: a GET held a server-to-client stream open (one connection per
+    # key, for good). Stateless: only POST.
+    auth = {"Authorization": f"Bearer {site.keys['bob']}"}
+    streamed = httpx.get(site.url + "/mcp", headers={"accept": "text/event-stream", **auth}, timeout=10)
+    assert streamed.status_code == 405
+    assert streamed.headers["allow"] == "POST"
+    assert "no-store" in ok.headers["cache-control"]
     with pytest.raises(Exception):  # noqa: B017, PT011 - the SDK raises a transport error (an ExceptionGroup)
         anyio.run(_initialize_with, site, "rag-wrong")
 

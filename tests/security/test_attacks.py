@@ -275,6 +275,15 @@ def test_anonymous_probes_and_schemas_reveal_no_versions_or_counts(site: Site) -
     assert bob.get("/openapi.json").json()["info"]["version"] == "1"
     config = bob.get("/config").json()
     assert "version" not in config
+    # Found by an external attack run: the same JSON at /config/, and Gradio's schema, run history and
+    # dev routes, told the version to any signed-in user.
+    assert "version" not in bob.get("/config/").json()
+    for route in ("/gradio_api/openapi.json", "/gradio_api/runs", "/gradio_api/dev/reload"):
+        r = bob.get(route)
+        assert r.status_code == 404, (route, r.status_code)
+        assert "6." not in r.text
+    for route in ("/", "/config"):  # the page and its config are the user's: never cached
+        assert "no-store" in bob.get(route).headers.get("cache-control", ""), route
 
 
 def test_cli_changes_to_users_and_keys_take_effect_at_once_while_serving(site: Site) -> None:
