@@ -56,6 +56,7 @@ class ParsedFile:
     pages: int | None = None
     notes: list[str] = field(default_factory=list)
     meta: DocumentMeta = field(default_factory=DocumentMeta)
+    running: dict[int, list[str]] = field(default_factory=dict)  # page -> running header/footer lines left out
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,11 @@ class OcrOptions:
 
 
 def parse_file(path: Path, pdf_parser: str = "pypdfium2", ocr: str | OcrOptions = "auto",
-               pdf_tables: bool = True) -> ParsedFile:
-    """The file's elements and what it says about itself (its title at least: see ingest.metadata)."""
+               pdf_tables: bool = True, drop_running: bool = True) -> ParsedFile:
+    """The file's elements and what it says about itself (its title at least: see ingest.metadata).
+    drop_running=False keeps PDFs' running headers and footers (for benchmarks.dedup's comparison)."""
     options = ocr if isinstance(ocr, OcrOptions) else OcrOptions(mode=ocr)
-    parsed = _parse(path, pdf_parser, options, pdf_tables)
+    parsed = _parse(path, pdf_parser, options, pdf_tables, drop_running)
     parsed.meta = metadata.with_title(parsed.meta, _first_heading(parsed.elements), path)
     return parsed
 
@@ -84,7 +86,7 @@ def _first_heading(elements: list[Element]) -> str | None:
     return next((el.section[0] for el in elements[:50] if el.section), None)
 
 
-def _parse(path: Path, pdf_parser: str, ocr: OcrOptions, pdf_tables: bool) -> ParsedFile:
+def _parse(path: Path, pdf_parser: str, ocr: OcrOptions, pdf_tables: bool, drop_running: bool = True) -> ParsedFile:
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
         raise ParseError(f"unsupported file type {suffix or '(no extension)'!r}")
@@ -100,7 +102,7 @@ def _parse(path: Path, pdf_parser: str, ocr: OcrOptions, pdf_tables: bool) -> Pa
     if suffix == ".pdf":
         if pdf_parser == "unstructured":
             return _parse_with_unstructured(path, "pdf")
-        return parse_pdf(path, ocr=ocr, tables=pdf_tables)
+        return parse_pdf(path, ocr=ocr, tables=pdf_tables, drop_running=drop_running)
     if suffix in IMAGE_SUFFIXES:
         return parse_image(path, ocr)
     if UNSTRUCTURED_TYPES[suffix] == "text":
@@ -114,12 +116,15 @@ def _parse(path: Path, pdf_parser: str, ocr: OcrOptions, pdf_tables: bool) -> Pa
 # -- PDF ---------------------------------------------------------------------------------------------
 
 
-def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -> ParsedFile:
+def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True,
+              drop_running: bool = True) -> ParsedFile:
     """The text layer, page by page, with the tables on it as Table elements (ingest.pdf_tables) and the
-    outline as heading path; pages without a text layer (or every page, with OCR forced) go to OCR."""
+    outline as heading path; pages without a text layer (or every page, with OCR forced) go to OCR.
+    Running headers and footers are dropped after their first page (ingest.running; ParsedFile.running)."""
     import pypdfium2 as pdfium
 
     from ingest.pdf_tables import PageTable, find_tables, split_page
+    from ingest.running import drop_running_lines
 
     try:
         pdf = pdfium.PdfDocument(str(path))
@@ -133,8 +138,8 @@ def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -
         elements: list[Element] = []
         scanned: list[int] = []
         current: tuple[str, ...] = ()
+        page_pieces: list[list[str | PageTable]] = []
         for index in range(len(pdf)):
-            current = sections.get(index, current)
             page = pdf[index]
             textpage = page.get_textpage()
             pieces: list[str | PageTable] = []
@@ -145,7 +150,13 @@ def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -
             page.close()
             if not pieces:
                 scanned.append(index + 1)
-                continue
+            page_pieces.append([_clean_pdf_text(p) if isinstance(p, str) else p for p in pieces])
+        running: dict[int, list[str]] = {}
+        if drop_running:
+            page_pieces, dropped = drop_running_lines(page_pieces)
+            running = {index + 1: lines for index, lines in dropped.items()}
+        for index, pieces in enumerate(page_pieces):
+            current = sections.get(index, current)
             caption = ""  # a short paragraph right before a table names it ("CONSOLIDATED BALANCE SHEETS")
             for piece in pieces:
                 if isinstance(piece, PageTable):
@@ -153,7 +164,7 @@ def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -
                                             section=(*current, caption) if caption else current,
                                             table_html=piece.html()))
                     continue
-                paras = _paragraphs(_clean_pdf_text(piece))
+                paras = _paragraphs(piece)
                 caption = paras[-1] if paras and len(paras[-1]) <= CAPTION_MAX_CHARS else ""
                 for para in paras:
                     elements.append(Element(text=para, kind="NarrativeText", page=index + 1, section=current))
@@ -169,7 +180,7 @@ def parse_pdf(path: Path, ocr: OcrOptions = OcrOptions(), tables: bool = True) -
             parser = "pypdfium2+tesseract"
     if not elements:
         raise ParseError(notes[0] if notes else "no text found")
-    return ParsedFile(elements=elements, parser=parser, pages=pages, notes=notes, meta=meta)
+    return ParsedFile(elements=elements, parser=parser, pages=pages, notes=notes, meta=meta, running=running)
 
 
 def _outline_by_page(pdf: Any) -> dict[int, tuple[str, ...]]:

@@ -418,16 +418,18 @@ class IngestPipeline:
                                         notes=parsed.notes)
 
     def _embed(self, texts: list[str]) -> list[Any]:
-        """Embed, taking repeated texts (boilerplate, copies of a file) from the run's cache."""
-        keys = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        """Embed, taking repeated texts (boilerplate, copies of a file, a page printed twice) from the run's
+        cache: each distinct text (spacing folded) is embedded once, its vector shared by every chunk."""
+        keys = [embed_key(t) for t in texts]
         missing = list({k: t for k, t in zip(keys, texts, strict=True) if k not in self._vectors}.items())
+        vectors = {k: self._vectors[k] for k in keys if k in self._vectors}  # safe from the eviction below
         if missing:
             fresh = self._embedding.embed([t for _, t in missing])
-            if len(self._vectors) + len(missing) > VECTOR_CACHE:
-                self._vectors.clear()
             for (k, _), vector in zip(missing, fresh, strict=True):
-                self._vectors[k] = vector
-        return [self._vectors[k] for k in keys]
+                vectors[k] = self._vectors[k] = vector
+            for old in list(self._vectors)[: max(0, len(self._vectors) - VECTOR_CACHE)]:
+                del self._vectors[old]  # the oldest first (dicts keep insertion order)
+        return [vectors[k] for k in keys]
 
     def _write(self, task: _Task, points: list[StorePoint], parser: str | None, pages: int | None,
                notes: list[str], meta: dict[str, Any]) -> None:
@@ -605,9 +607,15 @@ class IngestPipeline:
         return [
             _point(point_id(task.key, task.sha, self.config + task.salt, chunk.index), [float(x) for x in vector],
                    chunk.text, chunk_payload(task.path, doc_id, task.sha, chunk, acl, parsed.parser, now, parsed.meta,
-                                             parsed.pages))
+                                             parsed.pages, parsed.running.get(chunk.page or 0)))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
+
+
+def embed_key(text: str) -> str:
+    """The vector cache's key: texts that differ only in spacing share one (MiniLM's tokenizer splits on any
+    run of whitespace, so their vectors are the same; a served model sees a difference of spacing alone)."""
+    return hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
 
 
 def _size(path: Path) -> int:

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
     from appliance.settings import IngestSettings
 
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
-CHUNKING_VERSION = 3  # 3: the document's title heads each chunk's embedded and indexed text
+CHUNKING_VERSION = 4  # 3: the document's title heads each chunk's embedded and indexed text; 4: PDFs' running
+# headers and footers are left out of chunks after their first page (ingest.running)
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
 TITLE_PREFIX_CHARS = 60  # of those, at most this much of the title: the section path keeps the rest
 
@@ -72,11 +73,15 @@ def placed(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str], parser: str,
-                  now: float, meta: dict[str, Any] | None = None, pages: int | None = None) -> dict[str, Any]:
+                  now: float, meta: dict[str, Any] | None = None, pages: int | None = None,
+                  running: list[str] | None = None) -> dict[str, Any]:
     """The payload schema, identical on every store backend. `meta`: the document's own metadata
-    (ingest.metadata.DocumentMeta.to_payload: title, author, created, modified, email_*, subject)."""
+    (ingest.metadata.DocumentMeta.to_payload: title, author, created, modified, email_*, subject).
+    `running`: the running header and footer lines of the chunk's page, left out of its text (ingest.running):
+    `running_lines`, only where there are some, so a citation can still show "Page 3 of 40"."""
     meta = meta or {}
     return {
+        **({"running_lines": running} if running else {}),
         **meta,
         "heading": heading(str(meta.get("title", "")), chunk.section),
         "page_count": pages,

@@ -52,6 +52,7 @@ class ParsedChunks:
     parser: str
     seconds: float = 0.0  # parsing and chunking, in the worker
     meta: dict[str, Any] = field(default_factory=dict)  # the document's title, author, dates (DocumentMeta)
+    running: dict[int, list[str]] = field(default_factory=dict)  # page -> running lines left out (ingest.running)
 
 
 class _Worker:
@@ -101,7 +102,7 @@ def parse_and_chunk(path: str) -> ParsedChunks:
     if len(chunks) > config.max_chunks:
         raise ParseError(f"{len(chunks)} chunks, more than ingest.max_chunks_per_file ({config.max_chunks})")
     return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser, time.perf_counter() - started,
-                        parsed.meta.to_payload())
+                        parsed.meta.to_payload(), parsed.running)
 
 
 def check_archive(path: Path, max_unpacked_mb: int) -> None:
