@@ -14,7 +14,7 @@ from ingest.metadata import DocumentMeta
 
 if TYPE_CHECKING:
     from llama_index.core.base.base_retriever import BaseRetriever
-    from llama_index.core.llms import LLM
+    from llama_index.core.llms import LLM, ChatMessage
 
     from appliance.backends.rerank import Reranker
     from appliance.backends.scope import Scope
@@ -266,8 +266,10 @@ class RagEngine:
             yield Answer(question, NOT_FOUND, closest, grounded=False, query=query)
             return
         budget = self._budget(question)
-        offer = self._whole_document(relevant[0], budget, groups)
-        if whole_document and offer is not None:
+        # Asked for the whole document: it is fetched now. Otherwise whether it fits (and is offered) is
+        # looked up after the answer, so the model starts the moment the passages are packed.
+        offer = self._whole_document(relevant[0], budget, groups) if whole_document else None
+        if offer is not None:
             packed = self._pack(offer, budget)
         else:
             packed = self._pack(merge_neighbours(relevant[: self._settings.top_k]), budget)
@@ -275,13 +277,7 @@ class RagEngine:
             yield TOO_LONG
             yield Answer(question, TOO_LONG, relevant[:3], grounded=False, query=query)
             return
-        from llama_index.core.llms import ChatMessage, MessageRole
-
-        context = "\n\n".join(s.passage(self._labels) for s in packed)
-        messages = [
-            ChatMessage(role=MessageRole.SYSTEM, content=self._system_prompt),
-            ChatMessage(role=MessageRole.USER, content=f"Context:\n{context}\n\nQuestion: {question}"),
-        ]
+        messages = answer_prompt(self._system_prompt, packed, question, self._labels)
         text = ""
         limit = {"max_tokens": min(max_tokens, self._llm().metadata.num_output)} if max_tokens else {}
         for chunk in self._llm().stream_chat(messages, **limit):
@@ -291,7 +287,8 @@ class RagEngine:
                 yield delta
         text, cited = check_citations(text, len(packed))
         text = text.strip()
-        offered = None if whole_document or offer is None else relevant[0].path
+        fits = not whole_document and self._whole_document(relevant[0], budget, groups) is not None
+        offered = relevant[0].path if fits else None
         yield Answer(question, text, packed, grounded=True, cited=cited, query=query, whole_document=offered,
                      weak=weak_match(relevant, self._settings.strong_similarity),
                      unsupported=unsupported_claims(text, packed))
@@ -350,6 +347,22 @@ class RagEngine:
             packed.append(replace(source, number=len(packed) + 1))
             budget -= need
         return packed
+
+
+def answer_prompt(system_prompt: str, packed: Sequence[Source], question: str,
+                  labels: str = "full") -> list[ChatMessage]:
+    """The chat messages of an answer. What every question shares comes first and byte-identical (the
+    system prompt, then "Context:"), and what changes least next (the passages, then the question), so a
+    model server that keeps the last prompt's KV cache (llama.cpp, vLLM's prefix caching) reads only the
+    rest: the embedded backend reuses the first 24 tokens of every prompt (benchmarks/first_token.py), and
+    all but the question when a follow-up retrieves the same passages."""
+    from llama_index.core.llms import ChatMessage, MessageRole
+
+    context = "\n\n".join(s.passage(labels) for s in packed)
+    return [
+        ChatMessage(role=MessageRole.SYSTEM, content=system_prompt),
+        ChatMessage(role=MessageRole.USER, content=f"Context:\n{context}\n\nQuestion: {question}"),
+    ]
 
 
 def identifiers(text: str) -> set[str]:

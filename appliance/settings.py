@@ -183,6 +183,14 @@ class EmbeddedLLMSettings(ChatModelSettings):
     prompt_threads: int = Field(
         2, ge=1, description="CPU threads for reading the prompt (batched; halves time to first token on 2 cores)."
     )
+    # Measured under a load average of 15-18 on 2 cores: a 156-token prompt read in 8.6 s p50 with 2 threads,
+    # 3.4 s with 1 (each waits for the other at every step while the other is descheduled); at load 2-3, 2 threads
+    # were still 2x faster (docs/benchmarks.md, "First token").
+    busy_prompt_threads: int | None = Field(
+        1, ge=1, description="CPU threads for reading the prompt while the machine's 1-minute load average "
+        "reaches twice its CPU count (other jobs busy); None: always prompt_threads.",
+    )
+    flash_attention: bool = Field(False, description="llama.cpp's flash attention kernel.")
 
 
 class OllamaLLMSettings(ChatModelSettings):

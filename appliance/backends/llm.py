@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -124,15 +127,38 @@ def _payload(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
     return [{"role": m.role.value, "content": m.content or ""} for m in messages]
 
 
+@dataclass(frozen=True)
+class PromptRead:
+    """How llama.cpp read one prompt: when the call began (time.perf_counter), the prompt's tokens,
+    how many of them it evaluated (the rest were the previous prompt's prefix, still in its KV cache),
+    how long evaluating them took, and on how many threads."""
+
+    started: float
+    tokens: int
+    evaluated: int
+    prefill_ms: float
+    threads: int
+
+    @property
+    def reused(self) -> int:
+        return self.tokens - self.evaluated
+
+
 class LlamaCppLLM(StreamingChatLLM):
-    """A GGUF chat model run in-process by llama.cpp; one generation at a time."""
+    """A GGUF chat model run in-process by llama.cpp; one generation at a time.
+
+    llama-cpp-python keeps the last prompt's KV cache and evaluates only what follows the longest prefix
+    the new prompt shares with it, so the fixed start of every answer prompt (the chat template, the
+    system prompt, "Context:") is read once, not per question (appliance/rag.py builds it first)."""
 
     model_name: str = SMOLLM2_FILE
     _llama: Any = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    _last_prompt: PromptRead | None = PrivateAttr(default=None)
 
     def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
-                 threads: int, prompt_threads: int) -> None:
+                 threads: int, prompt_threads: int, busy_prompt_threads: int | None = None,
+                 flash_attention: bool = False) -> None:
         super().__init__(
             context_window=context_window, num_output=num_output, temperature=temperature,
             model_name=model_path.name,
@@ -145,20 +171,55 @@ class LlamaCppLLM(StreamingChatLLM):
             raise BackendUnavailable(f"GGUF model not found: {model_path}")
         self._llama = Llama(
             model_path=str(model_path), n_ctx=context_window, n_threads=threads, n_threads_batch=prompt_threads,
-            n_batch=512, verbose=False, seed=0,
+            n_batch=512, flash_attn=flash_attention, verbose=False, seed=0,
         )
+        self._threads = (threads, prompt_threads, busy_prompt_threads or prompt_threads)
+        self._prompt_threads = prompt_threads
+
+    def _set_prompt_threads(self) -> None:
+        """Read the prompt on llm.prompt_threads, or on llm.busy_prompt_threads while the machine is busy (its
+        1-minute load average at or above twice its CPU count): batched threads wait for each other at every
+        step, so one that other jobs deschedule stalls the rest. Measured on 2 cores (docs/benchmarks.md):
+        1 thread 2.5x faster at load 15-18, 2 threads 2x faster at load 2-3; between, not measured."""
+        threads, idle, busy = self._threads
+        wanted = busy if os.getloadavg()[0] >= 2 * (os.cpu_count() or 1) else idle
+        if wanted != self._prompt_threads:
+            from llama_cpp import llama_set_n_threads
+
+            llama_set_n_threads(self._llama.ctx, threads, wanted)
+            self._prompt_threads = wanted
+            log.debug("reading prompts on %d thread(s)", wanted)
+
+    @property
+    def last_prompt(self) -> PromptRead | None:
+        """How the latest generation's prompt was read, once its first token came (benchmarks/first_token.py)."""
+        return self._last_prompt
 
     def count_tokens(self, text: str) -> int:
         """Tokens of the chat model itself, for packing the context budget."""
         return len(self._llama.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _stream_chat_text(self, messages: Sequence[ChatMessage], **kwargs: Any) -> Iterator[str]:
+        from llama_cpp import llama_perf_context, llama_perf_context_reset
+
         with self._lock:
+            started = time.perf_counter()
+            self._set_prompt_threads()
+            llama_perf_context_reset(self._llama.ctx)
             stream = self._llama.create_chat_completion(
                 messages=_payload(messages), stream=True, temperature=self.temperature,
                 max_tokens=kwargs.get("max_tokens", self.num_output), repeat_penalty=1.15,
             )
+            first = True
             for chunk in stream:
+                if first:  # the prompt is read: what it cost
+                    first = False
+                    perf = llama_perf_context(self._llama.ctx)
+                    tokens = self._llama.n_tokens - perf.n_eval  # the prompt, without the token sampled
+                    self._last_prompt = PromptRead(started, tokens, perf.n_p_eval, perf.t_p_eval_ms,
+                                                   self._prompt_threads)
+                    log.debug("prompt of %d tokens, %d from the cache, %d read in %.0f ms on %d thread(s)",
+                              tokens, tokens - perf.n_p_eval, perf.n_p_eval, perf.t_p_eval_ms, self._prompt_threads)
                 delta = chunk["choices"][0].get("delta", {}).get("content")
                 if delta:
                     yield delta
@@ -358,4 +419,5 @@ def build_embedded_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:
     return LlamaCppLLM(
         path, context_window=settings.context_window, num_output=settings.max_answer_tokens,
         temperature=settings.temperature, threads=settings.threads, prompt_threads=settings.prompt_threads,
+        busy_prompt_threads=settings.busy_prompt_threads, flash_attention=settings.flash_attention,
     )
