@@ -1,7 +1,8 @@
 """Benchmarks of the embedded default, printed as one table.
 
     .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database,
-                                              ocr,tables,band,claims,embed_service]
+                                              ocr,tables,band,claims,embed_service,
+                                              ocr_parity,table_questions,chunk_header,dedup]
                                        [--points 100000] [--share-files 10000]
                                        [--ocr-engines tesseract,...] [--ocr-dpi 150,300] [--plumber-pages N]
 
@@ -9,7 +10,8 @@ Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the re
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
 so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
-scale, database, ocr, tables, band, claims (benchmarks/answers.py) and embed_service run only when named. ocr skips the
+scale, database, ocr, tables, band, claims (benchmarks/answers.py), embed_service, ocr_parity, table_questions
+and chunk_header run only when named. ocr skips the
 engines that are not installed (Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where
 it does not import (put the side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
 """
@@ -346,10 +348,13 @@ def main() -> None:
     parser.add_argument("--ocr-dpi", default="150,300", help="ocr: the scans' resolutions")
     parser.add_argument("--plumber-pages", type=int, default=0,
                         help="tables: pdfplumber's speed on the first N pages of DA-619p.pdf (0: all, about 2.5 min)")
+    parser.add_argument("--header-docs", type=int, default=0,
+                        help="chunk_header: SciFact's judged documents plus random others, N in all (0: all)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database",
-                      "ocr", "tables", "band", "claims", "embed_service"}
+                      "ocr", "tables", "band", "claims", "embed_service", "first_token",
+                      "ocr_parity", "table_questions", "chunk_header", "dedup"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     engines = args.ocr_engines.split(",")
@@ -400,10 +405,30 @@ def main() -> None:
         from benchmarks.answers import bench_band
 
         rows += bench_band(args.data_dir)
+    if "first_token" in only:
+        from benchmarks.first_token import bench_first_token
+
+        rows += bench_first_token(args.repeats)
     if "claims" in only:
         from benchmarks.answers import bench_claims
 
         rows += bench_claims()
+    if "ocr_parity" in only:
+        from benchmarks.ocr_parity import bench_ocr_parity
+
+        rows += bench_ocr_parity()
+    if "table_questions" in only:
+        from benchmarks.table_questions import bench_table_questions
+
+        rows += bench_table_questions()
+    if "chunk_header" in only:
+        from benchmarks.chunk_header import bench_chunk_header
+
+        rows += bench_chunk_header(args.data_dir, args.header_docs)
+    if "dedup" in only:
+        from benchmarks.dedup import bench_dedup
+
+        rows += bench_dedup(args.datasets.split(","))
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")
