@@ -174,11 +174,9 @@ def main() -> None:
     parser.add_argument("--no-http", action="store_true", help="skip the `appliance serve` rows")
     args = parser.parse_args()
     rows = bench_first_token(args.repeats, http=not args.no_http)
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'what'.ljust(width)} | result | note |")
-    print(f"|{'-' * (width + 2)}|---|---|")
-    for what, result, note in rows:
-        print(f"| {what.ljust(width)} | {result} | {note} |")
+    from benchmarks.run import print_table
+
+    print_table(rows)
 
 
 if __name__ == "__main__":

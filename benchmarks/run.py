@@ -429,6 +429,11 @@ def main() -> None:
         from benchmarks.dedup import bench_dedup
 
         rows += bench_dedup(args.datasets.split(","))
+    print_table(rows)
+
+
+def print_table(rows: list[tuple[str, str, str]]) -> None:
+    """The rows as one Markdown table, as docs/benchmarks.md records them."""
     width = max(len(r[0]) for r in rows)
     print(f"| {'what'.ljust(width)} | result | note |")
     print(f"|{'-' * (width + 2)}|---|---|")
