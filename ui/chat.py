@@ -53,10 +53,22 @@ CONFIRM_DELETE = """(conv, ok) => [conv, (!document.querySelector('#conversation
   || window.confirm('Delete this conversation and its answers? This cannot be undone.')) ? 'yes' : 'no']"""
 # Run in the browser as a question is sent: the box is emptied at once (a server's reply would come
 # after the first words of the next question), and the question goes on to take_question.
+# The question leaves the box as it is sent. Gradio reads the box a moment after Enter: a key typed
+# in between belongs to the next question, so the box keeps whatever follows the text that was
+# there when Enter went down (recorded by ui/page.py), and only that text is sent.
 EMPTY_THE_BOX = """(message) => {
   const box = document.querySelector('#question textarea');
-  if (box && (message || '').trim()) { box.value = ''; box.dispatchEvent(new Event('input', {bubbles: true})); }
-  return [message];
+  if (!box) return [message];
+  const fresh = box.dataset.sent !== undefined && Date.now() - Number(box.dataset.sentAt || 0) < 5000;
+  const sent = fresh ? box.dataset.sent : (message || '');
+  delete box.dataset.sent;
+  delete box.dataset.sentAt;
+  if (sent.trim()) {
+    const now = box.value;
+    box.value = now.startsWith(sent) ? now.slice(sent.length) : (now === message ? '' : now);
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  }
+  return [sent];
 }"""
 _MARKER = re.compile(r"\[(\d{1,3})\]")
 

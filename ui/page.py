@@ -95,9 +95,15 @@ JS = """
     if (e.key === 'Escape') { stopButton()?.click(); }
   });
   const holdEnter = (e) => {
-    if (e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#question') && stopButton()) {
+    if (!(e.key === 'Enter' && !e.shiftKey && e.target.closest && e.target.closest('#question'))) return;
+    if (stopButton()) {
       e.preventDefault();
       e.stopImmediatePropagation();
+    } else if (e.type === 'keydown') {
+      // The question as it was when Enter went down: what is typed before the send reads the box
+      // stays in the box (see EMPTY_THE_BOX in ui/chat.py).
+      e.target.dataset.sent = e.target.value;
+      e.target.dataset.sentAt = String(Date.now());
     }
   };
   document.addEventListener('keydown', holdEnter, true);

@@ -546,6 +546,33 @@ def test_a_question_typed_while_an_answer_is_written_is_kept_and_sent_after(site
     assert site.outside == []
 
 
+def test_a_key_typed_between_enter_and_the_send_stays_in_the_box(site: Site, browser: Any) -> None:
+    """Replays CI's race: a key typed after Enter but before Gradio reads the box belongs to the next
+    question. It used to be wiped with the sent question (the box kept "ow many bottles")."""
+    page = _page(site, browser, "alice")
+    box = page.locator("#question textarea")
+    box.fill(FRAMEWORKS)
+    # Enter and a key in one turn of the page's event loop: the key lands before the send runs.
+    page.evaluate("""() => {
+      const box = document.querySelector('#question textarea');
+      box.focus();
+      for (const type of ['keydown', 'keypress']) {
+        box.dispatchEvent(new KeyboardEvent(type, {key: 'Enter', bubbles: true, cancelable: true}));
+      }
+      box.value += 'H';
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    }""")
+    page.locator("#question .stop-button").wait_for(timeout=30_000)
+    assert box.input_value() == "H"
+    page.wait_for_selector("#question .submit-button", timeout=180_000)
+    chat = page.inner_text("#chat")
+    assert FRAMEWORKS in chat
+    assert f"{FRAMEWORKS}H" not in chat  # the question as it was at Enter
+    assert box.input_value() == "H"
+    page.context.close()
+    assert site.outside == []
+
+
 def test_copy_conversation_and_copy_message_copy_plain_text(site: Site, browser: Any) -> None:
     page = _page(site, browser, "bob")
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
