@@ -294,7 +294,11 @@ class EmbeddedEmbeddingSettings(ServedEmbeddingSettings):
     batch_tokens: int = Field(
         1024, ge=256, description="Tokens per ONNX call (padded); on 2 cores ~1k beats larger batches."
     )
-    threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
+    threads: int = Field(2, ge=1, description="Threads of the embedding runtime.")
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto", description="What runs the model: auto takes OpenVINO where it is installed (the openvino extra) "
+        "and the CPU has AVX-512 VNNI or AMX (measured ~1.5-2x faster there, the same speed on AVX2), "
+        "onnxruntime otherwise. `appliance doctor` says which runs.")
 
 
 class OllamaEmbeddingSettings(ServedEmbeddingSettings):
@@ -512,7 +516,11 @@ class CrossEncoderRerankSettings(Section):
     top_n: int = Field(30, ge=1, description="How many fused candidates are rescored.")
     max_tokens: int = Field(512, ge=16, description="Query + passage tokens the model reads.")
     batch_size: int = Field(16, ge=1, description="Pairs per model call.")
-    threads: int = Field(2, ge=1, description="onnxruntime intra-op threads.")
+    threads: int = Field(2, ge=1, description="Threads of the embedding runtime.")
+    runtime: Literal["auto", "onnxruntime", "openvino"] = Field(
+        "auto", description="What runs the model: auto takes OpenVINO where it is installed (the openvino extra) "
+        "and the CPU has AVX-512 VNNI or AMX (measured ~1.5-2x faster there, the same speed on AVX2), "
+        "onnxruntime otherwise. `appliance doctor` says which runs.")
 
 
 class HttpRerankSettings(Section):

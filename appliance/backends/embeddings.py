@@ -93,31 +93,33 @@ class ArrayEmbedding(BaseEmbedding):
 
 
 class OnnxMiniLMEmbedding(ArrayEmbedding):
-    """all-MiniLM-L6-v2 (int8 ONNX) in-process: mean pooling and L2 normalisation, batched."""
+    """all-MiniLM-L6-v2 (int8 ONNX) in-process: mean pooling and L2 normalisation, batched, on
+    onnxruntime or OpenVINO (appliance/backends/embedding_runtime.py)."""
 
     threads: int = 2
     batch_tokens: int = 1024
-    _session: Any = PrivateAttr()
+    runtime: str = "onnxruntime"
+    _run: Any = PrivateAttr()
     _tokenizer: Any = PrivateAttr()
     _input_names: list[str] = PrivateAttr()
 
     def __init__(self, model_path: Path, tokenizer_path: Path, batch_size: int = 64, batch_tokens: int = 1024,
-                 threads: int = 2) -> None:
+                 threads: int = 2, runtime: str = "auto") -> None:
+        from appliance.backends.embedding_runtime import choose_runtime, load_runner
+
+        chosen = choose_runtime(runtime)
         super().__init__(model_name="all-MiniLM-L6-v2-int8", embed_batch_size=batch_size, threads=threads,
-                         batch_tokens=batch_tokens)
-        import onnxruntime as ort
+                         batch_tokens=batch_tokens, runtime=chosen)
         from tokenizers import Tokenizer
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        self._input_names = [i.name for i in self._session.get_inputs()]
+        self._run, self._input_names = load_runner(chosen, model_path, threads)
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
         tokenizer.enable_truncation(max_length=MINILM_MAX_TOKENS)
         tokenizer.no_padding()  # batches are padded by _embed_batch, to their own longest input
         self._tokenizer = tokenizer
+
+    def describe(self) -> str:
+        return f"{self.model_name} on {self.runtime}"
 
     @classmethod
     def class_name(cls) -> str:
@@ -161,7 +163,7 @@ class OnnxMiniLMEmbedding(ArrayEmbedding):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._session.run(None, {k: v for k, v in feeds.items() if k in self._input_names})[0]
+        hidden = self._run({k: v for k, v in feeds.items() if k in self._input_names})
         if hidden.ndim == 3:  # token embeddings -> mean over real tokens
             weights = mask[..., None].astype(np.float32)
             hidden = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
@@ -421,10 +423,11 @@ def build_embedding(settings: EmbeddingSettings) -> Embedding:
     model, tokenizer = minilm_files()
     try:
         return OnnxMiniLMEmbedding(model, tokenizer, batch_size=settings.batch_size,
-                                   batch_tokens=settings.batch_tokens, threads=settings.threads)
+                                   batch_tokens=settings.batch_tokens, threads=settings.threads,
+                                   runtime=settings.runtime)
     except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime/tokenizers missing ({exc}): pip install onnxruntime tokenizers") \
-            from None
+        raise BackendUnavailable(f"the embedding runtime is missing ({exc}): pip install onnxruntime tokenizers, "
+                                 "or 'rag-appliance[openvino]' for embeddings.runtime: openvino") from None
 
 
 def build_token_counter() -> TokenCounter:

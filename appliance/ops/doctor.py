@@ -233,9 +233,15 @@ def _embedding(services: Services) -> Outcome:
     if vectors.shape != (1, model.dimension):
         return ("fail", f"{model.model_name} returned shape {vectors.shape}, expected (1, {model.dimension})",
                 _embedding_fix(services))
-    describe = getattr(model, "describe", None)  # a remote embedder says where it is
+    describe = getattr(model, "describe", None)  # a remote embedder says where it is, ours its runtime
     name = describe() if callable(describe) else model.model_name
-    return "ok", f"{name}: embedded a test text, {model.dimension} dimensions", ""
+    detail = f"{name}: embedded a test text, {model.dimension} dimensions"
+    runtime = getattr(model, "runtime", None)
+    if runtime in ("onnxruntime", "openvino"):
+        from appliance.backends.embedding_runtime import advice
+
+        detail += f"; {advice(runtime)}"
+    return "ok", detail, ""
 
 
 def _store(services: Services) -> Outcome:
