@@ -2,16 +2,18 @@
 
     .venv/bin/python -m benchmarks.run [--only pdf,embed,ingest,store,ask,retrieval,grounding,api,scale,database,
                                               ocr,tables,band,claims,embed_service,
-                                              ocr_parity,table_questions,chunk_header,dedup]
+                                              ocr_parity,table_questions,chunk_header,dedup,embed_runtime,
+                                              versus_baseline]
                                        [--points 100000] [--share-files 10000]
+                                       [--versus-target PATH ...] [--versus-rounds 2]
                                        [--ocr-engines tesseract,...] [--ocr-dpi 150,300] [--plumber-pages N]
 
 Needs ../shared/corpus for the pdf and ingest rows and ../shared/eval for the retrieval table (skipped
 with a note otherwise); the eval stores are kept under ./data/eval/ (as `appliance eval` keeps them),
 so only the first retrieval run ingests (--data-dir moves them). Speeds on a
 shared 2-core machine are noisy: each row reports a median over repeats where it can.
-scale, database, ocr, tables, band, claims (benchmarks/answers.py), embed_service, ocr_parity, table_questions
-and chunk_header run only when named. ocr skips the
+scale, database, ocr, tables, band, claims (benchmarks/answers.py), embed_service, ocr_parity, table_questions,
+chunk_header, embed_runtime and versus_baseline run only when named. ocr skips the
 engines that are not installed (Tesseract, the optional RapidOCR wheels) and tables skips pdfplumber where
 it does not import (put the side install on PYTHONPATH, as docs/benchmarks.md shows); each says why in its row.
 """
@@ -350,11 +352,16 @@ def main() -> None:
                         help="tables: pdfplumber's speed on the first N pages of DA-619p.pdf (0: all, about 2.5 min)")
     parser.add_argument("--header-docs", type=int, default=0,
                         help="chunk_header: SciFact's judged documents plus random others, N in all (0: all)")
+    parser.add_argument("--versus-target", action="append", default=[],
+                        help="versus_baseline: file or folder to ingest (repeatable or comma separated; "
+                             "default ../shared/corpus/unstructured-example-docs/pdf/DA-619p.pdf)")
+    parser.add_argument("--versus-rounds", type=int, default=2,
+                        help="versus_baseline: rounds of (ours, baseline), alternating")
     args = parser.parse_args()
     only = set(args.only.split(","))
     unknown = only - {"pdf", "embed", "ingest", "store", "ask", "retrieval", "grounding", "api", "scale", "database",
                       "ocr", "tables", "band", "claims", "embed_service", "first_token",
-                      "ocr_parity", "table_questions", "chunk_header", "dedup"}
+                      "ocr_parity", "table_questions", "chunk_header", "dedup", "embed_runtime", "versus_baseline"}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
     engines = args.ocr_engines.split(",")
@@ -405,6 +412,10 @@ def main() -> None:
         from benchmarks.answers import bench_band
 
         rows += bench_band(args.data_dir)
+    if "embed_runtime" in only:
+        from benchmarks.embed_runtime import bench_embed_runtime
+
+        rows += bench_embed_runtime(args.repeats)
     if "first_token" in only:
         from benchmarks.first_token import bench_first_token
 
@@ -429,6 +440,11 @@ def main() -> None:
         from benchmarks.dedup import bench_dedup
 
         rows += bench_dedup(args.datasets.split(","))
+    if "versus_baseline" in only:
+        from benchmarks.versus_baseline import bench_versus_baseline
+
+        targets = [Path(t) for arg in args.versus_target for t in arg.split(",") if t]
+        rows += bench_versus_baseline(targets or None, args.versus_rounds)
     print_table(rows)
 
 
