@@ -121,6 +121,7 @@ class IngestPipeline:
         self._stale: list[tuple[float, list[str]]] = []  # (published at, superseded ids), oldest first
         self._vectors: dict[str, Any] = {}
         self._stages: dict[str, float] = {}  # the current run's IngestReport.stages
+        self._stage_cpu: dict[str, float] = {}  # and its stage_cpu
         self._lease: RunLease | None = None  # this run among those sharing the manifest (not in a dry run)
         self._held: list[Path] = []  # files other runs held when planned
 
@@ -130,9 +131,9 @@ class IngestPipeline:
         """cancel: once set, the run stops between files as Ctrl-C would (report.interrupted).
         force: parse and embed every file again, unchanged or not (an administrator's re-ingest); the
         old chunks stay searchable until the new ones are published, as for a changed file."""
-        started = time.monotonic()
-        report = IngestReport()
-        self._stages = report.stages
+        started, cpu = time.monotonic(), time.process_time()
+        report = IngestReport(cores=_cores())
+        self._stages, self._stage_cpu = report.stages, report.stage_cpu
         if self._access_source is not None:
             self.access = self._access_source()
         if not dry_run:
@@ -140,8 +141,10 @@ class IngestPipeline:
             lease.start()
             self._lease = lease
         try:
-            return self._run(paths, report, started, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
-                             progress=progress, cancel=cancel, force=force)
+            self._run(paths, report, started, prune=prune, dry_run=dry_run, retry_failed=retry_failed,
+                      progress=progress, cancel=cancel, force=force)
+            report.cpu_seconds = time.process_time() - cpu + report.stage_cpu["parse"]
+            return report
         finally:
             if self._lease is not None:
                 self._lease.stop()
@@ -296,6 +299,7 @@ class IngestPipeline:
                     inflight[self._submit(task)] = task
                 else:
                     self._stages["parse"] += outcome.seconds
+                    self._stage_cpu["parse"] += outcome.cpu_seconds
                     ready.append((task, outcome))
             if ready:
                 batch: list[tuple[_Task, ParsedChunks]] = []
@@ -574,11 +578,12 @@ class IngestPipeline:
 
     @contextmanager
     def _timed(self, stage: str) -> Iterator[None]:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         try:
             yield
         finally:
             self._stages[stage] = self._stages.get(stage, 0.0) + time.perf_counter() - started
+            self._stage_cpu[stage] = self._stage_cpu.get(stage, 0.0) + time.process_time() - cpu
 
     def _submit(self, task: _Task) -> Future[ParsedChunks]:
         task.pool = self._parse_pool()
@@ -616,6 +621,14 @@ def embed_key(text: str) -> str:
     """The vector cache's key: texts that differ only in spacing share one (MiniLM's tokenizer splits on any
     run of whitespace, so their vectors are the same; a served model sees a difference of spacing alone)."""
     return hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
+
+
+def _cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _size(path: Path) -> int:

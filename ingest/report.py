@@ -36,6 +36,23 @@ class IngestReport:
     # Where the time went: parse (summed over the workers, so it may exceed the wall time), and
     # embed, write and index in this process; "waiting" is this process idle for a parse result.
     stages: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    # CPU seconds of each stage: parse in the workers, the rest this process's (all its threads: the
+    # embedding runtime's included); with the wall times above they say which stage kept the cores busy.
+    stage_cpu: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
+    cpu_seconds: float = 0.0  # this process's whole run, plus the workers' parsing
+    cores: int = 1
+
+    def utilisation(self) -> dict[str, Any]:
+        """Per stage: wall and CPU seconds, and the cores it kept busy on average; and the whole run's
+        share of the machine (1.0: every core busy for the whole run)."""
+        stages = {}
+        for k in STAGES:
+            wall, cpu = self.stages.get(k, 0.0), self.stage_cpu.get(k, 0.0)
+            stages[k] = {"seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+                         "cores_busy": round(cpu / wall, 2) if wall else 0.0}
+        busy = self.cpu_seconds / (self.seconds * self.cores) if self.seconds else 0.0
+        return {"cores": self.cores, "cpu_seconds": round(self.cpu_seconds, 2), "busy": round(busy, 3),
+                "stages": stages}
 
     def count(self, status: str) -> int:
         return sum(1 for f in self.files if f.status == status)
@@ -56,6 +73,7 @@ class IngestReport:
         out["seconds"] = round(self.seconds, 2)
         out["interrupted"] = self.interrupted
         out["stage_seconds"] = {k: round(v, 2) for k, v in self.stages.items()}
+        out["utilisation"] = self.utilisation()
         out["files"] = [
             {"path": f.path, "status": f.status, "chunks": f.chunks, "error": f.error, "notes": f.notes}
             for f in self.files

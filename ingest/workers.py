@@ -51,6 +51,7 @@ class ParsedChunks:
     notes: list[str]
     parser: str
     seconds: float = 0.0  # parsing and chunking, in the worker
+    cpu_seconds: float = 0.0  # the worker's CPU time for them
     meta: dict[str, Any] = field(default_factory=dict)  # the document's title, author, dates (DocumentMeta)
     running: dict[int, list[str]] = field(default_factory=dict)  # page -> running lines left out (ingest.running)
 
@@ -94,7 +95,7 @@ def parse_and_chunk(path: str) -> ParsedChunks:
     if config is None or chunker is None:
         raise RuntimeError("parse_and_chunk runs in a pool worker")
     check_archive(Path(path), config.max_unpacked_mb)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     parsed = parse_file(Path(path), pdf_parser=config.pdf_parser, ocr=config.ocr, pdf_tables=config.pdf_tables)
     chunks = chunker.chunk(parsed.elements)
     if not chunks:
@@ -102,7 +103,7 @@ def parse_and_chunk(path: str) -> ParsedChunks:
     if len(chunks) > config.max_chunks:
         raise ParseError(f"{len(chunks)} chunks, more than ingest.max_chunks_per_file ({config.max_chunks})")
     return ParsedChunks(chunks, parsed.pages, parsed.notes, parsed.parser, time.perf_counter() - started,
-                        parsed.meta.to_payload(), parsed.running)
+                        time.process_time() - cpu, parsed.meta.to_payload(), parsed.running)
 
 
 def check_archive(path: Path, max_unpacked_mb: int) -> None:

@@ -221,3 +221,25 @@ def test_serve_keeps_its_watched_folders_in_sync(tmp_path: Path) -> None:
         eventually({"fake-memo.pdf", "family-day.eml"})
         (docs / "fake-memo.pdf").rename(docs / "memo.pdf")
         eventually({"memo.pdf", "family-day.eml"})
+
+
+def test_ingest_json_says_which_stage_kept_the_cores_busy(tmp_path: Path) -> None:
+    """`ingest --json` reports each stage's wall and CPU seconds and the whole run's use of the machine."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("fake-memo.pdf", "family-day.eml", "book-war-and-peace-1p.txt"):
+        shutil.copy(SAMPLES / name, docs)
+    proc = _cli("ingest", str(docs), "--json", "--no-progress", "--data-dir", str(tmp_path / "data"))
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    use = report["utilisation"]
+    assert use["cores"] >= 1
+    stages = use["stages"]
+    assert set(stages) >= {"parse", "embed", "write", "waiting"}
+    for stage in ("parse", "embed"):
+        assert stages[stage]["cpu_seconds"] > 0, stages
+        assert stages[stage]["seconds"] == report["stage_seconds"][stage]
+    assert stages["embed"]["cores_busy"] <= use["cores"] + 0.25, stages  # CPU a stage used over its wall time
+    assert stages["waiting"]["cores_busy"] < 0.5, stages  # waiting for a parse costs this process nothing
+    assert sum(s["cpu_seconds"] for s in stages.values()) <= use["cpu_seconds"] + 0.05
+    assert 0 < use["busy"] <= 1.05  # the run's CPU over (wall x cores)
