@@ -122,6 +122,7 @@ class IngestPipeline:
         self._vectors: dict[str, Any] = {}
         self._stages: dict[str, float] = {}  # the current run's IngestReport.stages
         self._stage_cpu: dict[str, float] = {}  # and its stage_cpu
+        self._pool_workers = settings.workers
         self._lease: RunLease | None = None  # this run among those sharing the manifest (not in a dry run)
         self._held: list[Path] = []  # files other runs held when planned
 
@@ -261,6 +262,10 @@ class IngestPipeline:
         """Plan each file, parse the ones that changed in the pool, embed and write them as they come."""
         planned = (self._plan(path, dry_run=dry_run, retry_failed=retry_failed, force=force)
                    for path in files)
+        # No more workers than files: each idle one holds ~350 MB of parsers (one big PDF needs one).
+        self._pool_workers = max(1, min(self._settings.workers, len(files)))
+        if self._pool is not None and self._pool.workers < self._pool_workers:
+            self._shutdown_pool(cancel=False)  # nothing is in flight between streams
         # Enough parsed files to fill embedding batches with small files; few enough to bound memory.
         window = 32 + 2 * self._settings.workers
         inflight: dict[Future[ParsedChunks], _Task] = {}
@@ -596,7 +601,7 @@ class IngestPipeline:
                 chunk_tokens=s.chunk_tokens, overlap_tokens=s.chunk_overlap_tokens, pdf_parser=s.pdf_parser,
                 ocr=OcrOptions(s.ocr, tuple(s.ocr_languages), s.ocr_dpi), memory_mb=s.file_memory_mb,
                 max_unpacked_mb=s.max_unpacked_mb, max_chunks=s.max_chunks_per_file, pdf_tables=s.pdf_tables)
-            self._pool = ParsePool(s.workers, config, s.file_timeout_s)
+            self._pool = ParsePool(self._pool_workers, config, s.file_timeout_s)
         return self._pool
 
     def _shutdown_pool(self, *, cancel: bool) -> None:

@@ -133,6 +133,7 @@ class ParsePool:
     def __init__(self, workers: int, config: WorkerConfig, timeout_s: float) -> None:
         from pebble import ProcessPool
 
+        self.workers = workers
         self._timeout = timeout_s
         self._limit = config.memory_mb * MB
         self._pool: Any = ProcessPool(max_workers=workers, max_tasks=TASKS_PER_WORKER, initializer=_init_worker,

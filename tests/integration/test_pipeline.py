@@ -332,3 +332,21 @@ def test_a_forced_re_ingest_replaces_the_chunks_of_an_unchanged_file(services: A
     texts = _texts(services, "how many days of annual leave?")
     assert sum("25 days" in t for t in texts) == 1
     assert services.ingest_pipeline.run([folder]).count("unchanged") == 2  # and it is not redone
+
+
+def test_parse_workers_are_no_more_than_the_files(services: Any, folder: Path, tmp_path: Path) -> None:
+    """One big PDF needs one parse worker: an idle second one held ~350 MB of parsers for nothing.
+    A later run with more files gets the workers the settings give."""
+    pipeline = services.ingest_pipeline
+    assert services.settings.ingest.workers == 2
+    one = tmp_path / "one"
+    one.mkdir()
+    (one / "memo.txt").write_text("The cafeteria serves lunch from 11:30 to 14:00 on weekdays.")
+    assert pipeline.run([one]).count("added") == 1
+    assert pipeline._pool is not None
+    assert pipeline._pool.workers == 1
+    assert pipeline.run([folder]).count("added") == 2
+    assert pipeline._pool.workers == 2
+    _bump(folder / "vpn.md", "# VPN\n\nReset your VPN token at the service desk on floor 4.\n")
+    assert pipeline.run([folder / "vpn.md"]).count("updated") == 1
+    assert pipeline._pool.workers == 2  # a pool large enough is kept, not started again
