@@ -191,8 +191,8 @@ class EmbeddedLLMSettings(ChatModelSettings):
         "reaches twice its CPU count (other jobs busy); None: always prompt_threads.",
     )
     flash_attention: bool = Field(
-        True, description="llama.cpp's flash attention kernel: reads the prompt 5-15% faster on CPU (docs/benchmarks.md, "
-        "First token); the sample facts and flagged claims were the same with it.")
+        True, description="llama.cpp's flash attention kernel: reads the prompt 5-15% faster on CPU "
+        "(docs/benchmarks.md, First token); the sample facts and flagged claims were the same with it.")
 
 
 class OllamaLLMSettings(ChatModelSettings):

@@ -125,8 +125,8 @@ def bench_database() -> list[Row]:
             for key, what in names.items():
                 rows.append((what, f"SQLite {lite[key]:.3f} ms, PostgreSQL {on_pg[key]:.3f} ms",
                              f"median of 5 rounds; ratio {on_pg[key] / lite[key]:.1f}x"))
-            from appliance.access.shared_state import SharedRateLimiter, SharedState
             from appliance.access.limits import RateLimiter
+            from appliance.access.shared_state import SharedRateLimiter, SharedState
 
             memory = RateLimiter(10**9)
             shared = SharedState(Postgres(url))
