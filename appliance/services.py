@@ -108,7 +108,7 @@ class Services:
     def llm(self) -> StreamingChatLLM:
         from appliance.backends.llm import build_llm
 
-        return build_llm(self.settings.llm)
+        return build_llm(self.settings.llm, self.settings.models_dir)
 
     @cached_property
     def manifest(self) -> Manifest:

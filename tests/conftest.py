@@ -35,6 +35,9 @@ def _network_guard(event: str, args: tuple[Any, ...]) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     enforce_offline()
+    # The Q8_0 copy of the shipped chat model (llm.shipped_weights) is made once for the whole run, not in
+    # every test's data dir; servers and CLI runs the tests start inherit it.
+    os.environ.setdefault("APPLIANCE_MODEL_CACHE_DIR", str(ROOT / "build" / "model-cache"))
     # Audit hooks cannot be removed: installed once, they watch every test in this process.
     sys.addaudithook(_network_guard)
 

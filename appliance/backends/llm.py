@@ -158,10 +158,10 @@ class LlamaCppLLM(StreamingChatLLM):
 
     def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
                  threads: int, prompt_threads: int, busy_prompt_threads: int | None = None,
-                 flash_attention: bool = False) -> None:
+                 flash_attention: bool = False, model_name: str | None = None) -> None:
         super().__init__(
             context_window=context_window, num_output=num_output, temperature=temperature,
-            model_name=model_path.name,
+            model_name=model_name or model_path.name,
         )
         try:
             from llama_cpp import Llama
@@ -402,22 +402,38 @@ def _error_message(exc: Any) -> str:
     return str(exc)
 
 
-def build_llm(settings: LLMSettings) -> StreamingChatLLM:
+def build_llm(settings: LLMSettings, models_dir: Path) -> StreamingChatLLM:
+    """models_dir: where model files derived from shipped ones are kept (Settings.models_dir)."""
     llm: StreamingChatLLM
     if settings.provider == "ollama":
         llm = OllamaLLM(settings)
     elif settings.provider == "openai":
         llm = OpenAICompatibleLLM(settings)
     else:
-        return build_embedded_llm(settings)  # llama.cpp runs one generation at a time anyway (its lock)
+        return build_embedded_llm(settings, models_dir)  # llama.cpp runs one generation at a time anyway (its lock)
     llm.limit_parallel(settings.max_parallel)
     return llm
 
 
-def build_embedded_llm(settings: EmbeddedLLMSettings) -> LlamaCppLLM:
-    path = settings.model_path or default_gguf_path()
+def embedded_model_file(settings: EmbeddedLLMSettings, models_dir: Path) -> Path:
+    """The GGUF file llama.cpp loads: llm.model_path as given, or the shipped model, re-stored as Q8_0 when
+    llm.shipped_weights says so (appliance/backends/gguf_weights.py)."""
+    if settings.model_path is not None:
+        return settings.model_path
+    shipped = default_gguf_path()
+    if settings.shipped_weights == "q8_0":
+        from appliance.backends.gguf_weights import q8_weights
+
+        return q8_weights(shipped, models_dir)
+    return shipped
+
+
+def build_embedded_llm(settings: EmbeddedLLMSettings, models_dir: Path) -> LlamaCppLLM:
+    path = embedded_model_file(settings, models_dir)
+    shipped = settings.model_path is None and path.name != SMOLLM2_FILE
     return LlamaCppLLM(
         path, context_window=settings.context_window, num_output=settings.max_answer_tokens,
         temperature=settings.temperature, threads=settings.threads, prompt_threads=settings.prompt_threads,
         busy_prompt_threads=settings.busy_prompt_threads, flash_attention=settings.flash_attention,
+        model_name=f"{SMOLLM2_FILE} read as Q8_0" if shipped else None,
     )

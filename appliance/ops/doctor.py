@@ -211,9 +211,9 @@ def _chat_model(services: Services) -> Outcome:
     described = services.llm.check()
     settings = services.settings.llm
     if settings.provider == "embedded":
-        from appliance.backends.llm import default_gguf_path
+        from appliance.backends.llm import embedded_model_file
 
-        path = settings.model_path or default_gguf_path()
+        path = embedded_model_file(settings, services.settings.models_dir)
         described = f"{described} loaded in-process from {path} ({path.stat().st_size / (1 << 20):.0f} MiB)"
     return "ok", described, ""
 

@@ -7,7 +7,7 @@ import pytest
 
 from appliance.backends.llm import build_embedded_llm
 from appliance.rag import Source, answer_prompt
-from appliance.settings import EmbeddedLLMSettings
+from appliance.settings import EmbeddedLLMSettings, Settings
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +19,7 @@ def _source(text: str) -> Source:
 
 def test_the_second_question_reuses_the_fixed_prompt_start_from_the_cache() -> None:
     settings = EmbeddedLLMSettings()
-    llm = build_embedded_llm(settings)
+    llm = build_embedded_llm(settings, Settings().models_dir)  # the run's cache (tests/conftest.py)
     fixed = llm.count_tokens(f"<|im_start|>system\n{settings.system_prompt}<|im_end|>\n<|im_start|>user\nContext:\n")
     prompts = [answer_prompt(settings.system_prompt, [_source("20,000 bottles of water were delivered.")],
                              "How many bottles of water were delivered?", settings.passage_labels),
