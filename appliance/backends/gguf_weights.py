@@ -53,7 +53,17 @@ def q8_weights(source: Path, cache_dir: Path) -> Path:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     log.info("chat model re-stored as Q8_0 for faster prompt reading: %s", target)
+    _remove_older_copies(source, target)
     return target
+
+
+def _remove_older_copies(source: Path, kept: Path) -> None:
+    """Copies of an earlier version of the source (a package upgrade) would stay 145 MB each: remove them. A
+    process still running on one keeps reading it (Linux frees the file when its last user closes it)."""
+    for old in kept.parent.glob(f"{source.stem}.as-Q8_0.*.gguf"):
+        if old != kept:
+            with contextlib.suppress(OSError):
+                old.unlink()
 
 
 def _quantize(source: Path, target: Path) -> None:

@@ -4,6 +4,7 @@ and loads and answers as the embedded model; where it cannot be written the ship
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,13 @@ def test_a_file_llama_cpp_refuses_falls_back_with_a_warning(tmp_path: Path, capl
         assert q8_weights(broken, tmp_path / "models") == broken
     assert "converting to Q8_0 failed" in caplog.text
     assert not list((tmp_path / "models").iterdir())  # nothing half-written left behind
+
+
+def test_a_new_version_of_the_shipped_file_replaces_the_old_copy(tmp_path: Path) -> None:
+    source = tmp_path / "model.gguf"
+    source.write_bytes(default_gguf_path().read_bytes())
+    first = q8_weights(source, tmp_path / "models")
+    os.utime(source, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns + 10**9))  # "upgraded"
+    second = q8_weights(source, tmp_path / "models")
+    assert second != first
+    assert [p.name for p in (tmp_path / "models").iterdir()] == [second.name]
