@@ -353,9 +353,9 @@ def answer_prompt(system_prompt: str, packed: Sequence[Source], question: str,
                   labels: str = "full") -> list[ChatMessage]:
     """The chat messages of an answer. What every question shares comes first and byte-identical (the
     system prompt, then "Context:"), and what changes least next (the passages, then the question), so a
-    model server that keeps the last prompt's KV cache (llama.cpp, vLLM's prefix caching) reads only the
-    rest: the embedded backend reuses the first 24 tokens of every prompt (benchmarks/first_token.py), and
-    all but the question when a follow-up retrieves the same passages."""
+    model server that keeps the last prompt's KV cache (vLLM's prefix caching, llama.cpp's server) reads only
+    the rest. The embedded backend reads every prompt whole, for answers that do not depend on the question
+    before (LlamaCppLLM)."""
     from llama_index.core.llms import ChatMessage, MessageRole
 
     context = "\n\n".join(s.passage(labels) for s in packed)
