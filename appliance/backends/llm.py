@@ -141,7 +141,7 @@ class PromptRead:
 
     @property
     def reused(self) -> int:
-        return self.tokens - self.evaluated
+        return max(0, self.tokens - self.evaluated)  # llama.cpp may count the first sampled token as read
 
 
 class LlamaCppLLM(StreamingChatLLM):
