@@ -157,6 +157,7 @@ class LlamaCppLLM(StreamingChatLLM):
     _llama: Any = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _last_prompt: PromptRead | None = PrivateAttr(default=None)
+    _model_path: Path = PrivateAttr()
 
     def __init__(self, model_path: Path, context_window: int, num_output: int, temperature: float,
                  threads: int, prompt_threads: int, busy_prompt_threads: int | None = None,
@@ -176,6 +177,7 @@ class LlamaCppLLM(StreamingChatLLM):
             n_batch=512, flash_attn=flash_attention, verbose=False, seed=0,
         )
         self._threads = (threads, prompt_threads, busy_prompt_threads or prompt_threads)
+        self._model_path = model_path
         self._prompt_threads = prompt_threads
 
     def _set_prompt_threads(self) -> None:
@@ -196,6 +198,11 @@ class LlamaCppLLM(StreamingChatLLM):
     def last_prompt(self) -> PromptRead | None:
         """How the latest generation's prompt was read, once its first token came (benchmarks/first_token.py)."""
         return self._last_prompt
+
+    @property
+    def model_path(self) -> Path:
+        """The GGUF file loaded (the shipped model's Q8_0 copy, or the file it fell back to)."""
+        return self._model_path
 
     def count_tokens(self, text: str) -> int:
         """Tokens of the chat model itself, for packing the context budget."""

@@ -208,12 +208,11 @@ def _chat_fix(services: Services) -> str:
 
 
 def _chat_model(services: Services) -> Outcome:
-    described = services.llm.check()
-    settings = services.settings.llm
-    if settings.provider == "embedded":
-        from appliance.backends.llm import embedded_model_file
+    from appliance.backends.llm import LlamaCppLLM
 
-        path = embedded_model_file(settings, services.settings.models_dir)
+    described = services.llm.check()
+    if isinstance(services.llm, LlamaCppLLM):
+        path = services.llm.model_path  # what was loaded, not worked out (or converted) again
         described = f"{described} loaded in-process from {path} ({path.stat().st_size / (1 << 20):.0f} MiB)"
     return "ok", described, ""
 

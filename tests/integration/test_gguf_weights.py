@@ -44,6 +44,7 @@ def test_the_shipped_model_is_converted_once_to_q8_0_and_answers(tmp_path: Path)
 
     llm = build_embedded_llm(EmbeddedLLMSettings(), tmp_path)
     assert llm.model_name == f"{SMOLLM2_FILE} read as Q8_0"
+    assert llm.model_path == made
     reply = llm.complete("The capital of France is", max_tokens=4).text
     assert reply.strip(), "the converted model produced no text"
 
