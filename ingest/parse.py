@@ -9,16 +9,19 @@ format goes through unstructured, which parses them well.
 
 from __future__ import annotations
 
+import codecs
 import shutil
+import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ingest import metadata
 from ingest.metadata import DocumentMeta
-from ingest.sniff import modern_twin, problem
+from ingest.sniff import OFFICE_VARIANTS, modern_twin, problem
 
 # What each extension is parsed as; anything else is skipped as unsupported.
 UNSTRUCTURED_TYPES: dict[str, str] = {
@@ -27,6 +30,7 @@ UNSTRUCTURED_TYPES: dict[str, str] = {
     ".txt": "text", ".text": "text", ".log": "text", ".eml": "eml", ".msg": "msg", ".epub": "epub",
     ".odt": "odt", ".rtf": "rtf", ".rst": "rst", ".org": "org", ".xml": "xml",
     ".doc": "doc", ".ppt": "ppt", ".xls": "xls",
+    **{variant: plain.lstrip(".") for variant, plain in OFFICE_VARIANTS.items()},  # .docm, .ppsx, .xlsm...
 }
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})  # read by OCR (ingest.ocr)
 SUPPORTED_SUFFIXES = frozenset({".pdf", *UNSTRUCTURED_TYPES, *IMAGE_SUFFIXES})
@@ -318,12 +322,23 @@ def parse_plain_text(path: Path) -> ParsedFile:
 
 
 def _parse_with_unstructured(path: Path, file_type: str) -> ParsedFile:
-    partition = _partitioner(file_type)
+    from ingest.mail_leniency import lenient_mail
+    from ingest.office_copies import readable_copy
+
+    notes: list[str] = []
     try:
-        raw = partition(filename=str(path))
+        with readable_copy(path, file_type) as readable, _utf8_copy(path, file_type) as text, \
+                (lenient_mail(notes) if file_type in {"eml", "msg"} else nullcontext()):
+            raw = _partitioner(file_type)(filename=str(text or readable))
     except ParseError:
         raise
     except Exception as exc:
+        if file_type in {"csv", "tsv"} and type(exc).__name__ == "ParserError":
+            # Rows of differing lengths (pandas refuses them): the text is kept, as plain text.
+            parsed = parse_plain_text(path)
+            parsed.notes.append(f"rows have differing numbers of fields ({_reason(exc, path.suffix.lower())}): "
+                                "read as plain text")
+            return parsed
         raise ParseError(_reason(exc, path.suffix.lower())) from None
     elements = _to_elements(raw)
     if not elements:
@@ -332,14 +347,56 @@ def _parse_with_unstructured(path: Path, file_type: str) -> ParsedFile:
         raise ParseError("no text found")
     pages = max((e.page for e in elements if e.page), default=None)
     meta = metadata.from_elements_metadata(raw[0].metadata) if file_type == "msg" else metadata.read(path, file_type)
-    return ParsedFile(elements=elements, parser=f"unstructured:{file_type}", pages=pages, meta=meta)
+    return ParsedFile(elements=elements, parser=f"unstructured:{file_type}", pages=pages, meta=meta, notes=notes)
+
+
+@contextmanager
+def _utf8_copy(path: Path, file_type: str) -> Iterator[Path | None]:
+    """A UTF-8 copy of a CSV/TSV in another encoding while the block runs, else None: unstructured reads them
+    as UTF-8 (and, given another encoding, splits UTF-16 lines at the wrong byte)."""
+    encoding = _text_encoding(path) if file_type in {"csv", "tsv"} else None
+    if encoding is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="appliance-text-") as folder:
+        copy = Path(folder) / f"copy.{file_type}"
+        with path.open("r", encoding=encoding, errors="replace", newline="") as source, \
+                copy.open("w", encoding="utf-8", newline="") as target:
+            shutil.copyfileobj(source, target)
+        yield copy
+
+
+def _text_encoding(path: Path) -> str | None:
+    """The encoding of a text file unstructured would read as UTF-8 (its CSV reader's default): a byte-order
+    mark's (Excel's "Unicode text" is UTF-16), else None when it is UTF-8, else the one detected."""
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if head.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+            return "utf-32"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        handle.seek(0)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        try:
+            while block := handle.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
+            return None
+        except UnicodeDecodeError:
+            pass
+    from unstructured.file_utils.encoding import detect_file_encoding
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoding, _ = detect_file_encoding(filename=str(path))
+    return encoding
 
 
 def _partitioner(file_type: str) -> Callable[..., list[Any]]:
     from unstructured.partition.auto import partition
 
-    def run(filename: str) -> list[Any]:
-        kwargs: dict[str, Any] = {"languages": ["eng"]}
+    def run(filename: str, **extra: Any) -> list[Any]:
+        kwargs: dict[str, Any] = {"languages": ["eng"], **extra}
         if file_type in {"text", "md", "rst", "org"}:
             kwargs["encoding"] = None  # let unstructured detect UTF-16/32 and legacy encodings
         if file_type == "xml":
@@ -356,6 +413,8 @@ def _reason(exc: Exception, suffix: str) -> str:
     if type(exc).__name__ in {"UnsupportedFileFormatError", "UnprocessableEntityError", "BadZipFile",
                               "PackageNotFoundError", "InvalidFileException"}:
         return f"not a valid {suffix} file (corrupt, truncated or another format): {text[:120]}"
+    if suffix == ".msg" and type(exc).__name__ in {"KeyError", "error", "IndexError"}:  # oxmsg on a damaged file
+        return f"not a valid .msg file (damaged): {type(exc).__name__}: {text[:100]}"
     if "password" in lowered or "encrypt" in lowered:
         return f"encrypted or password-protected file ({type(exc).__name__})"
     if "soffice" in lowered or "libreoffice" in lowered:

@@ -18,6 +18,10 @@ from pathlib import Path
 
 # The modern Office/OpenDocument formats: a zip archive with this member (name or folder).
 ZIP_TYPES = {".docx": "word/", ".xlsx": "xl/", ".pptx": "ppt/", ".odt": "mimetype", ".epub": "mimetype"}
+# Macro-enabled, template and slide-show variants: the same zip as the plain format (ingest.office_copies).
+OFFICE_VARIANTS = {".docm": ".docx", ".dotx": ".docx", ".dotm": ".docx",
+                   ".pptm": ".pptx", ".ppsx": ".pptx", ".ppsm": ".pptx", ".potx": ".pptx", ".potm": ".pptx",
+                   ".xlsm": ".xlsx", ".xltx": ".xlsx", ".xltm": ".xlsx"}
 OLE_TYPES = {".doc", ".xls", ".ppt", ".msg"}  # Compound File Binary (MS Office 97-2003, Outlook)
 OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
 TWINS = {".doc": ".docx", ".xls": ".xlsx", ".ppt": ".pptx"}  # legacy extension -> the modern format
@@ -53,13 +57,13 @@ def problem(path: Path, suffix: str) -> str | None:
     if suffix == ".pdf":
         # The header may follow a little junk (the PDF spec allows it within the first 1024 bytes).
         return None if b"%PDF-" in head[:1024] else f"not a PDF: {_it_is(path, head)}"
-    if suffix in ZIP_TYPES:
+    if suffix in ZIP_TYPES or suffix in OFFICE_VARIANTS:
         if head.startswith(OLE_MAGIC) and _holds(path, ENCRYPTED_OOXML):
             return f"an encrypted (password-protected) {suffix} document"
         if not head.startswith(b"PK\x03\x04"):
             return f"not a {suffix} document: {_it_is(path, head)}"
         kind = _zip_kind(path)
-        if kind == suffix:
+        if kind == OFFICE_VARIANTS.get(suffix, suffix):
             return None
         if kind is None:
             return f"not a valid {suffix} document: the zip archive is damaged or truncated"
