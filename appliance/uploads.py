@@ -73,12 +73,18 @@ def check_uploader(principal: Principal) -> None:
 
 def check_names(raw: Sequence[str | None]) -> list[str]:
     from ingest.parse import SUPPORTED_SUFFIXES
+    from ingest.sniff import MACRO_ENABLED
 
     names = [safe_name(n) for n in raw]
     for name in names:
+        if Path(name).suffix.lower() in MACRO_ENABLED:
+            # Readers may download an upload's original: the appliance must not hand colleagues an employee's macros.
+            raise UploadRefused(415, f"{name}: macro-enabled Office files are not taken as uploads (readers can "
+                                "download the original); save it without macros (.docx, .pptx, .xlsx), or have it "
+                                "ingested from a shared folder")
         if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UploadRefused(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
-                                + " ".join(sorted(SUPPORTED_SUFFIXES)))
+                                + " ".join(sorted(SUPPORTED_SUFFIXES - MACRO_ENABLED)))
     if len(set(names)) != len(names):
         raise UploadRefused(400, "two uploads have the same file name")
     return names

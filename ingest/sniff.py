@@ -22,6 +22,7 @@ ZIP_TYPES = {".docx": "word/", ".xlsx": "xl/", ".pptx": "ppt/", ".odt": "mimetyp
 OFFICE_VARIANTS = {".docm": ".docx", ".dotx": ".docx", ".dotm": ".docx",
                    ".pptm": ".pptx", ".ppsx": ".pptx", ".ppsm": ".pptx", ".potx": ".pptx", ".potm": ".pptx",
                    ".xlsm": ".xlsx", ".xltx": ".xlsx", ".xltm": ".xlsx"}
+MACRO_ENABLED = frozenset({".docm", ".dotm", ".pptm", ".ppsm", ".potm", ".xlsm", ".xltm"})  # ingested, not uploaded
 OLE_TYPES = {".doc", ".xls", ".ppt", ".msg"}  # Compound File Binary (MS Office 97-2003, Outlook)
 OLE_MAGIC = bytes.fromhex("d0cf11e0a1b11ae1")
 TWINS = {".doc": ".docx", ".xls": ".xlsx", ".ppt": ".pptx"}  # legacy extension -> the modern format

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SAMPLES
 from tests.support.browser import launch
 from tests.support.nasty_files import zip_bomb_docx
 from tests.support.servers import appliance_server
@@ -235,6 +235,9 @@ def test_upload_abuse_is_refused_and_nothing_escapes(site: Site) -> None:
     assert "invoice.pdf is not a PDF: it is a Windows executable" in r.json()["error"]["message"]
     r = upload("big.txt", b"word " * 300_000)
     assert r.status_code == 413
+    r = upload("budget.xlsm", (SAMPLES / "vodafone.xlsx").read_bytes())  # readers may download an upload
+    assert r.status_code == 415
+    assert "macro-enabled" in r.json()["error"]["message"]
     bomb = zip_bomb_docx(site.root / "bomb.docx", unpacked_mb=300)  # ~300 KB on disk
     r = upload("bomb.docx", bomb.read_bytes())
     assert r.status_code == 413

@@ -71,7 +71,7 @@ def test_nested_and_inline_content_controls_are_unwrapped_in_order() -> None:
 
 
 def _variant(source: Path, target: Path, content_type: str) -> Path:
-    """`source` saved as another variant: the same zip with its main part's content type changed, as Office writes it."""
+    """`source` saved as another variant: the same zip, its main part's content type changed as Office writes it."""
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
             data = src.read(info)
@@ -110,7 +110,7 @@ def _rows(path: Path, encoding: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-8-sig", "cp1252"])
 def test_a_csv_in_another_encoding_reads_like_utf8(tmp_path: Path, encoding: str) -> None:
-    rows = _rows(SAMPLES / "stanley-cups.csv", "utf-8") + [["Zürich Löwen", "ZRH", "0"]]
+    rows = [*_rows(SAMPLES / "stanley-cups.csv", "utf-8"), ["Zürich Löwen", "ZRH", "0"]]
     utf8 = tmp_path / "cups-utf8.csv"
     other = tmp_path / f"cups-{encoding}.csv"
     with utf8.open("w", encoding="utf-8", newline="") as f:

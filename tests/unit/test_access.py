@@ -242,6 +242,23 @@ def test_upload_names_with_invisible_formatting_are_refused() -> None:
     assert safe_name("Rapport d’activité 2024.pdf") == "Rapport d’activité 2024.pdf"
 
 
+def test_macro_enabled_office_files_are_not_taken_as_uploads() -> None:
+    """Readers may download an upload's original: an employee must not hand colleagues macros through it.
+    The same files are ingested from administrators' folders, and their macro-free variants are uploaded."""
+    import pytest
+
+    from appliance.uploads import UploadRefused, check_names
+    from ingest.parse import SUPPORTED_SUFFIXES
+    from ingest.sniff import MACRO_ENABLED
+
+    assert MACRO_ENABLED <= SUPPORTED_SUFFIXES
+    for suffix in sorted(MACRO_ENABLED):
+        with pytest.raises(UploadRefused, match="macro-enabled") as caught:
+            check_names([f"budget{suffix.upper()}"])
+        assert caught.value.status == 415
+    assert check_names(["deck.ppsx", "letter.dotx", "plan.xltx"]) == ["deck.ppsx", "letter.dotx", "plan.xltx"]
+
+
 def test_reasons_shown_to_an_uploader_name_no_server_folder() -> None:
     """Issue 17, finding 10: a parser's message named the server's folders in the upload's error."""
     from appliance.uploads import without_paths
