@@ -322,9 +322,10 @@ class IngestPipeline:
             return None
         same_stat = old.size == st.st_size and old.mtime_ns == st.st_mtime_ns
         done = old.status in ("ok", "failed", "skipped")  # not "pending": a crashed run
-        # Processed with other settings (chunk size, parser, embedding model): do it again. Groups are
-        # not among them: a new rule is a payload update (apply_access), never a re-embedding.
-        current = old.config == self.config or old.status != "ok"
+        # Processed with other settings (chunk size, parser, embedding model) or by another version's parsers
+        # (CHUNKING_VERSION): do it again; a file that failed is tried again once, as the change may be what
+        # reads it. Groups are not among them: a new rule is a payload update (apply_access), never a re-embedding.
+        current = old.config == self.config
         retry = force or (retry_failed and old.status in ("failed", "skipped"))
         if done and same_stat and current and not retry:
             return FileResult(old.path, "unchanged", chunks=len(old.chunk_ids), error=old.error, notes=old.notes,
@@ -525,7 +526,8 @@ class IngestPipeline:
             try:
                 self._manifest.publish(FileRecord(path=key, size=st.st_size, mtime_ns=st.st_mtime_ns, sha256=sha,
                                                   status="failed" if status == "failed" else "skipped",
-                                                  error=reason), list(old.chunk_ids) if old else [], self._owner)
+                                                  error=reason, config=self.config),
+                                       list(old.chunk_ids) if old else [], self._owner)
             except LeaseLost as exc:
                 return FileResult(key, "skipped", error=str(exc))
             if old and old.chunk_ids:

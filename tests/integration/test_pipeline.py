@@ -177,6 +177,31 @@ def test_files_processed_with_other_settings_are_processed_again(tmp_path: Path,
         again.close()
 
 
+def test_a_failed_file_is_tried_again_once_by_a_new_version_not_at_every_run(tmp_path: Path, folder: Path) -> None:
+    """A version whose parsers read more (CHUNKING_VERSION) retries the files that failed: no --retry-failed."""
+    import sqlite3
+
+    (folder / "blank.txt").write_text("   \n\n  \n")  # no text: fails
+    data = tmp_path / "data"
+    first = make_services(data)
+    try:
+        assert first.ingest_pipeline.run([folder]).count("failed") == 1
+        assert first.ingest_pipeline.run([folder]).count("unchanged") == 3  # the same version: not again
+    finally:
+        first.close()
+    db = sqlite3.connect(data / "manifest.sqlite")  # as an older version recorded the failure
+    db.execute("UPDATE files SET config = 'an older version' WHERE status = 'failed'")
+    db.commit()
+    db.close()
+    upgraded = make_services(data)
+    try:
+        report = upgraded.ingest_pipeline.run([folder])
+        assert (report.count("failed"), report.count("unchanged")) == (1, 2)  # tried again; the others kept
+        assert upgraded.ingest_pipeline.run([folder]).count("unchanged") == 3  # once
+    finally:
+        upgraded.close()
+
+
 def test_a_manifest_without_the_config_column_is_upgraded_in_place(tmp_path: Path) -> None:
     import sqlite3
 
