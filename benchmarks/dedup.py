@@ -40,7 +40,7 @@ def _texts(path: Path, chunker: Any, drop_running: bool) -> tuple[list[str], int
 
 def _count(texts: list[str], embedding: Any) -> tuple[int, int, int, int, int]:
     """(chunks, tokens of every chunk, tokens of distinct exact texts, distinct folded texts, their tokens)."""
-    from ingest.pipeline import embed_key
+    from ingest.points import embed_key
 
     tokens = [embedding.count_tokens([t]) for t in texts]
     exact = dict(zip(texts, tokens, strict=True))
@@ -96,8 +96,7 @@ def bench_dedup(datasets: list[str], pages: int = 20) -> list[Row]:
 def _embed_time(path: Path, chunker: Any, embedding: Any, pages: int) -> list[Row]:
     """Embedding the first `pages` pages of a PDF with and without its running lines (cold cache each)."""
     from ingest.parse import parse_pdf
-    from ingest.pipeline import embed_key
-    from ingest.points import embed_input
+    from ingest.points import embed_input, embed_key
 
     out: list[Row] = []
     for drop in (False, True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,3 +54,19 @@ def _add(found: Discovery, seen: set[Path], path: Path) -> None:
     if not path.is_file():
         return
     found.files.append(path)
+
+
+def file_size(path: Path) -> int:
+    """Its size in bytes; 0 when it cannot be read (the run reports why when it reads it)."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,7 +18,6 @@ or by the other.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -32,12 +31,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ingest.chunk import Chunk
-from ingest.discover import Discovery, discover
+from ingest.discover import Discovery, discover, file_sha256, file_size
 from ingest.manifest import FileRecord, LeaseLost, Manifest
 from ingest.metadata import renamed
 from ingest.parse import SUPPORTED_SUFFIXES, OcrOptions
-from ingest.points import _point, chunk_payload, doc_id_of, embed_input, placed, point_id, processing_config
-from ingest.report import AccessChange, FileBusy, FileResult, IngestReport
+from ingest.points import (
+    _point,
+    chunk_payload,
+    doc_id_of,
+    embed_input,
+    embed_key,
+    placed,
+    point_id,
+    processing_config,
+)
+from ingest.progress import Meter, ProgressFactory
+from ingest.report import AccessChange, FileBusy, FileResult, IngestReport, usable_cores
 from ingest.runs import RunLease
 from ingest.workers import ParsedChunks, ParsePool, WorkerConfig, failure_reason
 
@@ -54,9 +63,6 @@ EMBED_BATCH_CHUNKS = 512  # parsed files are embedded together up to this many c
 STALE_GRACE_S = 1.0  # superseded chunks outlive their replacement's publication by this long
 CHANGE_RETRIES = 2  # a file that changes while it is read is read again this many times
 VECTOR_CACHE = 20_000  # embeddings of recent chunk texts kept in a run: repeated text is embedded once
-
-
-ProgressFactory = Callable[[int], Any]  # total bytes -> object with update(n), set_postfix_str(s), close()
 
 
 @dataclass
@@ -80,27 +86,6 @@ class _Task:
     tries: int = 0
     pool: ParsePool | None = None  # the pool parsing it
     salt: str = ""  # in its point ids: set when forced, so they differ from the published ones
-
-
-class _Meter:
-    """Drives the progress bar: bytes for the ETA, files/s and pages/s beside the file name."""
-
-    def __init__(self, bar: Any) -> None:
-        self._bar = bar
-        self._started = time.monotonic()
-        self.files = 0
-        self.pages = 0
-
-    def done(self, size: int, result: FileResult) -> None:
-        self.files += 1
-        if result.status in ("added", "updated"):
-            self.pages += result.pages or 1
-        if self._bar is None:
-            return
-        rate = max(time.monotonic() - self._started, 1e-6)
-        self._bar.set_postfix_str(f"{self.files / rate:.1f} files/s, {self.pages / rate:.1f} pages/s, "
-                                  f"{Path(result.path).name[:32]}", refresh=False)
-        self._bar.update(size)
 
 
 class IngestPipeline:
@@ -133,7 +118,7 @@ class IngestPipeline:
         force: parse and embed every file again, unchanged or not (an administrator's re-ingest); the
         old chunks stay searchable until the new ones are published, as for a changed file."""
         started, cpu = time.monotonic(), time.process_time()
-        report = IngestReport(cores=_cores())
+        report = IngestReport(cores=usable_cores())
         self._stages, self._stage_cpu = report.stages, report.stage_cpu
         if self._access_source is not None:
             self.access = self._access_source()
@@ -162,9 +147,9 @@ class IngestPipeline:
             if prune and reason == "no such file or folder" and next(self._manifest.under(str(path)), None):
                 continue  # a known file or folder that is gone: pruned below, not a failure
             report.files.append(FileResult(str(path), "failed", error=reason))
-        sizes = {p: _size(p) for p in found.files}
+        sizes = {p: file_size(p) for p in found.files}
         bar = progress(sum(sizes.values())) if progress else None
-        meter = _Meter(bar)
+        meter = Meter(bar)
         changed = False
         pending = found.files
         try:
@@ -358,7 +343,7 @@ class IngestPipeline:
             return self._record_problem(
                 key, st, "skipped", f"larger than ingest.max_file_mb ({self._settings.max_file_mb:g} MB)", old, dry_run)
         try:
-            sha = _sha256(path)
+            sha = file_sha256(path)
         except OSError as exc:
             return FileResult(key, "failed", error=f"cannot read: {exc.strerror}")
         if old and old.sha256 == sha and old.status == "ok" and old.config == self.config and not force:
@@ -394,7 +379,7 @@ class IngestPipeline:
             return FileResult(task.key, "failed", error=f"kept changing while being read ({task.tries + 1} reads); "
                                                         "the next run tries again")
         try:
-            task.st, task.sha, task.tries = now, _sha256(task.path), task.tries + 1
+            task.st, task.sha, task.tries = now, file_sha256(task.path), task.tries + 1
         except OSError:
             return FileResult(task.key, "failed", error="deleted while being read")
         return None
@@ -622,33 +607,3 @@ class IngestPipeline:
                                              parsed.pages, parsed.running.get(chunk.page or 0)))
             for chunk, vector in zip(chunks, vectors, strict=True)
         ]
-
-
-def embed_key(text: str) -> str:
-    """The vector cache's key: texts that differ only in spacing share one (MiniLM's tokenizer splits on any
-    run of whitespace, so their vectors are the same; a served model sees a difference of spacing alone)."""
-    return hashlib.sha1(" ".join(text.split()).encode()).hexdigest()
-
-
-def _cores() -> int:
-    """The cores this process may run on (a container's CPU set, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-

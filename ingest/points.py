@@ -98,3 +98,9 @@ def chunk_payload(path: Path, doc_id: str, sha: str, chunk: Chunk, acl: list[str
         "parser": parser,
         "ingested_at": now,
     }
+
+
+def embed_key(text: str) -> str:
+    """The vector cache's key: texts that differ only in spacing share one (MiniLM's tokenizer splits on any
+    run of whitespace, so their vectors are the same; a served model sees a difference of spacing alone)."""
+    return hashlib.sha1(" ".join(text.split()).encode()).hexdigest()

@@ -3,6 +3,7 @@ and changes the pipeline hands back to its callers (every channel reads these, n
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,3 +84,11 @@ class IngestReport:
 
 class FileBusy(RuntimeError):
     """Another ingest run holds the file's lease; the message says so."""
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1

@@ -15,6 +15,7 @@ from tests.conftest import ROOT, SAMPLES
 pytestmark = [pytest.mark.e2e]
 
 FIXTURES = ROOT / "tests" / "fixtures" / "broken"
+HARD = ROOT / "tests" / "fixtures" / "hard_files"
 
 # file name -> words the per-file error must contain
 EXPECTED_ERRORS = {
@@ -48,6 +49,9 @@ def _make_folder(root: Path) -> Path:
     shutil.copy(SAMPLES / "family-day.eml", folder / "family-day.eml")
     shutil.copy(SAMPLES / "fake-memo.pdf", folder / "fake-memo.pdf")
     shutil.copy(SAMPLES / "stanley-cups.csv", folder / "stanley-cups.csv")
+    # Real files the parser once failed on whole: a mail with an unreadable attachment, Excel's "Unicode text".
+    shutil.copy(HARD / "mime-attach-mp3.eml", folder / "mime-attach-mp3.eml")
+    (folder / "cups-utf16.csv").write_bytes((SAMPLES / "stanley-cups.csv").read_text().encode("utf-16"))
     return folder
 
 
@@ -72,10 +76,12 @@ def test_each_broken_file_gets_a_clear_reason_and_the_rest_is_ingested(tmp_path:
         assert "\n" not in entry["error"]  # one line
     assert by_name["photo.bin"]["status"] == "skipped"
     assert "unsupported" in by_name["photo.bin"]["error"]
-    for good in ("family-day.eml", "fake-memo.pdf", "stanley-cups.csv"):
-        assert by_name[good]["status"] == "added"
+    for good in ("family-day.eml", "fake-memo.pdf", "stanley-cups.csv", "mime-attach-mp3.eml", "cups-utf16.csv"):
+        assert by_name[good]["status"] == "added", by_name[good]
         assert by_name[good]["chunks"] >= 1
-    assert report["added"] == 3
+    assert by_name["mime-attach-mp3.eml"]["notes"] == [
+        "attachment sample-3s.mp3 skipped: audio and video are not transcribed"]
+    assert report["added"] == 5
     assert report["failed"] == len(EXPECTED_ERRORS)
 
     # Nothing is retried or lost on the next run; fixing a file brings it in.
