@@ -6,7 +6,8 @@ import pytest
 
 from appliance.rag import NOT_FOUND, Answer, Source
 from ingest.manifest import FileRecord
-from ui.chat import UNGROUNDED, UNSUPPORTED_NOTE, WEAK_NOTE, answer_markdown, inert, link_citations, message_text
+from ui.answer_text import UNGROUNDED, UNSUPPORTED_NOTE, WEAK_NOTE, answer_markdown, inert, link_citations
+from ui.chat import message_text
 from ui.library import document_rows
 from ui.sources import choices, location
 
