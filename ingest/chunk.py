@@ -92,6 +92,10 @@ class Chunker:
             return [whole]
         header, body = lines[0], lines[1:]
         header_tokens = self._count(header)
+        if not body or header_tokens > self._budget // 2:
+            # One row (a page laid out in a table cell, common in HTML mail) or a header too large to
+            # repeat: its text is split like prose. Before, a single long row made no chunk at all.
+            return [t for t in self._splitter.split_text(whole) if t.strip()]
         pieces: list[str] = []
         cur: list[str] = []
         used = header_tokens

@@ -79,6 +79,22 @@ def test_a_large_table_is_cut_between_rows_repeating_the_header(counter) -> None
     assert body == [f"| site {i} | {i * 7} kWh |" for i in range(60)]  # every row once, in order
 
 
+@pytest.mark.parametrize("layout", ["one cell", "a huge header"])
+def test_a_table_of_one_long_row_or_a_huge_header_loses_no_text(counter, layout: str) -> None:  # type: ignore[no-untyped-def]
+    """An HTML mail laid out in one table cell (unstructured-example-docs' email-replace-mime-encodings-
+    error-3.eml) made no chunk at all, and the file failed with "no text found"."""
+    words = [f"word{i}" for i in range(400)]
+    cell = f"<td>{' '.join(words)}</td>"
+    html = (f"<table><tr>{cell}</tr></table>" if layout == "one cell"
+            else f"<table><tr>{cell}</tr><tr><td>Blues</td></tr><tr><td>STL</td></tr></table>")
+    chunks = chunker(counter, tokens=64).chunk([Element(" ".join(words), "Table", table_html=html)])
+    assert len(chunks) > 5
+    assert all(counter.count(c.text) <= 64 for c in chunks)
+    found = set(" ".join(c.text for c in chunks).replace("|", " ").split())
+    assert set(words) <= found  # every word kept
+    assert layout == "one cell" or {"Blues", "STL"} <= found
+
+
 def test_table_rows_from_html() -> None:
     assert table_rows("<table><tr><th> A </th><td>b  c</td></tr></table>") == [["A", "b c"]]
     assert table_rows("not a table") == []
