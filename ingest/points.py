@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 POINT_NAMESPACE = uuid.UUID("6f1c2f5e-8a3b-4c1e-9d2a-5b7e0c4a9f11")
 CHUNKING_VERSION = 5  # 3: the document's title heads each chunk's embedded and indexed text; 4: PDFs' running
 # headers and footers are left out of chunks after their first page (ingest.running); 5: Word content controls
-# kept, Office variants, mails past unreadable attachments, CSVs in other encodings (failed files retried)
+# kept, Office variants, mails past unreadable attachments, CSVs in other encodings, one-row tables split like
+# prose (failed files retried)
 SECTION_PREFIX_CHARS = 120  # ~30 MiniLM tokens: with a 220-token chunk, within its 256
 TITLE_PREFIX_CHARS = 60  # of those, at most this much of the title: the section path keeps the rest
 
