@@ -92,7 +92,7 @@ def check_names(raw: Sequence[str | None]) -> list[str]:
 
 def check_content(part: Path, name: str, settings: Settings) -> None:
     """A stored upload's content: not empty, not over the size limit, matching its extension, and no zip bomb."""
-    from ingest.sniff import mismatch
+    from ingest.sniff import holds_macros, mismatch
     from ingest.workers import check_archive
 
     size = part.stat().st_size
@@ -103,6 +103,10 @@ def check_content(part: Path, name: str, settings: Settings) -> None:
     lie = mismatch(part, name)
     if lie is not None:
         raise UploadRefused(415, f"{lie}: refused")
+    if holds_macros(part):  # a .docm renamed .docx or .doc: the name alone is not the check
+        raise UploadRefused(415, f"{name} holds macros: macro-enabled Office files are not taken as uploads "
+                            "(readers can download the original); save it without macros, or have it ingested "
+                            "from a shared folder")
     try:
         check_archive(part, settings.ingest.max_unpacked_mb)
     except Exception as exc:  # ParseError: the zip-bomb reason

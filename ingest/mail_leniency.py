@@ -58,10 +58,14 @@ def _why(name: str, error: str) -> str:
         return "audio and video are not transcribed"
     if "partition_image" in error:
         return "images attached to a message are not read by OCR"
+    if "is not available because one or more dependencies are not installed" in error:
+        return "attachments of this type are not read"  # e.g. PDFs: unstructured's PDF extra is not installed
     if "UnsupportedFileFormatError" in error:
         return "unsupported file type"
-    error = " ".join(error.split())
-    return error if len(error) <= 160 else error[:157] + "..."
+    # Anything else: the error's kind only (its text may hold a library's internals: object addresses, XML
+    # parser messages). The file's own parse, when it is ingested alone, gives the full reason.
+    kind = error.split(":", 1)[0].strip()
+    return f"could not be read ({kind})" if kind.isidentifier() else "could not be read"
 
 
 def _apply_once() -> None:

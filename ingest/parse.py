@@ -10,6 +10,7 @@ format goes through unstructured, which parses them well.
 from __future__ import annotations
 
 import codecs
+import re
 import shutil
 import tempfile
 import warnings
@@ -36,6 +37,7 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff"})  # read b
 SUPPORTED_SUFFIXES = frozenset({".pdf", *UNSTRUCTURED_TYPES, *IMAGE_SUFFIXES})
 LEGACY_OFFICE = frozenset({".doc", ".ppt"})  # unstructured converts these with LibreOffice
 MIN_PAGE_CHARS = 16  # fewer characters than this on a PDF page: treat it as scanned
+OBJECT_REPR = re.compile(r"'?<[\w.]+ object at 0x[0-9a-fA-F]+>'?")  # in a library's error text: not for readers
 CAPTION_MAX_CHARS = 160  # a paragraph this short right before a table is its caption, kept in its heading path
 
 
@@ -408,7 +410,7 @@ def _partitioner(file_type: str) -> Callable[..., list[Any]]:
 
 
 def _reason(exc: Exception, suffix: str) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = OBJECT_REPR.sub("an object", " ".join(str(exc).split())) or type(exc).__name__
     lowered = text.lower()
     if type(exc).__name__ in {"UnsupportedFileFormatError", "UnprocessableEntityError", "BadZipFile",
                               "PackageNotFoundError", "InvalidFileException"}:

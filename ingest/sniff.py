@@ -39,6 +39,7 @@ KNOWN = [(b"MZ", "a Windows executable", False), (b"\x7fELF", "a Linux executabl
 IMAGE_TYPES = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",), ".jpeg": (b"\xff\xd8\xff",),
                ".tif": (b"II*\x00", b"MM\x00*"), ".tiff": (b"II*\x00", b"MM\x00*")}
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")  # UTF-16 (and UTF-32) text is full of NULs
+VBA_PROJECT = "_VBA_PROJECT".encode("utf-16-le")  # the stream of a Word or Excel 97-2003 file's macros
 ENCRYPTED_OOXML = "EncryptedPackage".encode("utf-16-le")  # the stream a password-protected .docx/.xlsx/.pptx holds
 HEAD = 8192
 
@@ -144,6 +145,24 @@ def _is_text(head: bytes) -> bool:
     except UnicodeDecodeError as exc:
         return exc.reason == "unexpected end of data"  # only a character cut at the end of the head
     return True
+
+
+def holds_macros(path: Path) -> bool:
+    """Whether an Office file carries a VBA project, whatever its name says: a zip with a vbaProject.bin or a
+    macro-enabled content type (a .docm renamed .docx or .doc), or an OLE file with a _VBA_PROJECT stream."""
+    head = _head(path)
+    if head.startswith(b"PK\x03\x04"):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if any(n.lower().endswith("vbaproject.bin") for n in archive.namelist()):
+                    return True
+                if "[Content_Types].xml" in archive.namelist():
+                    with archive.open("[Content_Types].xml") as member:  # 1 MB at most: a bomb stays shut
+                        return b"macroEnabled" in member.read(1 << 20)
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError):
+            return False
+        return False
+    return head.startswith(OLE_MAGIC) and _holds(path, VBA_PROJECT)
 
 
 def _holds(path: Path, needle: bytes) -> bool:

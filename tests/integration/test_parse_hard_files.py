@@ -70,6 +70,26 @@ def test_nested_and_inline_content_controls_are_unwrapped_in_order() -> None:
     assert out.count("<w:p>") == 4
 
 
+def test_a_million_controls_cost_linear_time_not_a_workers_timeout() -> None:
+    """The outside attack run: a 700 KB .dotx whose document.xml held a million tiny controls held a parse
+    worker for its whole timeout (300 s), unwrapped one control at a time. 100,000 here: seconds now."""
+    import time
+
+    w = 'xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"'
+    control = "<w:sdt><w:sdtContent><w:p><w:r><w:t>x</w:t></w:r></w:p></w:sdtContent></w:sdt>"
+    xml = f"<w:document {w}><w:body>{control * 100_000}</w:body></w:document>".encode()
+    started = time.monotonic()
+    out = unwrap_content_controls(xml)
+    assert time.monotonic() - started < 20  # 1.4 s here; the quadratic way took 83 s: a guard, not a speed goal
+    assert out.count(b"<w:p>") == 100_000
+    assert b"sdt" not in out
+
+
+def test_a_part_lxml_refuses_is_left_as_it_is() -> None:
+    broken = b"<w:document><w:sdt>not closed"
+    assert unwrap_content_controls(broken) == broken
+
+
 def _variant(source: Path, target: Path, content_type: str) -> Path:
     """`source` saved as another variant: the same zip, its main part's content type changed as Office writes it."""
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as dst:

@@ -259,6 +259,40 @@ def test_macro_enabled_office_files_are_not_taken_as_uploads() -> None:
     assert check_names(["deck.ppsx", "letter.dotx", "plan.xltx"]) == ["deck.ppsx", "letter.dotx", "plan.xltx"]
 
 
+def test_an_upload_holding_macros_is_refused_whatever_its_name(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The outside attack run: a .docm's bytes named .docx, .doc or .dotx were taken (201) and readers could
+    download them with their macros."""
+    import zipfile
+
+    import pytest
+
+    from appliance.settings import Settings
+    from appliance.uploads import UploadRefused, check_content
+    from tests.conftest import SAMPLES
+
+    settings = Settings()
+    macro_docx = tmp_path / "macro.bin"
+    with zipfile.ZipFile(SAMPLES / "simple.docx") as src, zipfile.ZipFile(macro_docx, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "[Content_Types].xml":
+                data = data.replace(b"application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml",
+                                    b"application/vnd.ms-word.document.macroEnabled.main+xml")
+                assert b"macroEnabled" in data
+            dst.writestr(info, data)
+        dst.writestr("word/vbaProject.bin", b"\xd0\xcf\x11\xe0 a VBA project")
+    for name in ("report.docx", "report.doc", "letter.dotx", "m16.DOCM.docx"):
+        with pytest.raises(UploadRefused, match="holds macros") as caught:
+            check_content(macro_docx, name, settings)
+        assert caught.value.status == 415
+    legacy = tmp_path / "legacy.xls"  # an Excel 97-2003 file with its macros' stream
+    legacy.write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + b"\x00" * 504 + "_VBA_PROJECT_CUR".encode("utf-16-le"))
+    with pytest.raises(UploadRefused, match="holds macros"):
+        check_content(legacy, "budget.xls", settings)
+    for plain in ("simple.docx", "vodafone.xlsx", "tests-example.xls", "fake-doc-emphasized-text.doc"):
+        check_content(SAMPLES / plain, plain, settings)  # no macros: taken
+
+
 def test_reasons_shown_to_an_uploader_name_no_server_folder() -> None:
     """Issue 17, finding 10: a parser's message named the server's folders in the upload's error."""
     from appliance.uploads import without_paths
