@@ -32,11 +32,18 @@ def lenient_mail(notes: list[str]) -> Iterator[None]:
     _apply_once()
     collector = _SkippedAttachments()
     logger = logging.getLogger("unstructured")
+    # The warnings are made whatever the root logger's level (the CLI sets ERROR to keep parsers quiet), and
+    # kept from the console: they reach the reader as notes.
+    level, propagate = logger.level, logger.propagate
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     logger.addHandler(collector)
     try:
         yield
     finally:
         logger.removeHandler(collector)
+        logger.setLevel(level)
+        logger.propagate = propagate
         notes.extend(collector.notes)
 
 
