@@ -16,4 +16,5 @@ elif command -v gcc >/dev/null 2>&1; then
     rm -f "$EGRESS_SYSCALL_LOG"
 fi
 # -m "": every test, not only the fast suite that plain `pytest` runs (pyproject.toml addopts).
-exec .venv/bin/python -m pytest -m "" "$@"
+# --durations: the slowest tests, in CI's log too (where to cut its time).
+exec .venv/bin/python -m pytest -m "" --durations=25 "$@"
