@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from appliance.settings import Settings
     from ingest.report import FileResult
 
+# Why a file with macros is refused, by its name or by its content (readers may download an upload's original).
+NO_MACROS = ("macro-enabled Office files are not taken as uploads (readers can download the original); save it "
+             "without macros (.docx, .pptx, .xlsx), or have it ingested from a shared folder")
+
+
 class UploadRefused(Exception):
     """An upload the appliance will not store: `status` is the HTTP status the API answers."""
 
@@ -79,9 +84,7 @@ def check_names(raw: Sequence[str | None]) -> list[str]:
     for name in names:
         if Path(name).suffix.lower() in MACRO_ENABLED:
             # Readers may download an upload's original: the appliance must not hand colleagues an employee's macros.
-            raise UploadRefused(415, f"{name}: macro-enabled Office files are not taken as uploads (readers can "
-                                "download the original); save it without macros (.docx, .pptx, .xlsx), or have it "
-                                "ingested from a shared folder")
+            raise UploadRefused(415, f"{name}: {NO_MACROS}")
         if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UploadRefused(415, f"{name}: unsupported file type {Path(name).suffix or '(none)'!r}; supported: "
                                 + " ".join(sorted(SUPPORTED_SUFFIXES - MACRO_ENABLED)))
@@ -104,9 +107,7 @@ def check_content(part: Path, name: str, settings: Settings) -> None:
     if lie is not None:
         raise UploadRefused(415, f"{lie}: refused")
     if holds_macros(part):  # a .docm renamed .docx or .doc: the name alone is not the check
-        raise UploadRefused(415, f"{name} holds macros: macro-enabled Office files are not taken as uploads "
-                            "(readers can download the original); save it without macros, or have it ingested "
-                            "from a shared folder")
+        raise UploadRefused(415, f"{name} holds macros: {NO_MACROS}")
     try:
         check_archive(part, settings.ingest.max_unpacked_mb)
     except Exception as exc:  # ParseError: the zip-bomb reason

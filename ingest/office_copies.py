@@ -75,9 +75,7 @@ def _changed_members(archive: zipfile.ZipFile, file_type: str) -> dict[str, byte
     """The members whose bytes the copy replaces: the content types of a variant, Word parts holding controls."""
     changed: dict[str, bytes] = {}
     types = archive.read(CONTENT_TYPES)
-    plain = types
-    if VARIANT_MAIN.search(types):
-        plain = VARIANT_MAIN.sub(f'ContentType="{MAIN_TYPES[file_type]}"'.encode(), types)
+    plain = VARIANT_MAIN.sub(f'ContentType="{MAIN_TYPES[file_type]}"'.encode(), types)
     if plain != types:
         changed[CONTENT_TYPES] = plain
     if file_type == "docx":
